@@ -1,0 +1,19 @@
+"""pneumo: pneumonia detection on pediatric chest X-rays, with models that say why.
+
+Where an image goes in: `pneumo.imaging.load_model_input`. Where a probability comes out:
+`pneumo.load_predictor(reference).predict_file(path)`.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import InvalidImageError, ModelLoadError, PneumoError  # noqa: E402
+
+
+def load_predictor(reference, revision=None):
+    """A ready predictor from a model folder path or a Hub repo id (`OWNER/NAME[@REVISION]`)."""
+    from .predictor import load_predictor as _load
+
+    return _load(reference, revision)
+
+
+__all__ = ["__version__", "load_predictor", "PneumoError", "InvalidImageError", "ModelLoadError"]

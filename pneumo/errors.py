@@ -1,0 +1,59 @@
+"""One family of exceptions for everything a user can cause.
+
+Each message names the file (or model) and says what to do; tracebacks are for bugs.
+"""
+
+
+class PneumoError(Exception):
+    """Base class: an error the user can act on."""
+
+
+class InvalidImageError(PneumoError, ValueError):
+    """An input file cannot be used as a chest X-ray."""
+
+    reason = "invalid image"
+
+    def __init__(self, source, detail=""):
+        self.source = str(source)
+        self.detail = detail
+        message = f"{self.source}: {self.reason}"
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class EmptyFileError(InvalidImageError):
+    reason = "the file is empty"
+
+
+class NotAnImageError(InvalidImageError):
+    reason = "not an image"
+
+    def __init__(self, source, detail="pneumo reads JPEG, PNG, BMP, TIFF and DICOM files"):
+        super().__init__(source, detail)
+
+
+class UnsupportedFormatError(InvalidImageError):
+    reason = "unsupported image format"
+
+
+class CorruptImageError(InvalidImageError):
+    reason = "the image data is truncated or corrupt"
+
+
+class ImageTooSmallError(InvalidImageError):
+    reason = "the image is too small to be a chest X-ray"
+
+
+class ImageTooLargeError(InvalidImageError):
+    reason = "the image is too large to decode safely"
+
+
+class ModelLoadError(PneumoError):
+    """A model reference cannot be turned into a predictor."""
+
+
+class ModelNotFoundError(ModelLoadError):
+    """No model folder or Hub repo answers to the reference."""
+
+
+class HubUnavailableError(ModelLoadError):
+    """The Hugging Face Hub cannot be reached and nothing usable is cached."""

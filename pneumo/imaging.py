@@ -1,0 +1,174 @@
+"""The one path an image takes: decode -> validate -> preprocess.
+
+Training, the demo and the batch evaluator all call `load_model_input`, so the same file gives the
+same tensor (and the same probability) everywhere.
+
+Every format is reduced to a single grayscale plane in [0, 1] before resizing, so an X-ray saved as an
+RGB JPEG, an 8-bit grayscale PNG or a 16-bit PNG reaches the model as (nearly) the same array.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import (
+    CorruptImageError,
+    EmptyFileError,
+    ImageTooLargeError,
+    ImageTooSmallError,
+    NotAnImageError,
+    UnsupportedFormatError,
+)
+
+ImageSource = Union[str, os.PathLike, bytes]
+
+# The smallest side a real radiograph could have; anything smaller is an icon or a mistake.
+MIN_SIDE = 64
+# Checked from the header, before any pixel is decoded (a decompression bomb is a small file that
+# expands to billions of pixels). 50 MP is well above any clinical detector (~20 MP).
+MAX_PIXELS = 50_000_000
+MAX_FILE_BYTES = 512 * 1024 * 1024
+PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF"}
+# ITU-R BT.601 luma, the weights PIL uses for RGB -> L.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+# PIL's own guard would raise a different exception type (or only warn); ours runs first.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def read_bytes(source: ImageSource) -> tuple[bytes, str]:
+    """The raw bytes of `source` and a name to use in messages."""
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source), "<uploaded image>"
+    path = Path(source)
+    name = str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise NotAnImageError(name, "no such file") from None
+    except OSError as error:
+        raise NotAnImageError(name, error.strerror or str(error)) from None
+    if path.is_dir():
+        raise NotAnImageError(name, "it is a folder")
+    if size > MAX_FILE_BYTES:
+        raise ImageTooLargeError(name, f"{size / 2**20:.0f} MB file, limit {MAX_FILE_BYTES // 2**20} MB")
+    return path.read_bytes(), name
+
+
+def is_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def check_dimensions(width: int, height: int, name: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageTooLargeError(name, f"{width}x{height} pixels, limit {MAX_PIXELS:,} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise ImageTooSmallError(name, f"{width}x{height} pixels, at least {MIN_SIDE} pixels a side needed")
+
+
+def read_grayscale(source: ImageSource) -> np.ndarray:
+    """Decode any supported file into a 2-D float32 array in [0, 1] (0 = black)."""
+    data, name = read_bytes(source)
+    if not data:
+        raise EmptyFileError(name)
+    if is_dicom(data):
+        return _decode_dicom(data, name)
+    return _decode_pil(data, name)
+
+
+def _decode_pil(data: bytes, name: str) -> np.ndarray:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise NotAnImageError(name) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise CorruptImageError(name, str(error)) from None
+    if image.format not in PIL_FORMATS:
+        raise UnsupportedFormatError(name, f"{image.format}; use JPEG, PNG, BMP, TIFF or DICOM")
+    check_dimensions(*image.size, name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+        raise CorruptImageError(name, str(error)) from None
+    return _pil_to_unit_gray(image)
+
+
+def _pil_to_unit_gray(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16-bit grayscale (PNG/TIFF). Pillow may present it as 32-bit "I"; the range is still 16-bit.
+        pixels = np.asarray(image, dtype=np.float32)
+        return np.clip(pixels / 65535.0, 0.0, 1.0)
+    if mode == "F":
+        return _min_max(np.asarray(image, dtype=np.float32))
+    if mode == "L":
+        return np.asarray(image, dtype=np.float32) / 255.0
+    if mode in ("LA", "1"):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return rgb @ LUMA / 255.0
+
+
+def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as error:
+        raise CorruptImageError(name, f"unreadable DICOM: {error}") from None
+    if "PixelData" not in dataset:
+        raise NotAnImageError(name, "DICOM file without pixel data")
+    check_dimensions(int(dataset.get("Columns", 0)), int(dataset.get("Rows", 0)), name)
+    try:
+        pixels = dataset.pixel_array
+    except (NotImplementedError, RuntimeError) as error:
+        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
+        raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax} cannot be decoded: {error}") from None
+    except (ValueError, EOFError, OSError) as error:
+        raise CorruptImageError(name, str(error)) from None
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if int(dataset.get("SamplesPerPixel", 1)) == 3:
+        return _min_max(np.asarray(pixels, dtype=np.float32) @ LUMA)
+    # Stored values -> physical units (slope/intercept), then the display window the scanner chose.
+    values = apply_modality_lut(pixels, dataset)
+    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+        values = apply_voi_lut(values, dataset)
+    gray = _min_max(np.asarray(values, dtype=np.float32))
+    if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
+        gray = 1.0 - gray  # MONOCHROME1 stores bone as dark; models expect bone bright.
+    return gray
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def to_model_input(gray: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a [0, 1] grayscale plane to the model's input: (height, width, 3) float32 in [0, 1]."""
+    shrinking = gray.shape[0] > height or gray.shape[1] > width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    resized = cv2.resize(gray, (width, height), interpolation=interpolation)
+    resized = np.clip(resized, 0.0, 1.0).astype(np.float32)
+    return np.repeat(resized[:, :, None], 3, axis=2)
+
+
+def load_model_input(source: ImageSource, height: int, width: int) -> np.ndarray:
+    """decode -> validate -> preprocess: the tensor a model of that input size sees for `source`."""
+    return to_model_input(read_grayscale(source), height, width)

@@ -1,0 +1,124 @@
+"""The model card (README.md) of a model folder, written from its config.json and metrics files.
+
+Every number in the card is read from a file the training or evaluation code wrote; none is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+METRIC_ROWS = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity (PNEUMONIA recall)"),
+               ("specificity", "Specificity (NORMAL recall)"), ("precision", "Precision (PNEUMONIA)"),
+               ("f1", "F1 (PNEUMONIA)"), ("roc_auc", "ROC-AUC"),
+               ("expected_calibration_error", "Expected calibration error")]
+SPLITS = [("validation", "Validation (patient-level split of train/)"),
+          ("test", "Official test set (624 images, touched once)")]
+
+
+def read_metrics(folder: Path) -> dict:
+    found = {}
+    for split, _ in SPLITS:
+        path = folder / f"metrics_{split}.json"
+        if path.exists():
+            found[split] = json.loads(path.read_text())
+    return found
+
+
+def _format(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def metrics_table(metrics: dict) -> str:
+    splits = [(key, title) for key, title in SPLITS if key in metrics]
+    lines = ["| Metric | " + " | ".join(title for _, title in splits) + " |",
+             "|---|" + "---|" * len(splits)]
+    for key, title in METRIC_ROWS:
+        lines.append(f"| {title} | " + " | ".join(_format(metrics[s].get(key)) for s, _ in splits) + " |")
+    lines.append("| Images | " + " | ".join(str(metrics[s]["n_images"]) for s, _ in splits) + " |")
+    for split, title in splits:
+        (tn, fp), (fn, tp) = metrics[split]["confusion_matrix"]
+        lines.append(f"\n{title}: confusion matrix at threshold {metrics[split]['threshold']:.3f}: "
+                     f"TN {tn}, FP {fp}, FN {fn}, TP {tp}.")
+    return "\n".join(lines)
+
+
+def render_model_card(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    metrics = read_metrics(folder)
+    training = config["training"]
+    size = config["input"]["height"]
+    backbone = training.get("backbone_weights")
+    from_scratch = config["architecture"] == "resnet50" and (backbone in (None, "none"))
+    front_matter = "\n".join([
+        "---",
+        "license: cc-by-4.0",
+        "library_name: keras",
+        "pipeline_tag: image-classification",
+        "tags:", "- medical-imaging", "- chest-x-ray", "- pneumonia", "- grad-cam", "- pneumo",
+        "---",
+    ])
+    scratch_note = (
+        "\n**Trained from scratch.** The ResNet50 backbone starts from random weights: the environment that "
+        "built this model has no internet and no copy of the ImageNet weights. With internet, "
+        "`--backbone-weights imagenet` trains the two-stage transfer-learning recipe instead.\n"
+        if from_scratch else "")
+    metrics_section = metrics_table(metrics) if metrics else "No metrics recorded yet."
+    return f"""{front_matter}
+
+# pneumo {config['name']}: pneumonia vs normal on pediatric chest X-rays
+
+{config['description']}. Input {size}x{size}x3 in [0, 1] (a grayscale X-ray repeated over 3 channels).
+Part of pneumo, research and teaching software.
+{scratch_note}
+## Not a medical device
+For research and teaching only. It has not been cleared or approved by any regulator, must not be used
+to diagnose or to make treatment decisions, and does not replace a radiologist.
+
+## Intended use
+Show students and researchers how a convolutional model separates pneumonia from normal pediatric
+frontal chest X-rays, and where in the image its evidence lies (Grad-CAM). Out of scope: adults, lateral
+views, other findings (effusion, nodules, tuberculosis, COVID-19), images from other hospitals without
+local validation.
+
+## Training data
+{training['data']}: pediatric patients aged 1 to 5 from one hospital (Guangzhou Women and Children's
+Medical Center), every image resized to 224x224. {training['train_images']} training images
+({training['train_patients']} patients) and {training['validation_images']} validation images
+({training['validation_patients']} patients), split by patient with no patient on both sides
+({training['validation_split']}). Class counts (train): {training['class_counts_train']}.
+
+## Training recipe
+{training['optimizer']}, learning rate {training['learning_rate']}, batch {training['batch_size']},
+{training['loss']}, {training['precision']}; {training['epochs_run']} epochs run, weights from epoch
+{training['best_epoch']} (best validation ROC-AUC). Augmentation: {training['augmentation']}.
+
+## Decision threshold and calibration
+Probabilities are `softmax(logits / T)` with T = {config['calibration']['temperature']:.3f}, fitted on
+the validation split. PNEUMONIA is predicted when its probability is at least
+{config['threshold']:.3f} ({config['threshold_method']}).
+
+## Metrics
+{metrics_section}
+
+## Limitations
+- One hospital, one pediatric population, images already downsized to 224x224: expect lower accuracy
+  elsewhere. The official test set is known to differ from train/ (more normals, other acquisition); the
+  gap between the validation and test columns above measures that shift.
+- Labels are image-level (bacterial and viral pneumonia merged into PNEUMONIA) and were graded by
+  experts without follow-up; some are wrong.
+- Grad-CAM shows where the model looked, not proof of pathology; heatmaps can highlight text markers or
+  borders.
+- Input is treated as a frontal chest X-ray whatever it is; the model cannot tell when it is shown
+  something else.
+
+## Files
+`{config['model_file']}` (Keras 3, loads with `safe_mode=True`), `config.json` (input size,
+preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.csv`,
+`training_curves.png`, `data_split.csv` (which training images were held out for validation).
+"""
+
+
+def write_model_card(folder) -> None:
+    folder = Path(folder)
+    (folder / "README.md").write_text(render_model_card(folder))

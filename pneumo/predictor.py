@@ -1,0 +1,136 @@
+"""A trained model folder turned into calibrated predictions.
+
+The folder's `config.json` says everything needed: input size, class names, the decision threshold
+and the calibration temperature. Nothing about a model is hard-coded here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import calibrated_probabilities
+from .errors import ModelLoadError, ModelNotFoundError
+from .imaging import ImageSource, load_model_input
+
+CONFIG_FILE = "config.json"
+REQUIRED_CONFIG_KEYS = ("architecture", "model_file", "input", "class_names", "positive_class", "threshold",
+                        "calibration", "gradcam_layer")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict  # class name -> calibrated probability
+    threshold: float
+    model_name: str
+    revision: str | None
+
+    @property
+    def positive_probability(self) -> float:
+        return self.probabilities["PNEUMONIA"]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities, "threshold": self.threshold,
+                "model": self.model_name, "revision": self.revision}
+
+
+def read_config(folder: Path) -> dict:
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise ModelLoadError(f"{folder}: no {CONFIG_FILE}; a pneumo model folder needs one (see models/*/config.json)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{path}: not valid JSON ({error})") from None
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ModelLoadError(f"{path}: not a pneumo model config (missing {', '.join(missing)})")
+    if config["positive_class"] not in config["class_names"]:
+        raise ModelLoadError(f"{path}: positive_class {config['positive_class']!r} is not among class_names")
+    return config
+
+
+class Predictor:
+    """Calibrated predictions of one model folder.
+
+    `probabilities = softmax(logits / temperature)`; the label is the positive class when its
+    probability reaches the folder's threshold (both fitted on the validation split).
+    """
+
+    def __init__(self, model, config: dict, name: str, reference: str, revision: str | None = None):
+        import keras
+
+        self.model = model
+        self.config = config
+        self.name = name
+        self.reference = reference
+        self.revision = revision
+        self.class_names = list(config["class_names"])
+        self.positive_index = self.class_names.index(config["positive_class"])
+        self.height = int(config["input"]["height"])
+        self.width = int(config["input"]["width"])
+        self.threshold = float(config["threshold"])
+        self.temperature = float(config["calibration"].get("temperature", 1.0))
+        self.logits_model = keras.Model(model.input, model.get_layer(config.get("logits_layer", "logits")).output)
+
+    @classmethod
+    def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
+        import keras
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"{folder}: no such model folder")
+        config = read_config(folder)
+        model_path = folder / config["model_file"]
+        if not model_path.exists():
+            raise ModelLoadError(f"{folder}: config.json names {config['model_file']}, which is missing")
+        try:
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except Exception as error:  # Keras raises many types for a damaged or foreign file
+            raise ModelLoadError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
+        return cls(model, config, config.get("name", folder.name), reference or str(folder), revision)
+
+    def load_image(self, source: ImageSource) -> np.ndarray:
+        return load_model_input(source, self.height, self.width)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
+        logits = np.asarray(self.logits_model(np.asarray(images, dtype=np.float32), training=False))
+        return calibrated_probabilities(logits, self.temperature)
+
+    def label_for(self, positive_probability: float) -> str:
+        if positive_probability >= self.threshold:
+            return self.class_names[self.positive_index]
+        return self.class_names[1 - self.positive_index]
+
+    def predict_image(self, image: np.ndarray) -> Prediction:
+        probabilities = self.probabilities(image[None])[0]
+        return Prediction(
+            label=self.label_for(probabilities[self.positive_index]),
+            probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
+            threshold=self.threshold, model_name=self.name, revision=self.revision)
+
+    def predict_file(self, source: ImageSource) -> Prediction:
+        return self.predict_image(self.load_image(source))
+
+    def positive_probabilities(self, paths, batch_size: int = 32) -> np.ndarray:
+        """P(positive class) for many files, decoding in parallel with inference (tf.data)."""
+        from .data import make_dataset
+
+        dataset = make_dataset(list(paths), np.zeros(len(paths)), self.height, self.width, batch_size, cache=False)
+        batches = [self.probabilities(images)[:, self.positive_index] for images, _ in dataset]
+        return np.concatenate(batches) if batches else np.zeros(0)
+
+
+def load_predictor(reference, revision: str | None = None) -> Predictor:
+    """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`."""
+    from .hub import is_hub_reference, resolve_model_folder
+
+    if Path(reference).is_dir() or not is_hub_reference(str(reference)):
+        return Predictor.from_folder(reference)
+    folder, resolved_revision = resolve_model_folder(str(reference), revision)
+    return Predictor.from_folder(folder, reference=str(reference), revision=resolved_revision)

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real example X-rays, image files written in every format, and a tiny trained model."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches the real Hub
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+BUNDLED_MODELS = [REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"]
+
+
+def example_images():
+    return sorted(EXAMPLES.glob("*.jpeg"))
+
+
+def true_label(path: Path) -> str:
+    return path.name.split("_")[0].upper()
+
+
+def synthetic_xray(size=96, seed=0, opacity=False) -> np.ndarray:
+    """A uint8 grayscale 'chest': two bright lung fields on dark, optionally with a bright opacity."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = 40 + 20 * rng.random((size, size))
+    for center in (0.3, 0.7):
+        image += 120 * (((xx - center) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1)
+    if opacity:
+        image += 80 * (((xx - 0.3) / 0.1) ** 2 + ((yy - 0.6) / 0.1) ** 2 < 1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def png_bytes(array: np.ndarray, mode=None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """train/NORMAL and train/PNEUMONIA with 24 synthetic images each, several per 'patient'."""
+    root = tmp_path_factory.mktemp("synthetic")
+    for label, opacity in (("NORMAL", False), ("PNEUMONIA", True)):
+        folder = root / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(24):
+            name = f"person{i // 2 + (100 if opacity else 0)}_{'bacteria' if opacity else 'normal'}_{i}.png"
+            Image.fromarray(synthetic_xray(seed=i + (1000 if opacity else 0), opacity=opacity)).save(folder / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(synthetic_dataset, tmp_path_factory):
+    """A cnn_lstm trained for 2 epochs at 64x64 on the synthetic set, exported like a bundled model."""
+    from pneumo.train import main
+
+    out = tmp_path_factory.mktemp("models") / "tiny-cnn-lstm"
+    main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "2",
+          "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"])
+    return out

@@ -1,0 +1,99 @@
+"""Image-folder discovery, the leakage-free patient split, class weights and the tf.data pipeline."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pneumo import data
+
+REAL_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray" / "train"
+
+
+@pytest.mark.parametrize("filename, patient", [
+    ("person1000_bacteria_2931.jpeg", "person1000"),
+    ("person1000_virus_1681.jpeg", "person1000"),
+    ("IM-0115-0001.jpeg", "IM-0115"),
+    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+    ("scan.png", "scan"),
+])
+def test_patient_id_from_filename(filename, patient):
+    assert data.patient_id_from_filename(filename) == patient
+
+
+def test_class_folders_are_found_in_any_case(tmp_path):
+    for folder in ("Train/normal", "Train/Pneumonia/sub"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "Train/normal/IM-0001-0001.jpeg").write_bytes(b"x")
+    (tmp_path / "Train/Pneumonia/sub/person1_virus_1.png").write_bytes(b"x")
+    (tmp_path / "Train/normal/notes.txt").write_text("not an image")
+    assert data.find_splits(tmp_path) == {"train": tmp_path / "Train"}
+    frame = data.list_labeled_images(tmp_path / "Train")
+    assert list(frame.class_name) == ["NORMAL", "PNEUMONIA"]
+    assert list(frame.patient) == ["IM-0001", "person1"]
+
+
+def test_a_folder_without_class_folders_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="NORMAL"):
+        data.list_labeled_images(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def real_split():
+    if not REAL_TRAIN.exists():
+        pytest.skip("the shared dataset is not beside this checkout")
+    frame = data.list_labeled_images(REAL_TRAIN)
+    return frame, data.split_by_patient(frame, 0.15, seed=42)
+
+
+def test_no_patient_is_on_both_sides_of_the_real_split(real_split):
+    frame, (train, validation) = real_split
+    assert len(train) + len(validation) == len(frame) == 5216
+    assert not set(train.patient) & set(validation.patient)
+
+
+def test_no_duplicate_file_is_on_both_sides_of_the_real_split(real_split):
+    import hashlib
+
+    _, (train, validation) = real_split
+    def digests(paths):
+        return {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+    assert not digests(train.path) & digests(validation.path)
+
+
+def test_the_real_split_is_stratified_and_about_15_percent(real_split):
+    frame, (train, validation) = real_split
+    assert 0.13 < len(validation) / len(frame) < 0.17
+    assert abs(validation.label.mean() - frame.label.mean()) < 0.03
+
+
+def test_the_split_is_reproducible_and_depends_on_the_seed(synthetic_dataset):
+    frame = data.list_labeled_images(synthetic_dataset / "train")
+    first = data.split_by_patient(frame, 0.25, seed=1)[1]
+    again = data.split_by_patient(frame, 0.25, seed=1)[1]
+    other = data.split_by_patient(frame, 0.25, seed=2)[1]
+    assert list(first.path) == list(again.path)
+    assert list(first.path) != list(other.path)
+
+
+def test_class_weights_balance_the_classes():
+    weights = data.class_weights([0] * 25 + [1] * 75)
+    assert weights[0] * 25 == pytest.approx(weights[1] * 75)
+    assert weights[0] == pytest.approx(2.0)
+
+
+def test_dataset_yields_batches_of_model_inputs(synthetic_dataset):
+    frame = data.list_labeled_images(synthetic_dataset / "train")
+    dataset = data.make_dataset(frame.path, frame.label, 64, 64, batch_size=16, shuffle_seed=0, augment=True)
+    images, labels = next(iter(dataset))
+    assert images.shape == (16, 64, 64, 3) and labels.shape == (16,)
+    assert float(np.min(images)) >= 0.0 and float(np.max(images)) <= 1.0
+
+
+def test_dataset_images_equal_the_one_image_path(synthetic_dataset):
+    from pneumo.imaging import load_model_input
+
+    frame = data.list_labeled_images(synthetic_dataset / "train").head(3)
+    images, _ = next(iter(data.make_dataset(frame.path, frame.label, 64, 64, batch_size=3)))
+    for image, path in zip(np.asarray(images), frame.path):
+        assert np.array_equal(image, load_model_input(path, 64, 64))

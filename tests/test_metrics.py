@@ -1,0 +1,58 @@
+"""Metrics, calibration and threshold choice as pure functions of arrays."""
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from pneumo.calibration import calibrated_probabilities, choose_threshold, fit_temperature
+from pneumo.metrics import compute_metrics, expected_calibration_error
+
+
+def test_metrics_match_a_hand_counted_confusion_matrix():
+    y_true = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    prob = [0.1, 0.2, 0.7, 0.4, 0.9, 0.8, 0.3, 0.6, 0.95, 0.55]
+    m = compute_metrics(y_true, prob, threshold=0.5)
+    assert m["confusion_matrix"] == [[3, 1], [1, 5]]
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["sensitivity"] == pytest.approx(5 / 6)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["precision"] == pytest.approx(5 / 6)
+    assert m["f1"] == pytest.approx(5 / 6)
+    assert m["roc_auc"] == pytest.approx(20 / 24)  # positive-over-negative pairs
+
+
+def test_threshold_moves_the_decision():
+    assert compute_metrics([0, 1], [0.6, 0.7], threshold=0.65)["accuracy"] == 1.0
+    assert compute_metrics([0, 1], [0.6, 0.7], threshold=0.5)["accuracy"] == 0.5
+
+
+def test_auc_is_none_with_one_class():
+    assert compute_metrics([1, 1], [0.2, 0.9])["roc_auc"] is None
+
+
+def test_ece_is_zero_for_perfect_calibration_and_large_for_overconfidence():
+    rng = np.random.default_rng(0)
+    prob = rng.random(20000)
+    calibrated = (rng.random(20000) < prob).astype(int)
+    assert expected_calibration_error(calibrated, prob) < 0.02
+    assert expected_calibration_error(np.zeros(100, int), np.full(100, 0.9)) == pytest.approx(0.9)
+
+
+def test_temperature_fit_recovers_the_temperature_that_generated_the_labels():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(20000, 2))
+    labels = (rng.random(20000) < softmax(logits / 2.5, axis=1)[:, 1]).astype(int)
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.08)
+
+
+def test_calibrated_probabilities_keep_the_ranking():
+    logits = np.array([[0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
+    assert np.argsort(calibrated_probabilities(logits, 3.0)[:, 1]).tolist() == [1, 2, 0]
+
+
+def test_threshold_separates_separable_scores():
+    labels = [0, 0, 0, 1, 1, 1]
+    scores = [0.1, 0.3, 0.62, 0.65, 0.8, 0.9]
+    threshold = choose_threshold(labels, scores)
+    assert 0.62 < threshold <= 0.65
+    assert compute_metrics(labels, scores, threshold)["accuracy"] == 1.0

@@ -1,0 +1,66 @@
+"""Training writes a complete, self-describing model folder, and resumes after an interruption."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pneumo.predictor import Predictor
+from pneumo.train import main
+
+MODEL_FOLDER_FILES = {"model.keras", "config.json", "README.md", "history.csv", "training_curves.png",
+                      "metrics_validation.json", "data_split.csv"}
+
+
+def test_training_writes_a_hub_style_model_folder(tiny_model_folder):
+    assert MODEL_FOLDER_FILES <= {path.name for path in tiny_model_folder.iterdir()}
+
+
+def test_config_says_everything_needed_to_use_the_model(tiny_model_folder):
+    config = json.loads((tiny_model_folder / "config.json").read_text())
+    assert config["architecture"] == "cnn_lstm"
+    assert config["input"] == {"height": 64, "width": 64, "channels": 3}
+    assert config["class_names"] == ["NORMAL", "PNEUMONIA"] and config["positive_class"] == "PNEUMONIA"
+    assert 0.0 <= config["threshold"] <= 1.0
+    assert config["calibration"]["temperature"] > 0 and "validation" in config["calibration"]["fitted_on"]
+    assert config["training"]["train_images"] + config["training"]["validation_images"] == 48
+    assert config["pneumo_version"]
+
+
+def test_validation_metrics_are_recorded_on_the_validation_split(tiny_model_folder):
+    split = pd.read_csv(tiny_model_folder / "data_split.csv")
+    metrics = json.loads((tiny_model_folder / "metrics_validation.json").read_text())
+    assert metrics["n_images"] == (split.split == "validation").sum()
+    assert set(metrics) >= {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
+                            "expected_calibration_error", "confusion_matrix"}
+    assert not set(split[split.split == "train"].patient) & set(split[split.split == "validation"].patient)
+
+
+def test_model_card_states_use_limits_and_metrics(tiny_model_folder):
+    card = (tiny_model_folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: cc-by-4.0")
+    for words in ("Not a medical device", "Intended use", "Limitations", "one hospital", "Validation"):
+        assert words in card
+    metrics = json.loads((tiny_model_folder / "metrics_validation.json").read_text())
+    assert f"{metrics['accuracy']:.3f}" in card
+
+
+def test_the_folder_loads_as_a_predictor(tiny_model_folder):
+    predictor = Predictor.from_folder(tiny_model_folder)
+    assert (predictor.height, predictor.width) == (64, 64)
+    assert predictor.threshold == json.loads((tiny_model_folder / "config.json").read_text())["threshold"]
+
+
+def test_a_rerun_resumes_after_the_last_finished_epoch(synthetic_dataset, tmp_path, capsys):
+    args = ["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(tmp_path / "m"),
+            "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"]
+    main(args + ["--epochs", "1"])
+    main(args + ["--epochs", "2"])
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert history.epoch.tolist() == [0, 1]
+
+
+def test_unknown_architecture_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--arch", "vgg", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
