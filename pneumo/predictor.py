@@ -61,12 +61,13 @@ class Predictor:
     probability reaches the folder's threshold (both fitted on the validation split).
     """
 
-    def __init__(self, model, config: dict, name: str, reference: str, revision: str | None = None):
+    def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None):
         import keras
 
         self.model = model
+        self.folder = Path(folder)
+        self.name = config.get("name", self.folder.name)
         self.config = config
-        self.name = name
         self.reference = reference
         self.revision = revision
         self.class_names = list(config["class_names"])
@@ -76,6 +77,7 @@ class Predictor:
         self.threshold = float(config["threshold"])
         self.temperature = float(config["calibration"].get("temperature", 1.0))
         self.logits_model = keras.Model(model.input, model.get_layer(config.get("logits_layer", "logits")).output)
+        self._gradcam = None
 
     @classmethod
     def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
@@ -92,9 +94,10 @@ class Predictor:
             model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
         except Exception as error:  # Keras raises many types for a damaged or foreign file
             raise ModelLoadError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
-        return cls(model, config, config.get("name", folder.name), reference or str(folder), revision)
+        return cls(model, config, folder, reference or str(folder), revision)
 
     def load_image(self, source: ImageSource) -> np.ndarray:
+        """`source` as this model's input, through the one image path."""
         return load_model_input(source, self.height, self.width)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -102,8 +105,8 @@ class Predictor:
         logits = np.asarray(self.logits_model(np.asarray(images, dtype=np.float32), training=False))
         return calibrated_probabilities(logits, self.temperature)
 
-    def label_for(self, positive_probability: float) -> str:
-        if positive_probability >= self.threshold:
+    def label_for(self, positive_probability: float, threshold: float | None = None) -> str:
+        if positive_probability >= (self.threshold if threshold is None else threshold):
             return self.class_names[self.positive_index]
         return self.class_names[1 - self.positive_index]
 
@@ -116,6 +119,15 @@ class Predictor:
 
     def predict_file(self, source: ImageSource) -> Prediction:
         return self.predict_image(self.load_image(source))
+
+    def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
+        """Grad-CAM heatmap (feature-map grid, values in [0, 1]) for `class_name` (default: the positive class)."""
+        if self._gradcam is None:
+            from .gradcam import GradCam
+
+            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.config.get("logits_layer", "logits"))
+        class_index = self.class_names.index(class_name) if class_name else self.positive_index
+        return self._gradcam.heatmap(image, class_index)
 
     def positive_probabilities(self, paths, batch_size: int = 32) -> np.ndarray:
         """P(positive class) for many files, decoding in parallel with inference (tf.data)."""

@@ -1,0 +1,108 @@
+"""Score folders of chest X-rays and write confusion matrices, classification reports and predictions.
+
+    python batch_eval.py FOLDER --out DIR [--model REF ...] [--batch-size N] [--threshold T]
+                         [--gradcam K] [--shard I/N]
+    python batch_eval.py merge DIR [DIR ...] --out DIR
+
+FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
+any other folder gets predictions only. REF is a model folder or a Hub repo OWNER/NAME[@REVISION]
+(default: both bundled models). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_MODELS = [str(REPO_ROOT / "models" / "cnn-lstm"), str(REPO_ROOT / "models" / "resnet50")]
+SUMMARY_COLUMNS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N (e.g. 0/4)") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return index, count
+
+
+def parse_score_args(argv):
+    parser = argparse.ArgumentParser(prog="batch_eval.py", description=__doc__.split("\n")[0],
+                                     epilog="Merge sharded runs with: batch_eval.py merge DIR... --out DIR")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", action="append", dest="models", metavar="REF",
+                        help="model folder or Hub repo OWNER/NAME[@REVISION]; repeat for several")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threshold", type=float, help="override every model's own decision threshold")
+    parser.add_argument("--gradcam", type=int, default=0, metavar="K",
+                        help="Grad-CAM overlays of each model's K most confident mistakes")
+    parser.add_argument("--shard", type=shard_spec, default=(0, 1), metavar="I/N",
+                        help="score only the I-th of N deterministic parts of the folder")
+    return parser, parser.parse_args(argv)
+
+
+def parse_merge_args(argv):
+    parser = argparse.ArgumentParser(prog="batch_eval.py merge", description="Merge sharded runs.")
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser, parser.parse_args(argv)
+
+
+def check_writable(parser, out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--out {out}: cannot create it ({error.strerror})")
+    if not os.access(out, os.W_OK):
+        parser.error(f"--out {out}: not writable")
+
+
+def print_summary(all_metrics: dict) -> None:
+    print(f"\n{'model':<16}{'images':>8}{'skipped':>9}" + "".join(f"{c:>13}" for c in SUMMARY_COLUMNS))
+    for name, m in all_metrics.items():
+        values = "".join(f"{m[c]:>13.3f}" if m.get(c) is not None else f"{'-':>13}" for c in SUMMARY_COLUMNS)
+        print(f"{name:<16}{m['image_count']:>8}{m['skipped_count']:>9}{values}")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from pneumo import PneumoError
+    from pneumo.batch import NothingToScore, merge_runs, run_folder
+
+    if argv[:1] == ["merge"]:
+        parser, args = parse_merge_args(argv[1:])
+        missing = [str(run) for run in args.runs if not (run / "run.json").exists()]
+        if missing:
+            parser.error(f"not batch_eval output folders (no run.json): {', '.join(missing)}")
+        check_writable(parser, args.out)
+        metrics = merge_runs(args.runs, args.out)
+    else:
+        parser, args = parse_score_args(argv)
+        if not args.folder.is_dir():
+            parser.error(f"{args.folder}: no such folder")
+        check_writable(parser, args.out)
+        from pneumo import load_predictor
+
+        try:
+            predictors = [load_predictor(reference) for reference in args.models or DEFAULT_MODELS]
+        except PneumoError as error:
+            parser.error(str(error))
+        try:
+            metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
+                                 threshold=args.threshold, gradcam=args.gradcam, shard=args.shard)
+        except NothingToScore as error:
+            print(f"batch_eval.py: {error}", file=sys.stderr)
+            return 1
+    print_summary(metrics)
+    print(f"\nreports written to {args.out}")
+    return 0 if any(m["image_count"] for m in metrics.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""batch_eval.py: labeled and unlabeled folders, bad files, sharding and merging, usage errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+import batch_eval
+from conftest import REPO, synthetic_xray
+from test_imaging import bomb_png, truncated_jpeg
+
+BAD_FILES = {
+    "empty.png": b"",
+    "truncated.jpeg": truncated_jpeg(),
+    "report.png": b"%PDF-1.4 a PDF renamed .png",
+    "notes.txt": b"not an image at all",
+    "bomb.png": bomb_png(),
+}
+
+
+@pytest.fixture(scope="module")
+def labeled_folder(tmp_path_factory):
+    """test/normal and test/PNEUMONIA (mixed case) with 6 good images each, and bad files among them."""
+    root = tmp_path_factory.mktemp("labeled")
+    for label, opacity in (("normal", False), ("PNEUMONIA", True)):
+        folder = root / "test" / label
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(synthetic_xray(seed=50 + i + 10 * opacity, opacity=opacity)).save(folder / f"img{i}.png")
+    for name, content in BAD_FILES.items():
+        (root / "test" / "normal" / name).write_bytes(content)
+    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
+    return root
+
+
+def run(*args):
+    return batch_eval.main([str(a) for a in args])
+
+
+def test_a_labeled_folder_gets_predictions_metrics_and_every_report(labeled_folder, tiny_model_folder, tmp_path):
+    out = tmp_path / "out"
+    assert run(labeled_folder, "--out", out, "--model", tiny_model_folder, "--gradcam", "2") == 0
+    model_dir = out / tiny_model_folder.name
+    for name in ("predictions.csv", "classification_report.csv", "confusion_matrix.csv", "confusion_matrix.png",
+                 "roc_curve.png", "metrics.json"):
+        assert (model_dir / name).exists(), name
+    for name in ("comparison.csv", "comparison.png", "disagreements.csv", "skipped.csv"):
+        assert (out / name).exists(), name
+    predictions = pd.read_csv(model_dir / "predictions.csv", keep_default_na=False)
+    assert list(predictions.columns) == ["file", "true_label", "probability_pneumonia", "predicted_label", "threshold"]
+    assert len(predictions) == 12 and set(predictions.true_label) == {"NORMAL", "PNEUMONIA"}
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["image_count"] == 12 and metrics["skipped_count"] == 6
+    assert sum(map(sum, metrics["confusion_matrix"])) == 12
+    report = pd.read_csv(model_dir / "classification_report.csv", index_col=0)
+    assert list(report.index) == ["NORMAL", "PNEUMONIA", "accuracy", "macro avg", "weighted avg"]
+    assert report.loc["accuracy", "f1-score"] == pytest.approx(metrics["accuracy"])
+
+
+def test_every_bad_file_is_skipped_with_its_reason(labeled_folder, tiny_model_folder, tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
+    skipped = pd.read_csv(tmp_path / "skipped.csv").set_index("file").reason.to_dict()
+    assert set(skipped) == {"test/PNEUMONIA/tiny.png", "test/normal/bomb.png", "test/normal/empty.png",
+                            "test/normal/notes.txt", "test/normal/report.png", "test/normal/truncated.jpeg"}
+    assert skipped["test/normal/empty.png"] == "the file is empty"
+    assert "not an image" in skipped["test/normal/notes.txt"]
+    assert "too small" in skipped["test/PNEUMONIA/tiny.png"]
+    assert "too large" in skipped["test/normal/bomb.png"]
+    assert "not an image" in skipped["test/normal/report.png"]
+    assert "truncated or corrupt" in skipped["test/normal/truncated.jpeg"]
+
+
+def test_an_unlabeled_folder_gets_predictions_only(tiny_model_folder, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(synthetic_xray(seed=i)).save(folder / f"scan{i}.png")
+    out = tmp_path / "out"
+    assert run(folder, "--out", out, "--model", tiny_model_folder) == 0
+    predictions = pd.read_csv(out / tiny_model_folder.name / "predictions.csv", keep_default_na=False)
+    assert list(predictions.true_label) == ["", "", ""]
+    metrics = json.loads((out / tiny_model_folder.name / "metrics.json").read_text())
+    assert metrics["image_count"] == 3 and "accuracy" not in metrics
+    assert not (out / tiny_model_folder.name / "confusion_matrix.csv").exists()
+
+
+def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, tiny_model_folder, tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", tiny_model_folder,
+        "--threshold", "0.5")
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    assert list(comparison.model) == [tiny_model_folder.name, tiny_model_folder.name + "-2"]
+    assert len(pd.read_csv(tmp_path / "disagreements.csv")) == 0  # the same model never disagrees with itself
+
+
+def test_three_shards_merged_equal_the_single_run(labeled_folder, tiny_model_folder, tmp_path):
+    run(labeled_folder, "--out", tmp_path / "single", "--model", tiny_model_folder)
+    shards = [tmp_path / f"shard{i}" for i in range(3)]
+    for i, shard in enumerate(shards):
+        run(labeled_folder, "--out", shard, "--model", tiny_model_folder, "--shard", f"{i}/3")
+    sizes = [len(pd.read_csv(s / tiny_model_folder.name / "predictions.csv")) for s in shards]
+    assert sum(sizes) == 12 and max(sizes) < 12
+    assert run("merge", *shards, "--out", tmp_path / "merged") == 0
+    name = tiny_model_folder.name
+    for relative in (f"{name}/predictions.csv", f"{name}/metrics.json", f"{name}/classification_report.csv",
+                     f"{name}/confusion_matrix.csv", "comparison.csv", "disagreements.csv", "skipped.csv"):
+        assert (tmp_path / "merged" / relative).read_text() == (tmp_path / "single" / relative).read_text(), relative
+
+
+def test_no_half_written_files_are_left_behind(labeled_folder, tiny_model_folder, tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+
+
+def test_an_empty_folder_scores_nothing_and_exits_1(tiny_model_folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path / "empty", "--out", tmp_path / "out", "--model", tiny_model_folder) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/folder", "--out", "{tmp}/out"], "no such folder"),
+    (["{examples}", "--out", "{tmp}/out", "--model", "{tmp}/no-model"], "no such model folder"),
+    (["{examples}", "--out", "/proc/forbidden/out"], "--out"),
+    (["{examples}", "--out", "{tmp}/out", "--shard", "3/3"], "0 <= I < N"),
+])
+def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path, examples=REPO / "examples") for a in args]
+    result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), *args], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,63 @@
+"""The two bundled models load from their folders and give sensible, format-independent predictions."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BUNDLED_MODELS, example_images, true_label
+from pneumo.predictor import Predictor
+
+
+@pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
+def predictor(request):
+    return Predictor.from_folder(request.param)
+
+
+def test_each_bundled_folder_is_complete(predictor):
+    names = {path.name for path in predictor.folder.iterdir()}
+    assert {"model.keras", "config.json", "README.md", "metrics_validation.json", "metrics_test.json"} <= names
+    assert (predictor.folder / "model.keras").stat().st_size < 100 * 10**6
+
+
+@pytest.mark.parametrize("image", example_images(), ids=lambda p: p.name)
+def test_bundled_models_label_the_example_images_correctly(predictor, image):
+    prediction = predictor.predict_file(image)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+    assert prediction.label == true_label(image)
+
+
+def test_rgb_jpeg_gray_png_and_16_bit_png_agree_within_0_02(predictor, tmp_path):
+    for source in example_images():
+        gray = np.asarray(Image.open(source).convert("L"))
+        variants = {"rgb.jpg": lambda p: Image.fromarray(np.stack([gray] * 3, -1)).save(p, quality=95),
+                    "gray8.png": lambda p: Image.fromarray(gray).save(p),
+                    "gray16.png": lambda p: Image.fromarray(gray.astype(np.uint16) * 257).save(p)}
+        probabilities = []
+        for name, write in variants.items():
+            write(tmp_path / name)
+            probabilities.append(predictor.predict_file(tmp_path / name).positive_probability)
+        assert max(probabilities) - min(probabilities) <= 0.02, (source.name, probabilities)
+
+
+def test_single_and_batched_prediction_are_identical(predictor):
+    paths = [str(p) for p in example_images()]
+    batched = predictor.positive_probabilities(paths, batch_size=3)
+    single = [predictor.predict_file(p).positive_probability for p in paths]
+    np.testing.assert_allclose(batched, single, rtol=0, atol=1e-6)
+
+
+def test_recorded_test_metrics_come_from_the_official_test_set(predictor):
+    metrics = json.loads((predictor.folder / "metrics_test.json").read_text())
+    assert metrics["n_images"] == 624
+    assert sum(map(sum, metrics["confusion_matrix"])) == 624
+    assert metrics["threshold"] == predictor.threshold
+
+
+def test_grad_cam_highlights_somewhere_inside_the_image(predictor):
+    image = predictor.load_image(example_images()[-1])
+    heatmap = predictor.explain(image, "PNEUMONIA")
+    assert heatmap.ndim == 2 and heatmap.max() == pytest.approx(1.0)
+    assert 0.0 <= heatmap.min()
