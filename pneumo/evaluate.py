@@ -12,16 +12,16 @@ import argparse
 import json
 from pathlib import Path
 
-from .data import list_labeled_images
-from .metrics import compute_metrics
+from .batch import discover, model_record, score
 from .modelcard import write_model_card
 from .predictor import Predictor
+from .reports import model_metrics
 
 
 def evaluate_folder(predictor: Predictor, folder) -> dict:
-    images = list_labeled_images(folder)
-    probabilities = predictor.positive_probabilities(images.path.tolist())
-    return compute_metrics(images.label.to_numpy(), probabilities, predictor.threshold)
+    """The metrics batch_eval.py reports for this model on `folder`: the same scoring code, so the same numbers."""
+    predictions, skipped = score(predictor, discover(folder))
+    return model_metrics(predictions, len(skipped), model_record(predictor))
 
 
 def main(argv=None):

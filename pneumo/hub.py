@@ -25,6 +25,16 @@ def split_reference(reference: str, revision: str | None = None) -> tuple[str, s
     return repo_id, revision or pinned or None
 
 
+def _transport_errors() -> tuple:
+    """The HTTP client's network errors (a dropped connection, a reset), whichever client the Hub library uses."""
+    try:
+        import httpx2
+
+        return (httpx2.TransportError,)
+    except ImportError:  # older huggingface_hub releases use httpx or requests
+        return ()
+
+
 def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[Path, str]:
     """Download (or find in the cache) the model files of a Hub repo; returns (folder, commit hash)."""
     from huggingface_hub import snapshot_download
@@ -40,11 +50,116 @@ def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[P
     except hub_errors.RepositoryNotFoundError:
         raise ModelNotFoundError(
             f"{repo_id}: no such model repo on the Hub, or it is private and HF_TOKEN is missing or wrong") from None
-    except hub_errors.LocalEntryNotFoundError:
+    except hub_errors.LocalEntryNotFoundError as error:
+        cause = error.__cause__
+        if isinstance(cause, hub_errors.HfHubHTTPError) and getattr(cause.response, "status_code", None) in (401, 403):
+            raise ModelLoadError(f"{repo_id}: the Hub rejected the credentials; check HF_TOKEN") from None
         raise HubUnavailableError(
             f"{repo_id}@{revision or 'main'}: the Hub cannot be reached and this revision is not in the local "
-            "cache; connect once to download it, or use a bundled model folder") from None
-    except (hub_errors.HfHubHTTPError, OSError) as error:
+            "cache; connect once to download it (or unset HF_HUB_OFFLINE), or use a bundled model folder") from None
+    except hub_errors.HfHubHTTPError as error:
+        if getattr(error.response, "status_code", None) in (401, 403):
+            raise ModelLoadError(f"{repo_id}: the Hub rejected the credentials; check HF_TOKEN") from None
         raise HubUnavailableError(f"{repo_id}: download failed ({error})") from None
+    except (OSError, *_transport_errors()) as error:
+        raise HubUnavailableError(f"{repo_id}: download failed ({type(error).__name__}: {error})") from None
     # The snapshot folder is named after the commit it holds: an immutable record of what was loaded.
     return folder, folder.name
+
+
+# What a published model repo holds: the loadable model and everything that documents it.
+PUBLISHED_FILES = ["config.json", "*.keras", "README.md", "metrics_*.json", "history.csv", "training_curves.png",
+                   "data_split.csv"]
+REQUIRED_FOR_PUBLISHING = ["config.json", "metrics_validation.json"]
+
+
+def files_to_publish(folder: Path) -> list[Path]:
+    """The folder's files that a push uploads, after checking it is a complete pneumo model folder."""
+    from fnmatch import fnmatch
+
+    from .predictor import read_config
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{folder}: no such model folder")
+    config = read_config(folder)
+    missing = [name for name in [*REQUIRED_FOR_PUBLISHING, config["model_file"]] if not (folder / name).exists()]
+    if missing:
+        raise ModelLoadError(f"{folder}: cannot publish, missing {', '.join(missing)}")
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and any(fnmatch(path.name, pattern) for pattern in PUBLISHED_FILES))
+
+
+def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | None = None, dry_run: bool = False,
+         api=None) -> dict:
+    """Create the Hub repo if needed and upload the model folder (with a freshly written model card).
+
+    Returns what was (or, with `dry_run`, would be) uploaded, and the commit it made.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub import errors as hub_errors
+
+    from .modelcard import write_model_card
+
+    folder = Path(folder)
+    files_to_publish(folder)  # refuse an incomplete folder before touching the card or the network
+    write_model_card(folder)
+    files = files_to_publish(folder)
+    plan = {"repo_id": repo_id, "private": private, "revision_tag": revision_tag,
+            "files": [{"name": path.name, "bytes": path.stat().st_size} for path in files]}
+    if dry_run:
+        return plan
+    api = api or HfApi()
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                                   allow_patterns=[path.name for path in files],
+                                   commit_message=f"Upload pneumo model {folder.name}")
+        if revision_tag:
+            api.create_tag(repo_id, tag=revision_tag, revision=commit.oid, repo_type="model", exist_ok=True)
+    except hub_errors.HfHubHTTPError as error:
+        status = getattr(error.response, "status_code", None)
+        if status in (401, 403):
+            raise ModelLoadError(f"{repo_id}: the Hub refused the upload ({status}); set HF_TOKEN to a token "
+                                 "with write access to this namespace") from None
+        raise HubUnavailableError(f"{repo_id}: upload failed ({error})") from None
+    except OSError as error:
+        raise HubUnavailableError(f"{repo_id}: the Hub cannot be reached ({error})") from None
+    return {**plan, "commit": commit.oid}
+
+
+def main(argv=None) -> int:
+    """python -m pneumo.hub push|pull ..."""
+    import argparse
+    import json
+    import sys
+
+    from .errors import PneumoError
+
+    parser = argparse.ArgumentParser(prog="python -m pneumo.hub", description="Publish or fetch pneumo models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    push_parser = commands.add_parser("push", help="upload a model folder to a Hub model repo")
+    push_parser.add_argument("folder")
+    push_parser.add_argument("--repo-id", required=True, help="OWNER/NAME")
+    push_parser.add_argument("--private", action="store_true")
+    push_parser.add_argument("--revision-tag", help="tag the uploaded commit, e.g. v1.0")
+    push_parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
+    pull_parser = commands.add_parser("pull", help="download a model repo into the local cache")
+    pull_parser.add_argument("reference", help="OWNER/NAME[@REVISION]")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "push":
+            result = push(args.folder, args.repo_id, private=args.private, revision_tag=args.revision_tag,
+                          dry_run=args.dry_run)
+        else:
+            folder, commit = resolve_model_folder(args.reference)
+            result = {"reference": args.reference, "commit": commit, "folder": str(folder)}
+    except PneumoError as error:
+        print(f"pneumo.hub: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -43,6 +43,29 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+HUB_DATASET = "hf-vision/chest-xray-pneumonia"  # the same Kermany et al. release, CC BY 4.0
+HUB_METRICS = [("accuracy", "accuracy", "Accuracy"), ("roc_auc", "roc_auc", "ROC-AUC"),
+               ("sensitivity", "recall", "Sensitivity"), ("specificity", "specificity", "Specificity"),
+               ("precision", "precision", "Precision"), ("f1", "f1", "F1")]
+
+
+def hub_metadata(config: dict, metrics: dict):
+    """The card's YAML metadata, with `model-index` results from the folder's metrics files."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    results = [
+        EvalResult(task_type="image-classification", task_name="Pneumonia detection (pediatric chest X-ray)",
+                   dataset_type=HUB_DATASET, dataset_name="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
+                   dataset_split=split, metric_type=metric_type, metric_name=name, metric_value=round(values[key], 4))
+        for split, values in metrics.items()
+        for key, metric_type, name in HUB_METRICS if values.get(key) is not None
+    ]
+    return ModelCardData(
+        license="cc-by-4.0", library_name="keras", pipeline_tag="image-classification",
+        tags=["medical-imaging", "chest-x-ray", "pneumonia", "grad-cam", "pneumo", config["architecture"]],
+        datasets=[HUB_DATASET], model_name=f"pneumo-{config['name']}", eval_results=results or None)
+
+
 def render_model_card(folder: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = read_metrics(folder)
@@ -50,14 +73,7 @@ def render_model_card(folder: Path) -> str:
     size = config["input"]["height"]
     backbone = training.get("backbone_weights")
     from_scratch = config["architecture"] == "resnet50" and (backbone in (None, "none"))
-    front_matter = "\n".join([
-        "---",
-        "license: cc-by-4.0",
-        "library_name: keras",
-        "pipeline_tag: image-classification",
-        "tags:", "- medical-imaging", "- chest-x-ray", "- pneumonia", "- grad-cam", "- pneumo",
-        "---",
-    ])
+    front_matter = "---\n" + hub_metadata(config, metrics).to_yaml() + "\n---"
     scratch_note = (
         "\n**Trained from scratch.** The ResNet50 backbone starts from random weights: the environment that "
         "built this model has no internet and no copy of the ImageNet weights. With internet, "

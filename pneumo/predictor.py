@@ -129,14 +129,6 @@ class Predictor:
         class_index = self.class_names.index(class_name) if class_name else self.positive_index
         return self._gradcam.heatmap(image, class_index)
 
-    def positive_probabilities(self, paths, batch_size: int = 32) -> np.ndarray:
-        """P(positive class) for many files, decoding in parallel with inference (tf.data)."""
-        from .data import make_dataset
-
-        dataset = make_dataset(list(paths), np.zeros(len(paths)), self.height, self.width, batch_size, cache=False)
-        batches = [self.probabilities(images)[:, self.positive_index] for images, _ in dataset]
-        return np.concatenate(batches) if batches else np.zeros(0)
-
 
 def load_predictor(reference, revision: str | None = None) -> Predictor:
     """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import BUNDLED_MODELS, example_images, true_label
+from conftest import BUNDLED_MODELS, EXAMPLES, example_images, true_label
 from pneumo.predictor import Predictor
 
 
@@ -42,11 +42,12 @@ def test_rgb_jpeg_gray_png_and_16_bit_png_agree_within_0_02(predictor, tmp_path)
         assert max(probabilities) - min(probabilities) <= 0.02, (source.name, probabilities)
 
 
-def test_single_and_batched_prediction_are_identical(predictor):
-    paths = [str(p) for p in example_images()]
-    batched = predictor.positive_probabilities(paths, batch_size=3)
-    single = [predictor.predict_file(p).positive_probability for p in paths]
-    np.testing.assert_allclose(batched, single, rtol=0, atol=1e-6)
+def test_the_demo_and_batch_eval_give_the_same_probability(predictor):
+    from pneumo.batch import discover, score
+
+    predictions, _ = score(predictor, discover(EXAMPLES), batch_size=3)
+    single = [predictor.predict_file(EXAMPLES / name).positive_probability for name in predictions.file]
+    np.testing.assert_allclose(predictions.probability_pneumonia, single, rtol=0, atol=1e-6)
 
 
 def test_recorded_test_metrics_come_from_the_official_test_set(predictor):

@@ -37,8 +37,13 @@ def test_validation_metrics_are_recorded_on_the_validation_split(tiny_model_fold
 
 
 def test_model_card_states_use_limits_and_metrics(tiny_model_folder):
+    from huggingface_hub import ModelCard
+
     card = (tiny_model_folder / "README.md").read_text()
-    assert card.startswith("---\nlicense: cc-by-4.0")
+    metadata = ModelCard(card).data
+    assert (metadata.license, metadata.library_name, metadata.pipeline_tag) == ("cc-by-4.0", "keras",
+                                                                                 "image-classification")
+    assert metadata.eval_results[0].dataset_split == "validation"
     for words in ("Not a medical device", "Intended use", "Limitations", "one hospital", "Validation"):
         assert words in card
     metrics = json.loads((tiny_model_folder / "metrics_validation.json").read_text())

@@ -41,6 +41,6 @@ ARCHITECTURE = Architecture(
     build=build,
     default_input_size=224,
     gradcam_layer=GRADCAM_LAYER,
-    description="5 convolutional blocks (ReLU, He init, batch norm, max pooling), the 7x7 map read as a "
-                "49-step sequence of lung regions by an LSTM(128), then Dense(64) and a softmax",
+    description="5 convolutional blocks (ReLU, He init, batch norm, max pooling); the last feature map read "
+                "row by row as a sequence of lung regions by an LSTM(128), then Dense(64) and a softmax",
 )
