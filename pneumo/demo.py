@@ -55,6 +55,15 @@ def compare(predictors: dict[str, Predictor], source) -> tuple[dict, dict[str, n
     return {"models": results, "agree": len(labels) == 1}, overlays
 
 
+def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -> Path:
+    """Compare every model on `source` and write the PDF report to `out_path`."""
+    from .report import build_report
+
+    summary, overlays = compare(predictors, source)
+    xray = to_model_input(read_grayscale(source), OVERLAY_SIDE, OVERLAY_SIDE)
+    return build_report(out_path, metadata, xray, summary["models"], overlays)
+
+
 def model_summary(predictor: Predictor) -> str:
     """A short Markdown description of a model with the metrics its folder records."""
     config = predictor.config

@@ -65,3 +65,15 @@ def tiny_model_folder(synthetic_dataset, tmp_path_factory):
     main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "2",
           "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"])
     return out
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The demo on the bundled models, served on a loopback port for the length of the test session."""
+    import app
+    from pneumo.demo import load_demo_predictors, model_references
+
+    demo = app.build_app(load_demo_predictors(model_references()))
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()

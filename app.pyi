@@ -1,0 +1,191 @@
+"""pneumo demo: two models side by side on a pediatric chest X-ray, with Grad-CAM and a PDF report.
+
+    python app.py [--cnn-lstm REF] [--resnet50 REF] [--host 127.0.0.1] [--port 7860] [--share]
+
+REF is a model folder or a Hub repo `OWNER/NAME[@REVISION]`; the defaults are the bundled models/
+folders, or the PNEUMO_CNN_LSTM_MODEL / PNEUMO_RESNET50_MODEL environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import gradio as gr  # noqa: E402
+
+from pneumo import PneumoError  # noqa: E402
+from pneumo.demo import (REPO_ROOT, analyse, compare, load_demo_predictors, model_references,  # noqa: E402
+                         model_summary, report)
+from pneumo.report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
+
+EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
+UPLOAD_TYPES = [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"]
+# Two CPU cores: two requests at a time, and a bounded line behind them.
+CONCURRENCY_LIMIT = 2
+QUEUE_SIZE = 64
+REPORT_LIFETIME_S = 10.0  # our temporary copy of a report; Gradio's download copy is purged by delete_cache
+
+from gradio.events import Dependency
+
+class DecisionLabel(gr.Label):
+    """gr.Label whose headline is the model's thresholded decision, not simply the larger probability."""
+
+    def get_block_name(self) -> str:
+        return "label"  # drawn by Gradio's own Label component
+
+    def postprocess(self, value):
+        if isinstance(value, dict) and "decision" in value:
+            data = super().postprocess(value["probabilities"])
+            data.label = value["decision"]
+            return data
+        return super().postprocess(value)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def label_value(result: dict) -> dict:
+    return {"decision": result["label"], "probabilities": result["probabilities"]}
+
+
+def as_gradio_errors(function):
+    """A bad upload becomes a message on the page, and the app keeps serving."""
+    def wrapped(path, *args):
+        if not path:
+            raise gr.Error("Upload a chest X-ray first (JPEG, PNG, BMP, TIFF or DICOM).")
+        try:
+            return function(path, *args)
+        except PneumoError as error:
+            raise gr.Error(str(error)) from None
+    wrapped.__name__ = function.__name__
+    return wrapped
+
+
+def build_app(predictors) -> gr.Blocks:
+    names = list(predictors)
+
+    @as_gradio_errors
+    def compare_models(path):
+        summary, overlays = compare(predictors, path)
+        banner = ("Both models agree." if summary["agree"] else
+                  "⚠️ **The models disagree on this image**: treat both answers with caution.")
+        outputs = [banner]
+        for name in names:
+            result = summary["models"][name]
+            outputs += [label_value(result), overlays[name], result]
+        return [*outputs, summary]
+
+    @as_gradio_errors
+    def predict(path, model_name, explain_class):
+        if model_name not in predictors:
+            raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(names)}.")
+        result, overlay = analyse(predictors[model_name], path, explain_class or None)
+        return label_value(result), overlay, result
+
+    @as_gradio_errors
+    def make_report(path, *values):
+        folder = tempfile.mkdtemp(prefix="pneumo-report-")
+        metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
+        try:
+            pdf = report(predictors, path, metadata, Path(folder) / "pneumo-report.pdf")
+        finally:
+            # Gradio copies the returned file for download as soon as this returns; ours goes shortly after.
+            timer = threading.Timer(REPORT_LIFETIME_S, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
+            timer.daemon = True
+            timer.start()
+        return str(pdf)
+
+    def upload_box():
+        return gr.File(label="Chest X-ray (JPEG, PNG, BMP, TIFF or DICOM)", file_types=UPLOAD_TYPES,
+                       type="filepath")
+
+    # delete_cache: Gradio's own copies of uploads and reports are purged within the hour.
+    with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=(600, 3600)) as demo:
+        gr.Markdown("# pneumo: pneumonia on pediatric chest X-rays\n" + DISCLAIMER)
+        with gr.Tab("Compare"):
+            upload = upload_box()
+            gr.Examples(EXAMPLES, inputs=upload, label="Example X-rays (from the official test set)")
+            compare_button = gr.Button("Compare both models", variant="primary")
+            banner = gr.Markdown(elem_id="agreement-banner")
+            outputs = [banner]
+            with gr.Row():
+                for name in names:
+                    with gr.Column():
+                        gr.Markdown(f"### {name}")
+                        outputs += [DecisionLabel(label=f"{name}: decision and calibrated probabilities"),
+                                    gr.Image(label=f"{name}: Grad-CAM", type="numpy", format="png"),
+                                    gr.JSON(label=f"{name}: details (threshold, revision, seconds)")]
+            all_results = gr.JSON(visible=False)
+            compare_button.click(compare_models, upload, [*outputs, all_results], api_name="compare")
+
+        for index, name in enumerate(names):
+            with gr.Tab(name):
+                model_upload = upload_box()
+                gr.Examples(EXAMPLES, inputs=model_upload)
+                model_name = gr.Dropdown(names, value=name, label="Model", visible=False)
+                explain = gr.Radio(predictors[name].class_names, value=None,
+                                   label="Heatmap explains (default: the predicted class)")
+                model_button = gr.Button(f"Run {name}", variant="primary")
+                with gr.Row():
+                    label = DecisionLabel(label="Decision and calibrated probabilities")
+                    overlay = gr.Image(label="Grad-CAM", type="numpy", format="png")
+                details = gr.JSON(label="Details")
+                # One public /predict endpoint (image, model name, class to explain); the other tabs reuse it.
+                model_button.click(predict, [model_upload, model_name, explain], [label, overlay, details],
+                                   api_name="predict" if index == 0 else f"predict_tab_{index}",
+                                   api_visibility="public" if index == 0 else "undocumented")
+
+        with gr.Tab("Report"):
+            gr.Markdown("Fill in what you want printed; nothing you type is logged or kept on the server.")
+            report_upload = upload_box()
+            gr.Examples(EXAMPLES, inputs=report_upload)
+            with gr.Row():
+                fields = [gr.Textbox(label=label, lines=3 if key == "notes" else 1) for key, label in METADATA_FIELDS]
+            report_button = gr.Button("Create PDF report", variant="primary")
+            report_file = gr.File(label="PDF report")
+            report_button.click(make_report, [report_upload, *fields], report_file, api_name="report")
+
+        with gr.Tab("About"):
+            gr.Markdown("## The models\n\n" + "\n\n".join(model_summary(p) for p in predictors.values()))
+            gr.Markdown("Metrics come from each model folder (`metrics_validation.json`, `metrics_test.json`). "
+                        "Threshold and calibration temperature were fitted on a patient-level validation split "
+                        "of the training data; the official test set was scored once, at the end.\n\n"
+                        "## Limitations\n- One hospital, children aged 1-5, images downsized to 224x224.\n"
+                        "- Grad-CAM shows where a model looked, not proof of disease.\n"
+                        "- Any image is treated as a frontal chest X-ray.\n\n" + DISCLAIMER)
+    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cnn-lstm", help="model reference for the CNN+LSTM")
+    parser.add_argument("--resnet50", help="model reference for the ResNet50")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
+    args = parser.parse_args(argv)
+    try:
+        predictors = load_demo_predictors(model_references({"CNN+LSTM": args.cnn_lstm, "ResNet50": args.resnet50}))
+    except PneumoError as error:
+        raise SystemExit(f"pneumo: {error}") from None
+    app = build_app(predictors)
+    try:
+        app.launch(server_name=args.host, server_port=args.port, share=args.share)
+    except Exception as error:  # no internet: Gradio cannot open the share tunnel
+        if not args.share:
+            raise
+        print(f"pneumo: no public link could be created ({type(error).__name__}); serving locally only")
+        app.launch(server_name=args.host, server_port=args.port, share=False)
+
+
+if __name__ == "__main__":
+    main()
