@@ -98,6 +98,9 @@ def class_weights(labels) -> dict[int, float]:
     return {label: float(len(labels) / (len(counts) * count)) for label, count in enumerate(counts) if count}
 
 
+AUGMENTATION_SUMMARY = "rotation +-10 deg, zoom +-10%, shift +-8%, brightness +-10%, contrast +-15%; no flips"
+
+
 def augmentation_layers(seed: int = 42):
     """Small geometric and exposure changes a real radiograph could show.
 

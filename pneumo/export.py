@@ -17,14 +17,13 @@ import pandas as pd
 
 from . import __version__
 from .calibration import calibrated_probabilities, choose_threshold, fit_temperature
-from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset
+from .data import AUGMENTATION_SUMMARY, CLASS_NAMES, POSITIVE_CLASS, make_dataset
 from .metrics import compute_metrics, expected_calibration_error
 from .models import get_architecture
 from .modelcard import write_model_card
 from .plots import plot_training_curves
 
 MODEL_FILE = "model.keras"
-AUGMENTATION = "rotation +-10 deg, zoom +-10%, shift +-8%, brightness +-10%, contrast +-15%; no flips"
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -122,7 +121,7 @@ def export_model_folder(out) -> dict:
             "optimizer": "Adam",
             "loss": "sparse categorical cross-entropy with balanced class weights",
             "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
-            "augmentation": AUGMENTATION,
+            "augmentation": AUGMENTATION_SUMMARY,
             "seed": args["seed"],
             "backbone_weights": args["backbone_weights"] if args["arch"] == "resnet50" else None,
         },

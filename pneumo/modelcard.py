@@ -138,3 +138,21 @@ preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.
 def write_model_card(folder) -> None:
     folder = Path(folder)
     (folder / "README.md").write_text(render_model_card(folder))
+
+
+def results_table(folders) -> str:
+    """A Markdown table of every model folder's validation and test metrics (for README and model_card.md)."""
+    columns = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "expected_calibration_error"]
+    lines = ["| Model | Split | Images | Threshold | Accuracy | Sensitivity | Specificity | Precision | F1 | ROC-AUC | ECE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for folder in map(Path, folders):
+        for split, values in read_metrics(folder).items():
+            cells = " | ".join(_format(values.get(c)) for c in columns)
+            lines.append(f"| {folder.name} | {split} | {values['n_images']} | {values['threshold']:.3f} | {cells} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(results_table(sys.argv[1:]))

@@ -43,16 +43,22 @@ def png_bytes(array: np.ndarray, mode=None) -> bytes:
     return buffer.getvalue()
 
 
+def write_synthetic_class_folders(split_folder, count, folder_names=("NORMAL", "PNEUMONIA"), seed=0):
+    """`count` synthetic PNGs in each class folder, two images per 'patient' (person<N>_...)."""
+    for label, opacity in zip(folder_names, (False, True)):
+        folder = split_folder / label
+        folder.mkdir(parents=True)
+        for i in range(count):
+            kind = "bacteria" if opacity else "normal"
+            name = f"person{i // 2 + (100 if opacity else 0)}_{kind}_{i}.png"
+            Image.fromarray(synthetic_xray(seed=seed + i + (1000 if opacity else 0), opacity=opacity)).save(folder / name)
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     """train/NORMAL and train/PNEUMONIA with 24 synthetic images each, several per 'patient'."""
     root = tmp_path_factory.mktemp("synthetic")
-    for label, opacity in (("NORMAL", False), ("PNEUMONIA", True)):
-        folder = root / "train" / label
-        folder.mkdir(parents=True)
-        for i in range(24):
-            name = f"person{i // 2 + (100 if opacity else 0)}_{'bacteria' if opacity else 'normal'}_{i}.png"
-            Image.fromarray(synthetic_xray(seed=i + (1000 if opacity else 0), opacity=opacity)).save(folder / name)
+    write_synthetic_class_folders(root / "train", 24)
     return root
 
 

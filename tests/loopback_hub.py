@@ -93,14 +93,19 @@ class LoopbackHub:
                 return None
         return repo
 
-    def api(self, request, repo_id, kind, revision):
+    def files_at(self, request, repo_id, revision):
+        """(commit, files) of a repo revision the request may see, or (None, None) after an error reply."""
         repo = self.authorised_repo(request, repo_id)
-        if repo is None:
-            return
-        commit = repo.resolve(revision)
+        commit = repo.resolve(revision) if repo else None
+        if repo and commit is None:
+            self.reply(request, 404, error="RevisionNotFound")
+        return (commit, repo.commits[commit]) if commit else (None, None)
+
+    def api(self, request, repo_id, kind, revision):
+        commit, files = self.files_at(request, repo_id, revision)
         if commit is None:
-            return self.reply(request, 404, error="RevisionNotFound")
-        files = repo.commits[commit]
+            return
+        repo = self.repos[repo_id]
         if kind == "revision":
             payload = {"id": repo_id, "modelId": repo_id, "sha": commit, "private": bool(repo.token),
                        "siblings": [{"rfilename": name} for name in files]}
@@ -110,13 +115,10 @@ class LoopbackHub:
         self.reply(request, 200, json.dumps(payload).encode(), content_type="application/json")
 
     def resolve(self, request, repo_id, revision, filename, body):
-        repo = self.authorised_repo(request, repo_id)
-        if repo is None:
-            return
-        commit = repo.resolve(revision)
+        commit, files = self.files_at(request, repo_id, revision)
         if commit is None:
-            return self.reply(request, 404, error="RevisionNotFound")
-        data = repo.commits[commit].get(filename)
+            return
+        data = files.get(filename)
         if data is None:
             return self.reply(request, 404, error="EntryNotFound")
         headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}

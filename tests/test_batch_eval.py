@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import batch_eval
-from conftest import REPO, synthetic_xray
+from conftest import REPO, synthetic_xray, write_synthetic_class_folders
 from test_imaging import bomb_png, truncated_jpeg
 
 BAD_FILES = {
@@ -27,11 +27,7 @@ BAD_FILES = {
 def labeled_folder(tmp_path_factory):
     """test/normal and test/PNEUMONIA (mixed case) with 6 good images each, and bad files among them."""
     root = tmp_path_factory.mktemp("labeled")
-    for label, opacity in (("normal", False), ("PNEUMONIA", True)):
-        folder = root / "test" / label
-        folder.mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(synthetic_xray(seed=50 + i + 10 * opacity, opacity=opacity)).save(folder / f"img{i}.png")
+    write_synthetic_class_folders(root / "test", 6, folder_names=("normal", "PNEUMONIA"), seed=50)
     for name, content in BAD_FILES.items():
         (root / "test" / "normal" / name).write_bytes(content)
     Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")

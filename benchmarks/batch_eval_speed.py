@@ -1,0 +1,101 @@
+"""Speed and memory of batch scoring, as ratios measured in one run (this machine is shared and noisy).
+
+    python benchmarks/batch_eval_speed.py [--data ../shared/data/chest_xray/test] [--stream-images 20000]
+
+For each bundled model, on the official test folder:
+  forward    images/s of the model alone on pre-decoded tensors
+  pipeline   images/s of batch scoring (decode overlapping inference), as batch_eval.py runs it
+  naive      images/s of decoding one image and calling model.predict on it (the seeds' way)
+Targets: pipeline >= 0.9 x forward, pipeline >= 5 x naive.
+Then batch_eval.py scores a folder of N links to the test images in a child process, whose peak RSS
+must stay under 3 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds
+
+
+def measure(reference: str, files, batch_size: int) -> dict:
+    import numpy as np
+
+    from pneumo import load_predictor
+    from pneumo.batch import score
+
+    predictor = load_predictor(reference)
+    images = np.stack([predictor.load_image(f.path) for f in files])
+    predictor.probabilities(images[:batch_size])  # warm-up: graph tracing, memory pools
+
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        predictor.probabilities(images[i:i + batch_size])
+    forward = rate(len(images), time.perf_counter() - start)
+
+    score(predictor, files[:batch_size], batch_size=batch_size)
+    start = time.perf_counter()
+    score(predictor, files, batch_size=batch_size)
+    pipeline = rate(len(files), time.perf_counter() - start)
+
+    naive_files = files[:100]
+    start = time.perf_counter()
+    for f in naive_files:
+        predictor.model.predict(predictor.load_image(f.path)[None], verbose=0)
+    naive = rate(len(naive_files), time.perf_counter() - start)
+    return {"model": predictor.name, "forward": forward, "pipeline": pipeline, "naive": naive}
+
+
+def peak_rss_of_streaming_run(data: Path, count: int) -> tuple[float, float]:
+    """(peak RSS in GB, seconds) of batch_eval.py on a folder of `count` symlinks to the images in `data`."""
+    sources = sorted(p for p in data.rglob("*") if p.is_file())
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(count):
+            source = sources[i % len(sources)]
+            target = Path(folder) / source.parent.name / f"{i:06d}_{source.name}"
+            target.parent.mkdir(exist_ok=True)
+            target.symlink_to(source)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / "batch_eval.py"), folder, "--out", str(Path(folder) / "out")],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak_kb / 1024**2, seconds
+
+
+def main():
+    from pneumo.batch import discover
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--stream-images", type=int, default=20000, help="0 skips the memory run")
+    args = parser.parse_args()
+    files = discover(args.data)
+    print(f"{len(files)} images from {args.data}, batch {args.batch_size}, {os.cpu_count()} CPUs")
+    print(f"{'model':<10}{'forward/s':>11}{'pipeline/s':>12}{'naive/s':>9}{'pipe/fwd':>10}{'pipe/naive':>12}")
+    for reference in (REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"):
+        m = measure(str(reference), files, args.batch_size)
+        print(f"{m['model']:<10}{m['forward']:>11.1f}{m['pipeline']:>12.1f}{m['naive']:>9.1f}"
+              f"{m['pipeline'] / m['forward']:>10.2f}{m['pipeline'] / m['naive']:>12.1f}")
+    if args.stream_images:
+        peak, seconds = peak_rss_of_streaming_run(args.data, args.stream_images)
+        print(f"batch_eval.py on {args.stream_images} images (both models): peak RSS {peak:.2f} GB "
+              f"(target < 3 GB), {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
