@@ -50,27 +50,25 @@ def architecture_options(args) -> dict:
     return {}
 
 
-class ValidationMetrics:
-    """Adds val_loss, val_accuracy and val_auc to the epoch logs with one pass over the validation set.
+def validation_metrics_callback(dataset, labels):
+    """A callback adding val_loss, val_accuracy and val_auc to the epoch logs, from one pass over `dataset`.
 
-    Must come first among the callbacks: checkpointing, early stopping and the CSV log read its keys.
+    It must come first among the callbacks: checkpointing, early stopping and the CSV log read its keys.
     """
+    import keras
+    from sklearn.metrics import roc_auc_score
 
-    def __new__(cls, dataset, labels):
-        import keras
-        from sklearn.metrics import roc_auc_score
+    class ValidationMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.model.predict(dataset, verbose=0).astype(np.float64)
+            picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+            logs["val_loss"] = float(-np.log(picked).mean())
+            logs["val_accuracy"] = float((probabilities.argmax(1) == labels).mean())
+            logs["val_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
+            print(f"  validation: loss {logs['val_loss']:.4f}  accuracy {logs['val_accuracy']:.4f}  "
+                  f"AUC {logs['val_auc']:.4f}", flush=True)
 
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                probabilities = self.model.predict(dataset, verbose=0).astype(np.float64)
-                picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
-                logs["val_loss"] = float(-np.log(picked).mean())
-                logs["val_accuracy"] = float((probabilities.argmax(1) == labels).mean())
-                logs["val_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
-                print(f"  validation: loss {logs['val_loss']:.4f}  accuracy {logs['val_accuracy']:.4f}  "
-                      f"AUC {logs['val_auc']:.4f}", flush=True)
-
-        return _Callback()
+    return ValidationMetrics()
 
 
 def compile_model(model, learning_rate):
@@ -120,7 +118,7 @@ def fit(args) -> Path:
         if prepare is not None:
             prepare(model)
         callbacks = [
-            ValidationMetrics(validation_data, validation_frame.label.to_numpy()),
+            validation_metrics_callback(validation_data, validation_frame.label.to_numpy()),
             keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_auc", mode="max",
                                             save_best_only=True, initial_value_threshold=best_so_far(history_path)),
             keras.callbacks.ModelCheckpoint(last),

@@ -62,3 +62,18 @@ def test_grad_cam_highlights_somewhere_inside_the_image(predictor):
     heatmap = predictor.explain(image, "PNEUMONIA")
     assert heatmap.ndim == 2 and heatmap.max() == pytest.approx(1.0)
     assert 0.0 <= heatmap.min()
+
+
+TEST_SET = EXAMPLES.parents[1] / "shared" / "data" / "chest_xray" / "test"
+
+
+def test_batch_scoring_of_the_test_set_reproduces_the_recorded_test_metrics(predictor, tmp_path):
+    from pneumo.batch import run_folder
+
+    if not TEST_SET.exists():
+        pytest.skip("the shared dataset is not beside this checkout")
+    scored = run_folder(TEST_SET, tmp_path, [predictor], show_progress=False)[predictor.name]
+    recorded = json.loads((predictor.folder / "metrics_test.json").read_text())
+    for key in ("n_images", "threshold", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
+                "expected_calibration_error", "confusion_matrix"):
+        assert scored[key] == recorded[key], key
