@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, POSITIVE_CLASS
 from .errors import InvalidImageError
 from .imaging import load_model_input
 
@@ -194,7 +194,7 @@ def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame,
 
     labeled = labeled_part(predictions)
     mistakes = labeled[labeled.true_label != labeled.predicted_label].copy()
-    mistakes["confidence"] = np.where(mistakes.predicted_label == "PNEUMONIA", mistakes.probability_pneumonia,
+    mistakes["confidence"] = np.where(mistakes.predicted_label == POSITIVE_CLASS, mistakes.probability_pneumonia,
                                       1 - mistakes.probability_pneumonia)
     mistakes = mistakes.sort_values(["confidence", "file"], ascending=[False, True]).head(count)
     images = []

@@ -28,10 +28,11 @@ class Prediction:
     threshold: float
     model_name: str
     revision: str | None
+    positive_class: str
 
     @property
     def positive_probability(self) -> float:
-        return self.probabilities["PNEUMONIA"]
+        return self.probabilities[self.positive_class]
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "threshold": self.threshold,
@@ -115,7 +116,8 @@ class Predictor:
         return Prediction(
             label=self.label_for(probabilities[self.positive_index]),
             probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
-            threshold=self.threshold, model_name=self.name, revision=self.revision)
+            threshold=self.threshold, model_name=self.name, revision=self.revision,
+            positive_class=self.class_names[self.positive_index])
 
     def predict_file(self, source: ImageSource) -> Prediction:
         return self.predict_image(self.load_image(source))

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import classification_report, roc_curve  # noqa: E402
 
-from .data import CLASS_NAMES  # noqa: E402
+from .data import CLASS_NAMES, POSITIVE_CLASS  # noqa: E402
 from .metrics import compute_metrics  # noqa: E402
 
 COMPARISON_METRICS = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"]
@@ -63,7 +63,7 @@ def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict) ->
                "skipped_count": int(skipped_count), **model}
     if len(labeled):
         threshold = float(predictions.threshold.iloc[0])
-        y_true = (labeled.true_label == "PNEUMONIA").astype(int).to_numpy()
+        y_true = (labeled.true_label == POSITIVE_CLASS).astype(int).to_numpy()
         summary.update(compute_metrics(y_true, labeled.probability_pneumonia.to_numpy(), threshold))
     return summary
 
@@ -105,7 +105,7 @@ def plot_confusion_matrix(metrics: dict, title: str, path: Path) -> None:
 
 
 def plot_roc(labeled: pd.DataFrame, metrics: dict, title: str, path: Path) -> None:
-    y_true = (labeled.true_label == "PNEUMONIA").astype(int)
+    y_true = (labeled.true_label == POSITIVE_CLASS).astype(int)
     figure, axis = plt.subplots(figsize=(4.6, 4))
     if metrics.get("roc_auc") is not None:
         fpr, tpr, _ = roc_curve(y_true, labeled.probability_pneumonia)

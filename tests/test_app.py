@@ -1,7 +1,6 @@
 """The demo's client API, called with gradio_client against the app served on a loopback port."""
 
 import glob
-import io
 import tempfile
 import time
 

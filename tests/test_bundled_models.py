@@ -1,6 +1,5 @@
 """The two bundled models load from their folders and give sensible, format-independent predictions."""
 
-import io
 import json
 
 import numpy as np
