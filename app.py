@@ -30,6 +30,7 @@ UPLOAD_TYPES = [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"]
 # Two CPU cores: two requests at a time, and a bounded line behind them.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
+SHARE_SERVICE_HOST = "api.gradio.app"
 REPORT_LIFETIME_S = 10.0  # our temporary copy of a report; Gradio's download copy is purged by delete_cache
 
 
@@ -171,14 +172,21 @@ def main(argv=None):
         predictors = load_demo_predictors(model_references({"CNN+LSTM": args.cnn_lstm, "ResNet50": args.resnet50}))
     except PneumoError as error:
         raise SystemExit(f"pneumo: {error}") from None
-    app = build_app(predictors)
+    share = args.share and share_service_reachable()
+    if args.share and not share:
+        print(f"pneumo: no public link (Gradio's share service is unreachable); serving on http://{args.host}:{args.port}")
+    build_app(predictors).launch(server_name=args.host, server_port=args.port, share=share)
+
+
+def share_service_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether Gradio's share service answers; without internet, --share falls back to local serving."""
+    import socket
+
     try:
-        app.launch(server_name=args.host, server_port=args.port, share=args.share)
-    except Exception as error:  # no internet: Gradio cannot open the share tunnel
-        if not args.share:
-            raise
-        print(f"pneumo: no public link could be created ({type(error).__name__}); serving locally only")
-        app.launch(server_name=args.host, server_port=args.port, share=False)
+        socket.create_connection((SHARE_SERVICE_HOST, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
