@@ -50,7 +50,7 @@ def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_
 
     page.get_by_role("tab", name="Report").click()
     tab = visible_tab(page)
-    tab.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "normal_IM-0039-0001.jpeg"))
+    tab.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "pneumonia_person64_virus_122.jpeg"))
     tab.get_by_label("Patient name or ID").fill("Browser Test Patient 42")
     tab.get_by_label("Referring physician").fill("Dr. Headless")
     tab.get_by_label("Notes").fill("typed in Chromium")
@@ -62,5 +62,5 @@ def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_
     pdf = tmp_path / "report.pdf"
     download_info.value.save_as(pdf)
     text = "".join(p.extract_text() for p in PdfReader(pdf).pages)
-    for words in ("Browser Test Patient 42", "Dr. Headless", "typed in Chromium", "CNN+LSTM", "ResNet50", "NORMAL"):
+    for words in ("Browser Test Patient 42", "Dr. Headless", "typed in Chromium", "CNN+LSTM", "ResNet50", "PNEUMONIA"):
         assert words in text, words
