@@ -19,6 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
 from pneumo.demo import (REPO_ROOT, analyse, compare, load_demo_predictors, model_references,  # noqa: E402
@@ -31,7 +32,9 @@ UPLOAD_TYPES = [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"]
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
 SHARE_SERVICE_HOST = "api.gradio.app"
-REPORT_LIFETIME_S = 10.0  # our temporary copy of a report; Gradio's download copy is purged by delete_cache
+# How long our own copy of a served file (report, heatmap) lives; Gradio keeps its download copy until
+# delete_cache purges it.
+SERVED_FILE_LIFETIME_S = 10.0
 
 
 class DecisionLabel(gr.Label):
@@ -46,6 +49,23 @@ class DecisionLabel(gr.Label):
             data.label = value["decision"]
             return data
         return super().postprocess(value)
+
+
+def short_lived_folder() -> Path:
+    """A temporary folder deleted SERVED_FILE_LIFETIME_S after creation, once Gradio has copied what it holds."""
+    folder = tempfile.mkdtemp(prefix="pneumo-served-")
+    timer = threading.Timer(SERVED_FILE_LIFETIME_S, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
+    timer.daemon = True
+    timer.start()
+    return Path(folder)
+
+
+def served_png(image, name: str) -> str:
+    """The heatmap as a PNG file: Gradio copies files into its cache atomically, while it rewrites an array's
+    cache file in place, which truncated downloads when many clients sent the same image at once."""
+    path = short_lived_folder() / f"{name}.png"
+    Image.fromarray(image).save(path)
+    return str(path)
 
 
 def label_value(result: dict) -> dict:
@@ -76,7 +96,7 @@ def build_app(predictors) -> gr.Blocks:
         outputs = [banner]
         for name in names:
             result = summary["models"][name]
-            outputs += [label_value(result), overlays[name], result]
+            outputs += [label_value(result), served_png(overlays[name], f"gradcam-{name}"), result]
         return [*outputs, summary]
 
     @as_gradio_errors
@@ -84,20 +104,12 @@ def build_app(predictors) -> gr.Blocks:
         if model_name not in predictors:
             raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(names)}.")
         result, overlay = analyse(predictors[model_name], path, explain_class or None)
-        return label_value(result), overlay, result
+        return label_value(result), served_png(overlay, f"gradcam-{model_name}"), result
 
     @as_gradio_errors
     def make_report(path, *values):
-        folder = tempfile.mkdtemp(prefix="pneumo-report-")
         metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
-        try:
-            pdf = report(predictors, path, metadata, Path(folder) / "pneumo-report.pdf")
-        finally:
-            # Gradio copies the returned file for download as soon as this returns; ours goes shortly after.
-            timer = threading.Timer(REPORT_LIFETIME_S, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True})
-            timer.daemon = True
-            timer.start()
-        return str(pdf)
+        return str(report(predictors, path, metadata, short_lived_folder() / "pneumo-report.pdf"))
 
     def upload_box():
         return gr.File(label="Chest X-ray (JPEG, PNG, BMP, TIFF or DICOM)", file_types=UPLOAD_TYPES,
@@ -117,7 +129,7 @@ def build_app(predictors) -> gr.Blocks:
                     with gr.Column():
                         gr.Markdown(f"### {name}")
                         outputs += [DecisionLabel(label=f"{name}: decision and calibrated probabilities"),
-                                    gr.Image(label=f"{name}: Grad-CAM", type="numpy", format="png"),
+                                    gr.Image(label=f"{name}: Grad-CAM", format="png"),
                                     gr.JSON(label=f"{name}: details (threshold, revision, seconds)")]
             all_results = gr.JSON(visible=False)
             compare_button.click(compare_models, upload, [*outputs, all_results], api_name="compare")
@@ -132,7 +144,7 @@ def build_app(predictors) -> gr.Blocks:
                 model_button = gr.Button(f"Run {name}", variant="primary")
                 with gr.Row():
                     label = DecisionLabel(label="Decision and calibrated probabilities")
-                    overlay = gr.Image(label="Grad-CAM", type="numpy", format="png")
+                    overlay = gr.Image(label="Grad-CAM", format="png")
                 details = gr.JSON(label="Details")
                 # One public /predict endpoint (image, model name, class to explain); the other tabs reuse it.
                 model_button.click(predict, [model_upload, model_name, explain], [label, overlay, details],

@@ -64,6 +64,7 @@ class Predictor:
 
     def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None):
         import keras
+        import tensorflow as tf
 
         self.model = model
         self.folder = Path(folder)
@@ -79,6 +80,10 @@ class Predictor:
         self.temperature = float(config["calibration"].get("temperature", 1.0))
         self.logits_model = keras.Model(model.input, model.get_layer(config.get("logits_layer", "logits")).output)
         self._gradcam = None
+        # One traced graph for every batch size: calling a Keras model eagerly costs more than the
+        # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
+        self._logits = tf.function(lambda images: self.logits_model(images, training=False),
+                                   input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
 
     @classmethod
     def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
@@ -103,7 +108,7 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
-        logits = np.asarray(self.logits_model(np.asarray(images, dtype=np.float32), training=False))
+        logits = self._logits(np.asarray(images, dtype=np.float32)).numpy()
         return calibrated_probabilities(logits, self.temperature)
 
     def label_for(self, positive_probability: float, threshold: float | None = None) -> str:

@@ -58,15 +58,15 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
 def test_report_is_a_pdf_with_the_metadata_and_both_predictions(client):
     from pypdf import PdfReader
 
-    before = set(glob.glob(f"{tempfile.gettempdir()}/pneumo-report-*"))
+    before = set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*"))
     pdf = client.predict(handle(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"), "Zoë Ångström", "4", "F", "2026-11-20", "Dr. Okafor",
                          "cough for 3 days", api_name="/report")
     text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
     for words in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
                   "not a medical device", "PNEUMONIA"):
         assert words in text, words
-    time.sleep(12)  # the app deletes its own copy of the report 10 s after serving it
-    assert set(glob.glob(f"{tempfile.gettempdir()}/pneumo-report-*")) <= before
+    time.sleep(12)  # the app deletes its own copy of a served file 10 s after serving it
+    assert set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) <= before
 
 
 BAD_UPLOADS = {
