@@ -34,11 +34,14 @@ def load_demo_predictors(references: dict[str, str]) -> dict[str, Predictor]:
 
 
 def analyse(predictor: Predictor, source, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
-    """Prediction (JSON-friendly) and Grad-CAM overlay (uint8 RGB) of one image by one model."""
+    """Prediction (JSON-friendly) and Grad-CAM overlay (uint8 RGB) of one image file by one model."""
+    return analyse_gray(predictor, read_grayscale(source), explain_class)
+
+
+def analyse_gray(predictor: Predictor, gray: np.ndarray, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
+    """`analyse` for an X-ray already decoded to its grayscale plane."""
     start = time.perf_counter()
-    gray = read_grayscale(source)
-    image = to_model_input(gray, predictor.height, predictor.width)
-    prediction = predictor.predict_image(image)
+    prediction = predictor.predict_image(to_model_input(gray, predictor.height, predictor.width))
     explained = explain_class or prediction.label
     overlay = explained_overlay(predictor, gray, explained, OVERLAY_SIDE)
     result = prediction.to_dict()
@@ -46,11 +49,15 @@ def analyse(predictor: Predictor, source, explain_class: str | None = None) -> t
     return result, overlay
 
 
-def compare(predictors: dict[str, Predictor], source) -> tuple[dict, dict[str, np.ndarray]]:
-    """Every model on the same image, and whether their labels agree."""
+def compare(predictors: dict[str, Predictor], source, gray: np.ndarray | None = None):
+    """Every model on the same image (decoded once), and whether their labels agree.
+
+    Returns ({"models": {name: result}, "agree": bool}, {name: overlay}).
+    """
+    gray = read_grayscale(source) if gray is None else gray
     results, overlays = {}, {}
     for name, predictor in predictors.items():
-        results[name], overlays[name] = analyse(predictor, source)
+        results[name], overlays[name] = analyse_gray(predictor, gray)
     labels = {result["label"] for result in results.values()}
     return {"models": results, "agree": len(labels) == 1}, overlays
 
@@ -59,8 +66,9 @@ def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -
     """Compare every model on `source` and write the PDF report to `out_path`."""
     from .report import build_report
 
-    summary, overlays = compare(predictors, source)
-    xray = to_model_input(read_grayscale(source), OVERLAY_SIDE, OVERLAY_SIDE)
+    gray = read_grayscale(source)
+    summary, overlays = compare(predictors, source, gray)
+    xray = to_model_input(gray, OVERLAY_SIDE, OVERLAY_SIDE)
     return build_report(out_path, metadata, xray, summary["models"], overlays)
 
 

@@ -23,13 +23,13 @@ class GradCam:
             with tf.GradientTape() as tape:
                 feature_map, logits = self._model(images, training=False)
                 score = logits[:, class_index]
-            return feature_map, tape.gradient(score, feature_map), logits
+            return feature_map, tape.gradient(score, feature_map)
 
         self._compute = feature_map_and_gradients
 
     def heatmap(self, image: np.ndarray, class_index: int) -> np.ndarray:
         """A (rows, cols) map in [0, 1] over the feature-map grid for one model input."""
-        feature_map, gradients, _ = self._compute(np.asarray(image[None], np.float32), class_index)
+        feature_map, gradients = self._compute(np.asarray(image[None], np.float32), class_index)
         feature_map, gradients = np.asarray(feature_map[0]), np.asarray(gradients[0])
         # The mean intensity of the gradient over each feature-map channel: how much that channel matters.
         channel_weights = gradients.mean(axis=(0, 1))
