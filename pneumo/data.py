@@ -65,7 +65,11 @@ def find_splits(root: str | Path) -> dict[str, Path]:
 
 
 def _leakage_groups(frame: pd.DataFrame) -> np.ndarray:
-    """Group id per image: same patient, or byte-identical files, land in the same group."""
+    """Group per image: same patient, or byte-identical files, land in the same group.
+
+    The group is named by a patient id (a string), never by Python's `hash()`, which changes with every
+    interpreter (PYTHONHASHSEED) and would give another split for the same seed in every process.
+    """
     parent = {}
 
     def root(key):
@@ -77,7 +81,7 @@ def _leakage_groups(frame: pd.DataFrame) -> np.ndarray:
     for path, patient in zip(frame["path"], frame["patient"]):
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         parent[root(("sha", digest))] = root(("patient", patient))
-    return np.array([hash(root(("patient", p))) for p in frame["patient"]])
+    return np.array([root(("patient", p))[1] for p in frame["patient"]])
 
 
 def split_by_patient(frame: pd.DataFrame, validation_fraction: float = 0.15, seed: int = 42):

@@ -97,3 +97,30 @@ def test_dataset_images_equal_the_one_image_path(synthetic_dataset):
     images, _ = next(iter(data.make_dataset(frame.path, frame.label, 64, 64, batch_size=3)))
     for image, path in zip(np.asarray(images), frame.path):
         assert np.array_equal(image, load_model_input(path, 64, 64))
+
+
+SPLIT_IN_A_FRESH_INTERPRETER = """
+import sys
+from pneumo import data
+frame = data.list_labeled_images(sys.argv[1])
+print("\\n".join(data.split_by_patient(frame, 0.15, seed=42)[1].path))
+"""
+
+
+def test_the_split_is_the_same_in_every_interpreter():
+    """Python's str hash changes with PYTHONHASHSEED; the split must not."""
+    import os
+    import subprocess
+    import sys
+
+    if not REAL_TRAIN.exists():
+        pytest.skip("the shared dataset is not beside this checkout")
+    validation_files = []
+    for hash_seed in ("1", "2"):
+        result = subprocess.run([sys.executable, "-c", SPLIT_IN_A_FRESH_INTERPRETER, str(REAL_TRAIN)],
+                                capture_output=True, text=True, check=True, timeout=300,
+                                env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                                cwd=Path(__file__).resolve().parents[1])
+        validation_files.append(result.stdout.split())
+    assert len(validation_files[0]) > 700
+    assert validation_files[0] == validation_files[1]
