@@ -9,6 +9,7 @@ folders, or the PNEUMO_CNN_LSTM_MODEL / PNEUMO_RESNET50_MODEL environment variab
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import tempfile
@@ -22,12 +23,13 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
-from pneumo.demo import (REPO_ROOT, analyse, compare, load_demo_predictors, model_references,  # noqa: E402
-                         model_summary, report)
-from pneumo.report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
+from pneumo.bundled import REPO_ROOT, model_references  # noqa: E402
+from pneumo.demo import analyse, compare, load_demo_predictors, model_summary, report  # noqa: E402
+from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
+from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
+from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
-UPLOAD_TYPES = [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm"]
 # Two CPU cores: two requests at a time, and a bounded line behind them.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
@@ -74,47 +76,54 @@ def label_value(result: dict) -> dict:
 
 def as_gradio_errors(function):
     """A bad upload becomes a message on the page, and the app keeps serving."""
-    def wrapped(path, *args):
+    @functools.wraps(function)
+    def wrapped(predictors, path, *args):
         if not path:
-            raise gr.Error("Upload a chest X-ray first (JPEG, PNG, BMP, TIFF or DICOM).")
+            raise gr.Error(f"Upload a chest X-ray first ({SUPPORTED_FORMATS_TEXT}).")
         try:
-            return function(path, *args)
+            return function(predictors, path, *args)
         except PneumoError as error:
             raise gr.Error(str(error)) from None
-    wrapped.__name__ = function.__name__
     return wrapped
+
+
+# The handlers: plain functions of the loaded models and the page's inputs, testable without a browser.
+
+@as_gradio_errors
+def compare_models(predictors, path):
+    """Every model on one upload: the agreement banner, then label, heatmap and details per model, then all results."""
+    summary, overlays = compare(predictors, path)
+    banner = ("Both models agree." if summary["agree"] else
+              "⚠️ **The models disagree on this image**: treat both answers with caution.")
+    outputs = [banner]
+    for name, result in summary["models"].items():
+        outputs += [label_value(result), served_png(overlays[name], f"gradcam-{name}"), result]
+    return [*outputs, summary]
+
+
+@as_gradio_errors
+def predict(predictors, path, model_name, explain_class):
+    """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details."""
+    if model_name not in predictors:
+        raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(predictors)}.")
+    result, overlay = analyse(predictors[model_name], path, explain_class or None)
+    return label_value(result), served_png(overlay, f"gradcam-{model_name}"), result
+
+
+@as_gradio_errors
+def make_report(predictors, path, *values):
+    """The PDF report of one upload with the metadata typed in (nothing of it is logged or kept)."""
+    metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
+    return str(report(predictors, path, metadata, short_lived_folder() / "pneumo-report.pdf"))
+
+
+def upload_box():
+    return gr.File(label=f"Chest X-ray ({SUPPORTED_FORMATS_TEXT})", file_types=list(SUPPORTED_SUFFIXES),
+                   type="filepath")
 
 
 def build_app(predictors) -> gr.Blocks:
     names = list(predictors)
-
-    @as_gradio_errors
-    def compare_models(path):
-        summary, overlays = compare(predictors, path)
-        banner = ("Both models agree." if summary["agree"] else
-                  "⚠️ **The models disagree on this image**: treat both answers with caution.")
-        outputs = [banner]
-        for name in names:
-            result = summary["models"][name]
-            outputs += [label_value(result), served_png(overlays[name], f"gradcam-{name}"), result]
-        return [*outputs, summary]
-
-    @as_gradio_errors
-    def predict(path, model_name, explain_class):
-        if model_name not in predictors:
-            raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(names)}.")
-        result, overlay = analyse(predictors[model_name], path, explain_class or None)
-        return label_value(result), served_png(overlay, f"gradcam-{model_name}"), result
-
-    @as_gradio_errors
-    def make_report(path, *values):
-        metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
-        return str(report(predictors, path, metadata, short_lived_folder() / "pneumo-report.pdf"))
-
-    def upload_box():
-        return gr.File(label="Chest X-ray (JPEG, PNG, BMP, TIFF or DICOM)", file_types=UPLOAD_TYPES,
-                       type="filepath")
-
     # delete_cache: Gradio's own copies of uploads and reports are purged within the hour.
     with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=(600, 3600)) as demo:
         gr.Markdown("# pneumo: pneumonia on pediatric chest X-rays\n" + DISCLAIMER)
@@ -122,7 +131,7 @@ def build_app(predictors) -> gr.Blocks:
             upload = upload_box()
             gr.Examples(EXAMPLES, inputs=upload, label="Example X-rays (from the official test set)")
             compare_button = gr.Button("Compare both models", variant="primary")
-            banner = gr.Markdown(elem_id="agreement-banner")
+            banner = gr.Markdown(elem_id="agreement-banner", label="Agreement")
             outputs = [banner]
             with gr.Row():
                 for name in names:
@@ -131,8 +140,9 @@ def build_app(predictors) -> gr.Blocks:
                         outputs += [DecisionLabel(label=f"{name}: decision and calibrated probabilities"),
                                     gr.Image(label=f"{name}: Grad-CAM", format="png"),
                                     gr.JSON(label=f"{name}: details (threshold, revision, seconds)")]
-            all_results = gr.JSON(visible=False)
-            compare_button.click(compare_models, upload, [*outputs, all_results], api_name="compare")
+            all_results = gr.JSON(visible=False, label="All models (label, probabilities, agreement)")
+            compare_button.click(functools.partial(compare_models, predictors), upload, [*outputs, all_results],
+                                 api_name="compare")
 
         for index, name in enumerate(names):
             with gr.Tab(name):
@@ -147,7 +157,8 @@ def build_app(predictors) -> gr.Blocks:
                     overlay = gr.Image(label="Grad-CAM", format="png")
                 details = gr.JSON(label="Details")
                 # One public /predict endpoint (image, model name, class to explain); the other tabs reuse it.
-                model_button.click(predict, [model_upload, model_name, explain], [label, overlay, details],
+                model_button.click(functools.partial(predict, predictors), [model_upload, model_name, explain],
+                                   [label, overlay, details],
                                    api_name="predict" if index == 0 else f"predict_tab_{index}",
                                    api_visibility="public" if index == 0 else "undocumented")
 
@@ -159,7 +170,8 @@ def build_app(predictors) -> gr.Blocks:
                 fields = [gr.Textbox(label=label, lines=3 if key == "notes" else 1) for key, label in METADATA_FIELDS]
             report_button = gr.Button("Create PDF report", variant="primary")
             report_file = gr.File(label="PDF report")
-            report_button.click(make_report, [report_upload, *fields], report_file, api_name="report")
+            report_button.click(functools.partial(make_report, predictors), [report_upload, *fields], report_file,
+                                api_name="report")
 
         with gr.Tab("About"):
             gr.Markdown("## The models\n\n" + "\n\n".join(model_summary(p) for p in predictors.values()))
@@ -170,6 +182,11 @@ def build_app(predictors) -> gr.Blocks:
                         "- Grad-CAM shows where a model looked, not proof of disease.\n"
                         "- Any image is treated as a frontal chest X-ray.\n\n" + DISCLAIMER)
     return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+
+
+def launch(demo: gr.Blocks, **options):
+    """Serve the page; uploads larger than the library reads are refused before they are stored."""
+    return demo.launch(max_file_size=MAX_FILE_BYTES, **options)
 
 
 def main(argv=None):
@@ -187,7 +204,7 @@ def main(argv=None):
     share = args.share and share_service_reachable()
     if args.share and not share:
         print(f"pneumo: no public link (Gradio's share service is unreachable); serving on http://{args.host}:{args.port}")
-    build_app(predictors).launch(server_name=args.host, server_port=args.port, share=share)
+    launch(build_app(predictors), server_name=args.host, server_port=args.port, share=share)
 
 
 def share_service_reachable(timeout_s: float = 3.0) -> bool:

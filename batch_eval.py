@@ -6,7 +6,7 @@
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
 any other folder gets predictions only. REF is a model folder or a Hub repo OWNER/NAME[@REVISION]
-(default: both bundled models). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
+(default: the bundled models, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent
-DEFAULT_MODELS = [str(REPO_ROOT / "models" / "cnn-lstm"), str(REPO_ROOT / "models" / "resnet50")]
 SUMMARY_COLUMNS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
 
 
@@ -73,30 +71,32 @@ def print_summary(all_metrics: dict) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from pneumo import PneumoError
-    from pneumo.batch import NothingToScore, merge_runs, run_folder
+    from pneumo.batch import merge_runs, run_folder
+    from pneumo.errors import NothingToScoreError
 
     if argv[:1] == ["merge"]:
         parser, args = parse_merge_args(argv[1:])
-        missing = [str(run) for run in args.runs if not (run / "run.json").exists()]
-        if missing:
-            parser.error(f"not batch_eval output folders (no run.json): {', '.join(missing)}")
         check_writable(parser, args.out)
-        metrics = merge_runs(args.runs, args.out)
+        try:
+            metrics = merge_runs(args.runs, args.out)
+        except PneumoError as error:
+            parser.error(str(error))
     else:
         parser, args = parse_score_args(argv)
         if not args.folder.is_dir():
             parser.error(f"{args.folder}: no such folder")
         check_writable(parser, args.out)
         from pneumo import load_predictor
+        from pneumo.bundled import model_references
 
         try:
-            predictors = [load_predictor(reference) for reference in args.models or DEFAULT_MODELS]
+            predictors = [load_predictor(reference) for reference in args.models or model_references().values()]
         except PneumoError as error:
             parser.error(str(error))
         try:
             metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
                                  threshold=args.threshold, gradcam=args.gradcam, shard=args.shard)
-        except NothingToScore as error:
+        except NothingToScoreError as error:
             print(f"batch_eval.py: {error}", file=sys.stderr)
             return 1
     print_summary(metrics)

@@ -15,27 +15,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import CLASS_NAMES, POSITIVE_CLASS
-from .errors import InvalidImageError
-from .imaging import load_model_input
+from .batch_reports import labeled_part, prediction_columns, probability_column, write_model_reports, write_run_reports
+from .data import label_from_folders, loaded_images
+from .files import atomic_write, write_csv, write_json
+from .errors import DataFolderError, InvalidImageError, NothingToScoreError
 
-PREDICTION_COLUMNS = ["file", "true_label", "probability_pneumonia", "predicted_label", "threshold"]
 SKIPPED_COLUMNS = ["file", "reason"]
+RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
 class ImageFile:
     path: Path
-    relative: str          # the path as reported in CSVs (relative to the scored folder)
-    true_label: str | None  # NORMAL / PNEUMONIA from the nearest class folder, None when unlabeled
+    relative: Path  # the path as reported in CSVs is relative to the scored folder
 
-
-def label_from_folders(relative: Path) -> str | None:
-    """The class named by the nearest enclosing folder (any case), e.g. test/normal/x.png -> NORMAL."""
-    for part in reversed(relative.parts[:-1]):
-        if part.upper() in CLASS_NAMES:
-            return part.upper()
-    return None
+    def true_label(self, class_names) -> str | None:
+        """The class its nearest class-named folder gives it, None when unlabeled."""
+        return label_from_folders(self.relative, class_names)
 
 
 def discover(folder, shard: tuple[int, int] = (0, 1)) -> list[ImageFile]:
@@ -52,7 +48,7 @@ def discover(folder, shard: tuple[int, int] = (0, 1)) -> list[ImageFile]:
             continue
         if count > 1 and shard_of(relative.as_posix(), count) != index:
             continue
-        files.append(ImageFile(path, relative.as_posix(), label_from_folders(relative)))
+        files.append(ImageFile(path, relative))
     return files
 
 
@@ -62,36 +58,21 @@ def shard_of(relative_path: str, count: int) -> int:
 
 
 def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
-    """Yield (file, P(positive) or None, error message or None) in order, decoding in parallel with inference."""
-    import tensorflow as tf
-
-    height, width = predictor.height, predictor.width
-
-    def decode(path):
-        try:
-            return load_model_input(path.decode(), height, width), b""
-        except InvalidImageError as error:
-            return np.zeros((height, width, 3), np.float32), str(error).encode()
-
-    def load(path):
-        image, error = tf.numpy_function(decode, [path], (tf.float32, tf.string), stateful=False)
-        image.set_shape((height, width, 3))
-        return image, error
-
-    dataset = (tf.data.Dataset.from_tensor_slices([str(f.path) for f in files])
-               .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(batch_size)
-               .prefetch(tf.data.AUTOTUNE))
+    """Yield (file, class probabilities or None, error message or None) in order, decoding in parallel
+    with inference."""
+    dataset = (loaded_images([f.path for f in files], predictor.load_image, (predictor.height, predictor.width, 3),
+                             tolerate=InvalidImageError)
+               .batch(batch_size).prefetch(2))
     position = 0
     for images, errors in dataset:
         errors = [e.decode() for e in errors.numpy()]
         good = np.array([not e for e in errors])
-        probabilities = np.full(len(errors), np.nan)
+        probabilities = np.full((len(errors), len(predictor.class_names)), np.nan)
         if good.any():
-            probabilities[good] = predictor.probabilities(images.numpy()[good])[:, predictor.positive_index]
+            probabilities[good] = predictor.probabilities(images.numpy()[good])
         for offset, error in enumerate(errors):
             file = files[position + offset]
-            yield file, (None if error else float(probabilities[offset])), (error or None)
+            yield file, (None if error else probabilities[offset]), (error or None)
         position += len(errors)
 
 
@@ -100,25 +81,23 @@ def score(predictor, files: list[ImageFile], threshold: float | None = None, bat
     """(predictions, skipped) tables for one model. `progress(n)` is called after each image."""
     threshold = predictor.threshold if threshold is None else float(threshold)
     rows, skipped = [], []
-    for file, probability, error in stream_scores(predictor, files, batch_size):
+    for file, probabilities, error in stream_scores(predictor, files, batch_size):
         if error:
-            skipped.append((file.relative, reason_of(error, file)))
+            skipped.append((file.relative.as_posix(), reason_of(error, file)))
         else:
-            rows.append((file.relative, file.true_label or "", probability,
-                         predictor.label_for(probability, threshold), threshold))
+            rows.append((file.relative.as_posix(), file.true_label(predictor.class_names) or "",
+                         float(probabilities[predictor.positive_index]), predictor.decide(probabilities, threshold),
+                         threshold))
         if progress:
             progress(1)
-    return (pd.DataFrame(rows, columns=PREDICTION_COLUMNS), pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+    return (pd.DataFrame(rows, columns=prediction_columns(predictor.positive_class)),
+            pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
 
 
 def reason_of(error: str, file: ImageFile) -> str:
     """The error without the (already listed) file path."""
     prefix = f"{file.path}: "
     return error[len(prefix):] if error.startswith(prefix) else error
-
-
-class NothingToScore(Exception):
-    """The folder (or shard) holds no file at all."""
 
 
 def unique_names(predictors) -> list[str]:
@@ -133,7 +112,9 @@ def unique_names(predictors) -> list[str]:
 
 
 def model_record(predictor) -> dict:
-    return {"model": predictor.name, "reference": predictor.reference, "revision": predictor.revision}
+    """Which model scored a run, and the classes its predictions speak of (enough to merge runs)."""
+    return {"model": predictor.name, "reference": predictor.reference, "revision": predictor.revision,
+            "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
 
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
@@ -141,11 +122,9 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     """Score `folder` with every predictor and write all reports under `out`; returns metrics per model."""
     from tqdm import tqdm
 
-    from .reports import write_json, write_model_reports, write_run_reports
-
     files = discover(folder, shard)
     if not files:
-        raise NothingToScore(f"{folder}: no files to score" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""))
+        raise NothingToScoreError(f"{folder}: no files to score" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""))
     names = unique_names(predictors)
     all_predictions, skipped_frames, records = {}, [], {}
     for name, predictor in zip(names, predictors):
@@ -157,30 +136,42 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name])
                    for name in names}
     write_run_reports(out, all_predictions, all_metrics, skipped)
-    write_json({"folder": str(folder), "shard": list(shard), "models": records}, Path(out) / "run.json")
+    write_json(Path(out) / RUN_FILE, {"folder": str(folder), "shard": list(shard), "models": records})
     if gradcam:
         for name, predictor in zip(names, predictors):
             write_confident_mistakes(Path(out) / name / "gradcam", predictor, all_predictions[name], folder, gradcam)
     return all_metrics
 
 
+def read_run(folder) -> dict:
+    path = Path(folder) / RUN_FILE
+    if not path.exists():
+        raise DataFolderError(f"{folder}: not a batch_eval output folder (no {RUN_FILE})")
+    return json.loads(path.read_text())
+
+
 def merge_runs(run_folders, out) -> dict[str, dict]:
     """Combine the outputs of sharded runs and recompute every report as if one run had scored it all."""
-    from .reports import write_json, write_model_reports, write_run_reports
-
-    runs = [json.loads((Path(folder) / "run.json").read_text()) for folder in run_folders]
+    runs = [read_run(folder) for folder in run_folders]
     names = list(runs[0]["models"])
     if any(list(run["models"]) != names for run in runs):
-        raise ValueError("the runs to merge were scored with different models")
+        raise DataFolderError("the runs to merge were scored with different models: "
+                              + "; ".join(f"{folder}: {', '.join(run['models'])}" for folder, run in zip(run_folders, runs)))
     read = {"keep_default_na": False, "float_precision": "round_trip"}
-    all_predictions = {name: pd.concat([pd.read_csv(Path(f) / name / "predictions.csv", **read) for f in run_folders])
-                       for name in names}
-    skipped = pd.concat([pd.read_csv(Path(f) / "skipped.csv", **read) for f in run_folders]).drop_duplicates("file")
+
+    def table(folder, name):
+        path = Path(folder) / name
+        if not path.exists():
+            raise DataFolderError(f"{folder}: incomplete batch_eval output folder ({name} is missing)")
+        return pd.read_csv(path, **read)
+
+    all_predictions = {name: pd.concat([table(f, f"{name}/predictions.csv") for f in run_folders]) for name in names}
+    skipped = pd.concat([table(f, "skipped.csv") for f in run_folders]).drop_duplicates("file")
     all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), runs[0]["models"][name])
                    for name in names}
     write_run_reports(out, all_predictions, all_metrics, skipped)
-    write_json({"folder": runs[0]["folder"], "merged_from": [str(f) for f in run_folders],
-                "models": runs[0]["models"]}, Path(out) / "run.json")
+    write_json(Path(out) / RUN_FILE, {"folder": runs[0]["folder"], "merged_from": [str(f) for f in run_folders],
+                                      "models": runs[0]["models"]})
     return all_metrics
 
 
@@ -188,20 +179,22 @@ def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame,
     """Grad-CAM overlays of the `count` mistakes the model was most sure of, and an index of them."""
     import cv2
 
-    from .gradcam import explained_overlay
+    from .gradcam import overlay_backdrop, overlay_heatmap
     from .imaging import read_grayscale
-    from .reports import atomic_write, labeled_part, write_csv
 
-    labeled = labeled_part(predictions)
+    probability = probability_column(predictor.positive_class)
+    labeled = labeled_part(predictions, predictor.class_names)
     mistakes = labeled[labeled.true_label != labeled.predicted_label].copy()
-    mistakes["confidence"] = np.where(mistakes.predicted_label == POSITIVE_CLASS, mistakes.probability_pneumonia,
-                                      1 - mistakes.probability_pneumonia)
+    mistakes["confidence"] = np.where(mistakes.predicted_label == predictor.positive_class, mistakes[probability],
+                                      1 - mistakes[probability])
     mistakes = mistakes.sort_values(["confidence", "file"], ascending=[False, True]).head(count)
     images = []
     for rank, row in enumerate(mistakes.itertuples(), start=1):
-        overlay = explained_overlay(predictor, read_grayscale(Path(root) / row.file), row.predicted_label)
+        gray = read_grayscale(Path(root) / row.file)
+        _, heatmap = predictor.predict_and_explain(predictor.prepare(gray), row.predicted_label)
+        overlay = overlay_heatmap(overlay_backdrop(gray), heatmap)
         name = f"{rank:02d}_{Path(row.file).stem}.png"
         encoded = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))[1].tobytes()
         atomic_write(folder / name, lambda tmp, data=encoded: Path(tmp).write_bytes(data))
         images.append(name)
-    write_csv(mistakes.assign(overlay=images), folder / "index.csv")
+    write_csv(folder / "index.csv", mistakes.assign(overlay=images))

@@ -32,3 +32,14 @@ def choose_threshold(labels, prob_positive) -> float:
     fpr, tpr, thresholds = roc_curve(np.asarray(labels, dtype=int), np.asarray(prob_positive, dtype=float))
     best = int(np.argmax(tpr - fpr))
     return float(min(thresholds[best], 1.0))
+
+
+def threshold_for_sensitivity(labels, prob_positive, sensitivity: float = 0.95) -> float:
+    """The highest threshold on P(positive) whose sensitivity on these labels is at least `sensitivity`.
+
+    The screening operating point: it misses at most 1 - `sensitivity` of the positives here and, among
+    the thresholds that do, calls the fewest negatives positive.
+    """
+    fpr, tpr, thresholds = roc_curve(np.asarray(labels, dtype=int), np.asarray(prob_positive, dtype=float))
+    reaching = np.flatnonzero(tpr >= sensitivity)
+    return float(min(thresholds[reaching[0]], 1.0))

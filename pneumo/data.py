@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .imaging import load_model_input
+from .errors import DataFolderError
+from .formats import SUPPORTED_SUFFIXES
+from .imaging import DECODER_SCALE, Preprocessing
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 POSITIVE_CLASS = "PNEUMONIA"
-IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 
 # person1000_bacteria_2931.jpeg -> person1000; IM-0115-0001.jpeg -> IM-0115;
 # NORMAL2-IM-1427-0001.jpeg -> NORMAL2-IM-1427 (the last "-NNNN" is the image number).
@@ -35,23 +36,35 @@ def find_subfolder(parent: Path, name: str) -> Path | None:
     return None
 
 
-def list_labeled_images(folder: str | Path) -> pd.DataFrame:
-    """Every image under `folder/NORMAL` and `folder/PNEUMONIA` (any case, recursive).
+def label_from_folders(relative: Path, class_names=CLASS_NAMES) -> str | None:
+    """The class named by the nearest enclosing folder (any case): test/normal/x.png -> NORMAL.
 
-    Columns: path, label (index into CLASS_NAMES), class_name, patient.
+    The one rule for a labeled folder, for training data and for scored folders alike.
     """
+    by_lower = {name.lower(): name for name in class_names}
+    for part in reversed(Path(relative).parts[:-1]):
+        if part.lower() in by_lower:
+            return by_lower[part.lower()]
+    return None
+
+
+def list_labeled_images(folder: str | Path, class_names=CLASS_NAMES) -> pd.DataFrame:
+    """Every image file under `folder` whose nearest class-named folder gives its label (any case, any depth).
+
+    Columns: path, label (index into `class_names`), class_name, patient.
+    """
+    folder = Path(folder)
     rows = []
-    for label, class_name in enumerate(CLASS_NAMES):
-        class_dir = find_subfolder(Path(folder), class_name)
-        if class_dir is None:
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if not path.is_file() or path.suffix.lower() not in SUPPORTED_SUFFIXES:
             continue
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append((str(path), label, class_name, patient_id_from_filename(path.name)))
+        class_name = label_from_folders(path.relative_to(folder), class_names)
+        if class_name is not None:
+            rows.append((str(path), class_names.index(class_name), class_name, patient_id_from_filename(path.name)))
     frame = pd.DataFrame(rows, columns=["path", "label", "class_name", "patient"])
     if frame.empty:
-        raise FileNotFoundError(f"{folder}: no images under NORMAL/ or PNEUMONIA/ subfolders")
-    return frame
+        raise DataFolderError(f"{folder}: no images under class folders ({', '.join(class_names)})")
+    return frame.sort_values(["label", "path"], kind="stable").reset_index(drop=True)
 
 
 def find_splits(root: str | Path) -> dict[str, Path]:
@@ -97,58 +110,127 @@ def split_by_patient(frame: pd.DataFrame, validation_fraction: float = 0.15, see
 
 
 def class_weights(labels) -> dict[int, float]:
-    """Weights that make each class count equally in the loss (n / (k * n_class))."""
-    counts = np.bincount(np.asarray(labels), minlength=len(CLASS_NAMES))
-    return {label: float(len(labels) / (len(counts) * count)) for label, count in enumerate(counts) if count}
+    """Weights that make each class count equally in the loss (scikit-learn's "balanced": n / (k * n_class))."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    return {int(label): float(weight)
+            for label, weight in zip(present, compute_class_weight("balanced", classes=present, y=labels))}
 
 
-AUGMENTATION_SUMMARY = "rotation +-10 deg, zoom +-10%, shift +-8%, brightness +-10%, contrast +-15%; no flips"
+def loaded_images(paths, load, shape, tolerate: type[Exception] | None = None):
+    """A tf.data.Dataset of `load(path)` (a float32 array of `shape`) for each path, decoded in parallel, in order.
 
-
-def augmentation_layers(seed: int = 42):
-    """Small geometric and exposure changes a real radiograph could show.
-
-    No flips: the heart sits on the left, and a mirrored chest is an anatomy the model never meets.
-    """
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
-            keras.layers.RandomZoom(0.1, fill_mode="constant", seed=seed + 1),
-            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 2),
-            keras.layers.RandomBrightness(0.1, value_range=(0.0, 1.0), seed=seed + 3),
-            keras.layers.RandomContrast(0.15, value_range=(0.0, 1.0), seed=seed + 4),
-        ],
-        name="augmentation",
-    )
-
-
-def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *, shuffle_seed=None,
-                 augment: bool = False, cache: bool = True):
-    """A batched tf.data pipeline of (image, label) through `load_model_input`.
-
-    Decoding runs in parallel and is cached after the first pass; augmentation (when asked) runs on
-    whole batches after the cache, so each epoch sees new variations.
+    With `tolerate`, each element is (array, error message): a file whose `load` raises that exception
+    gives zeros and the message instead of stopping the whole pipeline.
     """
     import tensorflow as tf
 
-    def decode(path):
-        return load_model_input(path.decode(), height, width)
+    def load_path(path):
+        path = path.decode()
+        if tolerate is None:
+            return load(path)
+        try:
+            return load(path), b""
+        except tolerate as error:
+            return np.zeros([d or 1 for d in shape], np.float32), str(error).encode()
 
-    def load(path, label):
-        image = tf.numpy_function(decode, [path], tf.float32, stateful=False)
-        image.set_shape((height, width, 3))
-        return image, label
+    def as_tensors(path):
+        if tolerate is None:
+            array = tf.numpy_function(load_path, [path], tf.float32, stateful=False)
+            array.set_shape(shape)
+            return array
+        array, error = tf.numpy_function(load_path, [path], (tf.float32, tf.string), stateful=False)
+        array.set_shape(shape)
+        return array, error
 
-    dataset = tf.data.Dataset.from_tensor_slices((list(map(str, paths)), np.asarray(labels, dtype=np.int32)))
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return (tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
+            .map(as_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *,
+                 preprocessing: Preprocessing = DECODER_SCALE, shuffle_seed=None, augment: bool = False,
+                 cache: bool = True, num_classes: int | None = None):
+    """A batched tf.data pipeline of (model input, label) through the one image path.
+
+    Decoding runs in parallel and is cached after the first pass. With `augment`, the decoded planes are
+    cached and every epoch draws a new acquisition of each (`perturbations.random_acquisition`) before the
+    model's own preprocessing, so training sees exactly what inference would make of that image.
+    `num_classes` turns the labels one-hot (needed for label smoothing).
+    """
+    import tensorflow as tf
+
+    from .imaging import read_grayscale
+    from .perturbations import random_acquisition
+
+    def model_input(gray):
+        return preprocessing.model_input(gray, height, width)
+
+    def acquire(gray, seed):
+        return model_input(random_acquisition(gray, np.random.default_rng(int(seed))))
+
+    labels = np.asarray(labels, dtype=np.int32)
+    if num_classes:
+        labels = np.eye(num_classes, dtype=np.float32)[labels]
+    if augment:
+        images = loaded_images(paths, read_grayscale, (None, None))
+    else:
+        images = loaded_images(paths, lambda path: model_input(read_grayscale(path)), (height, width, 3))
+    dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
     if cache:
         dataset = dataset.cache()
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+        dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment:
-        augmenter = augmentation_layers(shuffle_seed or 0)
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        def acquired(gray, seed):
+            image = tf.numpy_function(acquire, [gray, seed], tf.float32, stateful=False)
+            image.set_shape((height, width, 3))
+            return image
+
+        seeds = tf.data.Dataset.random(seed=shuffle_seed or 0, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda item, seed: (acquired(item[0], seed), item[1]),
+                                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# Running numbers in the file names follow the order of acquisition within each series
+# (person1000_..., IM-0115-..., NORMAL2-IM-1427-...): a patient id is a series prefix and a number.
+_SERIES_AND_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def series_and_number(patient: str) -> tuple[str, int] | None:
+    """("person", 1000) for person1000, ("IM-", 115) for IM-0115; None when the id holds no number."""
+    match = _SERIES_AND_NUMBER.match(patient)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def earliest_acquisitions(frame: pd.DataFrame, fraction: float = 0.1) -> pd.Series:
+    """Which images belong to the `fraction` of patients with the lowest running numbers of each series.
+
+    A second hold-out that stands for "X-rays from another period": closer to a new site's images than
+    a random patient split, whose patients were X-rayed in the same weeks as the training patients.
+    Patients are taken whole, and so is any group of byte-identical files (see `_leakage_groups`).
+    """
+    groups = pd.Series(_leakage_groups(frame), index=frame.index)
+    keyed = {}
+    for patient in dict.fromkeys(groups):
+        parsed = series_and_number(patient)
+        if parsed:
+            keyed.setdefault(parsed[0], []).append((parsed[1], patient))
+    chosen = set()
+    for members in keyed.values():
+        members.sort()
+        chosen.update(patient for _, patient in members[:round(len(members) * fraction)])
+    return groups.isin(chosen)
+
+
+def subgroup_of(filename: str) -> str:
+    """The subgroup a file name reveals: bacterial or viral pneumonia, or the acquisition series of a
+    normal X-ray (`NORMAL2-IM-*` vs `IM-*`); "other" for names without such a mark."""
+    name = Path(filename).name.lower()
+    for mark, subgroup in (("bacteria", "pneumonia: bacterial"), ("virus", "pneumonia: viral"),
+                           ("normal2-im-", "normal: NORMAL2-IM series"), ("im-", "normal: IM series")):
+        if mark in name:
+            return subgroup
+    return "other"

@@ -3,6 +3,8 @@
 Each message names the file (or model) and says what to do; tracebacks are for bugs.
 """
 
+from .formats import SUPPORTED_FORMATS_TEXT
+
 
 class PneumoError(Exception):
     """Base class: an error the user can act on."""
@@ -27,7 +29,7 @@ class EmptyFileError(InvalidImageError):
 class NotAnImageError(InvalidImageError):
     reason = "not an image"
 
-    def __init__(self, source, detail="pneumo reads JPEG, PNG, BMP, TIFF and DICOM files"):
+    def __init__(self, source, detail=f"pneumo reads {SUPPORTED_FORMATS_TEXT} files"):
         super().__init__(source, detail)
 
 
@@ -57,3 +59,15 @@ class ModelNotFoundError(ModelLoadError):
 
 class HubUnavailableError(ModelLoadError):
     """The Hugging Face Hub cannot be reached and nothing usable is cached."""
+
+
+class DataFolderError(PneumoError):
+    """A folder that should hold labeled images (or a dataset root, or a scored run) does not."""
+
+
+class NothingToScoreError(DataFolderError):
+    """The folder (or shard) holds no file at all."""
+
+
+class UnknownArchitectureError(PneumoError, ValueError):
+    """No architecture is registered under that name."""

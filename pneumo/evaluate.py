@@ -2,41 +2,53 @@
 
     python -m pneumo.evaluate models/cnn-lstm --data ../shared/data/chest_xray/test --split test
 
-writes models/cnn-lstm/metrics_test.json and refreshes the model card. Run it on the official test set
-once, after every choice was made on the validation split.
+writes models/cnn-lstm/metrics_test.json (with 95% bootstrap intervals and subgroups), appends the
+scoring to models/cnn-lstm/test_scorings.csv and refreshes the model card. Run it on the official test
+set once, after every choice was made on the validation split.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from . import model_folder
 from .batch import discover, model_record, score
+from .batch_reports import model_metrics
+from .errors import PneumoError
 from .modelcard import write_model_card
 from .predictor import Predictor
-from .reports import model_metrics
 
 
 def evaluate_folder(predictor: Predictor, folder) -> dict:
-    """The metrics batch_eval.py reports for this model on `folder`: the same scoring code, so the same numbers."""
+    """The metrics batch_eval.py reports for this model on `folder` (the same scoring code, so the same
+    numbers), with intervals and subgroups."""
     predictions, skipped = score(predictor, discover(folder))
-    return model_metrics(predictions, len(skipped), model_record(predictor))
+    return model_metrics(predictions, len(skipped), model_record(predictor), detailed=True)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder")
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ subfolders")
     parser.add_argument("--split", default="test", help="name recorded in metrics_<split>.json")
     args = parser.parse_args(argv)
     folder = Path(args.model)
-    metrics = evaluate_folder(Predictor.from_folder(folder), args.data)
+    try:
+        metrics = evaluate_folder(Predictor.from_folder(folder), args.data)
+    except PneumoError as error:
+        print(f"pneumo.evaluate: {error}", file=sys.stderr)
+        return 1
     metrics["split"] = f"{args.split}: {args.data}"
-    (folder / f"metrics_{args.split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    model_folder.write_metrics(folder, args.split, metrics)
+    if args.split == "test":
+        model_folder.log_test_scoring(folder, metrics, str(args.data))
     write_model_card(folder)
     print(json.dumps(metrics, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

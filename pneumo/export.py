@@ -1,7 +1,8 @@
 """Turn a finished training run (OUT/checkpoints/) into a self-describing model folder.
 
-Fits the calibration temperature and the decision threshold on the validation split, then writes
-model.keras, config.json, metrics_validation.json, training_curves.png and the model card.
+Fits the calibration temperature and the operating points on the validation split, scores the
+earliest-acquisitions hold-out, then writes model.keras, config.json, metrics_validation.json,
+training_curves.png and the model card.
 
     python -m pneumo.export models/cnn-lstm     # re-run after a training was stopped early
 """
@@ -10,32 +11,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .calibration import calibrated_probabilities, choose_threshold, fit_temperature
-from .data import AUGMENTATION_SUMMARY, CLASS_NAMES, POSITIVE_CLASS, make_dataset
-from .metrics import compute_metrics, expected_calibration_error
-from .models import get_architecture
+from . import __version__, model_folder
+from .calibration import calibrated_probabilities, choose_threshold, fit_temperature, threshold_for_sensitivity
+from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of
+from .errors import ModelLoadError, PneumoError
+from .imaging import Preprocessing
+from .metrics import expected_calibration_error, full_metrics
 from .modelcard import write_model_card
+from .models import LOGITS_LAYER, get_architecture, logits_model
+from .perturbations import AUGMENTATION_SUMMARY
 from .plots import plot_training_curves
+from .robustness import CRITERION
 
-MODEL_FILE = "model.keras"
+DEFAULT_OPERATING_POINT = "youden"
+OPERATING_POINTS = {
+    "youden": "maximum Youden's J (sensitivity + specificity - 1) on the validation split",
+    "sensitivity_95": "the highest threshold with sensitivity >= 0.95 on the validation split",
+}
 
 
-def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def predict_logits(model, paths, size: int) -> np.ndarray:
-    import keras
-
-    logits_model = keras.Model(model.input, model.get_layer("logits").output)
-    dataset = make_dataset(list(paths), np.zeros(len(paths)), size, size, 64, cache=False)
-    return np.concatenate([np.asarray(logits_model(x, training=False)) for x, _ in dataset])
+def predict_logits(model, paths, size: int, preprocessing: Preprocessing) -> np.ndarray:
+    scores = logits_model(model)
+    dataset = make_dataset(list(paths), np.zeros(len(paths)), size, size, 64, preprocessing=preprocessing, cache=False)
+    return np.concatenate([np.asarray(scores(x, training=False)) for x, _ in dataset])
 
 
 def float32_copy(trained, arch, size: int, options: dict):
@@ -48,96 +52,122 @@ def float32_copy(trained, arch, size: int, options: dict):
     return model
 
 
-def rebuild_options(args: dict) -> dict:
-    """Architecture options that rebuild the trained graph without fetching any pretrained weights."""
-    if args["arch"] == "resnet50":
-        return {"imagenet_preprocessing": args["backbone_weights"].lower() != "none"}
-    return {}
+def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, history: pd.DataFrame) -> dict:
+    """The `training` block of config.json: data, split, recipe and which epoch was kept."""
+    train = split[split.split == "train"]
+    validation = split[split.split == "validation"]
+    holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
+    criterion_column = "val_criterion" if "val_criterion" in history else "val_auc"
+    return {
+        "data": "Kermany et al. 2018 pediatric chest X-rays (CC BY 4.0), train/ folder",
+        "train_images": int(len(train)),
+        "train_patients": int(train.patient.nunique()),
+        "validation_images": int(len(validation)),
+        "validation_patients": int(validation.patient.nunique()),
+        "holdout_images": int(len(holdout)),
+        "class_counts_train": {name: int((train.label == i).sum()) for i, name in enumerate(CLASS_NAMES)},
+        "validation_split": f"patient-level, stratified, seed {args['seed']} (data_split.csv)",
+        "holdout_split": (f"the {args.get('holdout_fraction', 0):.0%} of patients with the earliest running numbers "
+                          "of each file-name series, taken whole (data_split.csv: holdout_earliest)"),
+        "selection_criterion": CRITERION,
+        "epochs_run": int(len(history)),
+        "best_epoch": int(history[criterion_column].idxmax()) + 1,
+        "batch_size": args["batch_size"],
+        "learning_rate": args["learning_rate"],
+        "optimizer": f"AdamW (weight decay {args.get('weight_decay')}), cosine decay of the learning rate",
+        "loss": (f"categorical cross-entropy with label smoothing {args.get('label_smoothing')} and balanced "
+                 "class weights"),
+        "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
+        "augmentation": AUGMENTATION_SUMMARY,
+        "seed": args["seed"],
+        "build_options": options,
+        "weights_note": arch.weights_note(options),
+    }
+
+
+def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, temperature, threshold):
+    """Metrics (with intervals and subgroups) of the calibrated model on one part of data_split.csv."""
+    logits = predict_logits(model, [str(Path(data_root) / p) for p in split.path], size, preprocessing)
+    probabilities = calibrated_probabilities(logits, temperature)[:, 1]
+    return full_metrics(split.label.to_numpy(), probabilities, threshold, [subgroup_of(p) for p in split.path])
 
 
 def export_model_folder(out) -> dict:
     import keras
 
     out = Path(out)
-    args = json.loads((out / "checkpoints" / "train_args.json").read_text())
+    checkpoints = out / model_folder.CHECKPOINTS
+    args_path = checkpoints / model_folder.TRAIN_ARGS_FILE
+    if not (checkpoints / "best.keras").exists() or not args_path.exists():
+        raise ModelLoadError(f"{out}: no finished training run to export (checkpoints/best.keras is missing)")
+    args = json.loads(args_path.read_text())
     arch = get_architecture(args["arch"])
     size = args.get("input_size") or arch.default_input_size
-    options = rebuild_options(args)
+    weights = args.get("backbone_weights")
+    options = arch.options_for_rebuild(arch.options_for_training(None if str(weights).lower() == "none" else weights))
+    preprocessing = Preprocessing({"method": args.get("intensity", "decoder_scale")})
 
-    trained = keras.saving.load_model(out / "checkpoints" / "best.keras", compile=False, safe_mode=True)
+    trained = keras.saving.load_model(checkpoints / "best.keras", compile=False, safe_mode=True)
     model = float32_copy(trained, arch, size, options)
-    model.save(out / MODEL_FILE)
+    model.save(out / model_folder.MODEL_FILE)
 
-    split = pd.read_csv(out / "data_split.csv")
+    split = pd.read_csv(out / model_folder.SPLIT_FILE)
     validation = split[split.split == "validation"]
-    logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size)
+    logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size, preprocessing)
     labels = validation.label.to_numpy()
     temperature = fit_temperature(logits, labels)
     probabilities = calibrated_probabilities(logits, temperature)[:, 1]
-    threshold = choose_threshold(labels, probabilities)
-    metrics = compute_metrics(labels, probabilities, threshold)
+    operating_points = {"youden": choose_threshold(labels, probabilities),
+                        "sensitivity_95": threshold_for_sensitivity(labels, probabilities, 0.95)}
+    threshold = operating_points[DEFAULT_OPERATING_POINT]
+    metrics = full_metrics(labels, probabilities, threshold, [subgroup_of(p) for p in validation.path])
     metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(
         labels, calibrated_probabilities(logits)[:, 1])
     metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
-    write_json(out / "metrics_validation.json", metrics)
+    holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
+    if holdout.label.nunique() == 2:
+        metrics["holdout_earliest"] = split_metrics(model, holdout, args["data"], size, preprocessing, temperature,
+                                                    threshold)
+    model_folder.write_metrics(out, "validation", metrics)
 
-    history = pd.read_csv(out / "history.csv")
-    train = split[split.split == "train"]
+    history = pd.read_csv(out / model_folder.HISTORY_FILE)
     config = {
         "pneumo_version": __version__,
         "name": out.name,
         "architecture": args["arch"],
         "architecture_options": options,
         "description": arch.description,
-        "model_file": MODEL_FILE,
+        "model_file": model_folder.MODEL_FILE,
         "input": {"height": size, "width": size, "channels": 3},
-        "preprocessing": {
-            "decode": "any supported format -> one grayscale plane in [0, 1] (DICOM: modality LUT, VOI window, "
-                      "MONOCHROME1 inverted)",
-            "resize": "OpenCV INTER_AREA to the input size, aspect ratio not kept",
-            "channels": "the grayscale plane repeated 3 times",
-            "scale": [0.0, 1.0],
-        },
+        "preprocessing": preprocessing.to_config(),
         "class_names": list(CLASS_NAMES),
         "positive_class": POSITIVE_CLASS,
-        "logits_layer": "logits",
+        "logits_layer": LOGITS_LAYER,
         "gradcam_layer": arch.gradcam_layer,
         "threshold": threshold,
-        "threshold_method": "maximum Youden's J on the validation split",
-        "calibration": {"method": "temperature scaling", "temperature": temperature,
-                        "fitted_on": "validation split"},
-        "training": {
-            "data": "Kermany et al. 2018 pediatric chest X-rays (CC BY 4.0), train/ folder",
-            "train_images": int(len(train)),
-            "train_patients": int(train.patient.nunique()),
-            "validation_images": int(len(validation)),
-            "validation_patients": int(validation.patient.nunique()),
-            "class_counts_train": {name: int((train.label == i).sum()) for i, name in enumerate(CLASS_NAMES)},
-            "validation_split": "patient-level, stratified, seed %d (data_split.csv)" % args["seed"],
-            "epochs_run": int(len(history)),
-            "best_epoch": int(history.val_auc.idxmax()) + 1,
-            "batch_size": args["batch_size"],
-            "learning_rate": args["learning_rate"],
-            "optimizer": "Adam",
-            "loss": "sparse categorical cross-entropy with balanced class weights",
-            "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
-            "augmentation": AUGMENTATION_SUMMARY,
-            "seed": args["seed"],
-            "backbone_weights": args["backbone_weights"] if args["arch"] == "resnet50" else None,
-        },
+        "threshold_method": OPERATING_POINTS[DEFAULT_OPERATING_POINT],
+        "operating_point": DEFAULT_OPERATING_POINT,
+        "operating_points": operating_points,
+        "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": "validation split"},
+        "training": training_summary(args, arch, options, split, history),
     }
-    write_json(out / "config.json", config)
-    plot_training_curves(out / "history.csv", out / "training_curves.png")
+    model_folder.write_config(out, config)
+    plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)
     write_model_card(out)
     return config
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.export", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with checkpoints/ from pneumo.train")
-    config = export_model_folder(parser.parse_args(argv).folder)
-    print(json.dumps({k: config[k] for k in ("name", "threshold", "calibration")}, indent=2))
+    try:
+        config = export_model_folder(parser.parse_args(argv).folder)
+    except PneumoError as error:
+        print(f"pneumo.export: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: config[k] for k in ("name", "threshold", "operating_points", "calibration")}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,25 +17,40 @@ class GradCam:
 
         self._model = keras.Model(model.input, [model.get_layer(feature_layer).output,
                                                 model.get_layer(logits_layer).output])
+        classes = int(self._model.outputs[1].shape[-1])
 
         @tf.function(reduce_retracing=True)
-        def feature_map_and_gradients(images, class_index):
-            with tf.GradientTape() as tape:
+        def logits_and_gradients(images):
+            # Gradients of every class score at once: they flow back only through the layers after the
+            # feature map (the head), so all classes cost little more than one.
+            with tf.GradientTape(persistent=True) as tape:
                 feature_map, logits = self._model(images, training=False)
-                score = logits[:, class_index]
-            return feature_map, tape.gradient(score, feature_map)
+                scores = [logits[:, index] for index in range(classes)]
+            gradients = tf.stack([tape.gradient(score, feature_map) for score in scores])
+            return feature_map, logits, gradients
 
-        self._compute = feature_map_and_gradients
+        self._compute = logits_and_gradients
 
-    def heatmap(self, image: np.ndarray, class_index: int) -> np.ndarray:
-        """A (rows, cols) map in [0, 1] over the feature-map grid for one model input."""
-        feature_map, gradients = self._compute(np.asarray(image[None], np.float32), class_index)
-        feature_map, gradients = np.asarray(feature_map[0]), np.asarray(gradients[0])
+    def logits_and_heatmaps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class scores of one model input and a (classes, rows, cols) heatmap per class in [0, 1]."""
+        feature_map, logits, gradients = self._compute(np.asarray(image[None], np.float32))
+        feature_map, gradients = np.asarray(feature_map[0], np.float64), np.asarray(gradients[:, 0], np.float64)
         # The mean intensity of the gradient over each feature-map channel: how much that channel matters.
-        channel_weights = gradients.mean(axis=(0, 1))
-        cam = np.maximum(feature_map @ channel_weights, 0.0)
-        peak = cam.max()
-        return (cam / peak).astype(np.float32) if peak > 0 else np.zeros_like(cam, dtype=np.float32)
+        channel_weights = gradients.mean(axis=(1, 2))
+        cams = np.maximum(np.einsum("hwc,kc->khw", feature_map, channel_weights), 0.0)
+        peaks = cams.max(axis=(1, 2), keepdims=True)
+        heatmaps = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0).astype(np.float32)
+        return np.asarray(logits[0], np.float64), heatmaps
+
+
+OVERLAY_SIDE = 448  # heatmaps are drawn over the X-ray at this size, sharper than the model's input
+
+
+def overlay_backdrop(gray: np.ndarray, side: int = OVERLAY_SIDE) -> np.ndarray:
+    """The decoded X-ray (as decoding scales it, whatever a model's normalisation) at `side` x `side`."""
+    from .imaging import DECODER_SCALE
+
+    return DECODER_SCALE.model_input(gray, side, side)
 
 
 def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4) -> np.ndarray:
@@ -47,11 +62,3 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4
     colours = cv2.applyColorMap((np.clip(resized, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(colours, opacity, base, 1.0 - opacity, 0.0)
-
-
-def explained_overlay(predictor, gray: np.ndarray, class_name: str, side: int = 448) -> np.ndarray:
-    """Grad-CAM of `predictor` for `class_name` on a decoded X-ray, drawn over it at `side` x `side`."""
-    from .imaging import to_model_input
-
-    heatmap = predictor.explain(to_model_input(gray, predictor.height, predictor.width), class_name)
-    return overlay_heatmap(to_model_input(gray, side, side), heatmap)

@@ -10,9 +10,7 @@ import re
 from pathlib import Path
 
 from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError
-
-# Only what a model folder needs; checkpoints and plots stay behind.
-MODEL_FILES = ["config.json", "*.keras", "README.md", "metrics_*.json"]
+from .model_folder import DOWNLOADED_FILES, files_to_publish
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 
@@ -42,7 +40,7 @@ def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[P
 
     repo_id, revision = split_reference(reference, revision)
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_FILES))
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=DOWNLOADED_FILES))
     except hub_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"{repo_id}: revision {revision!r} does not exist on the Hub") from None
     except hub_errors.GatedRepoError:
@@ -65,29 +63,6 @@ def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[P
         raise HubUnavailableError(f"{repo_id}: download failed ({type(error).__name__}: {error})") from None
     # The snapshot folder is named after the commit it holds: an immutable record of what was loaded.
     return folder, folder.name
-
-
-# What a published model repo holds: the loadable model and everything that documents it.
-PUBLISHED_FILES = ["config.json", "*.keras", "README.md", "metrics_*.json", "history.csv", "training_curves.png",
-                   "data_split.csv"]
-REQUIRED_FOR_PUBLISHING = ["config.json", "metrics_validation.json"]
-
-
-def files_to_publish(folder: Path) -> list[Path]:
-    """The folder's files that a push uploads, after checking it is a complete pneumo model folder."""
-    from fnmatch import fnmatch
-
-    from .predictor import read_config
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelNotFoundError(f"{folder}: no such model folder")
-    config = read_config(folder)
-    missing = [name for name in [*REQUIRED_FOR_PUBLISHING, config["model_file"]] if not (folder / name).exists()]
-    if missing:
-        raise ModelLoadError(f"{folder}: cannot publish, missing {', '.join(missing)}")
-    return sorted(path for path in folder.iterdir()
-                  if path.is_file() and any(fnmatch(path.name, pattern) for pattern in PUBLISHED_FILES))
 
 
 def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | None = None, dry_run: bool = False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .formats import SUPPORTED_FORMATS_TEXT
 from .errors import (
     CorruptImageError,
     EmptyFileError,
@@ -39,9 +40,6 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF"}
 # ITU-R BT.601 luma, the weights PIL uses for RGB -> L.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-# PIL's own guard would raise a different exception type (or only warn); ours runs first.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def read_bytes(source: ImageSource) -> tuple[bytes, str]:
@@ -89,17 +87,18 @@ def _decode_pil(data: bytes, name: str) -> np.ndarray:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise NotAnImageError(name) from None
+    except Image.DecompressionBombError as error:  # Pillow's own guard, left on for the whole process
+        raise ImageTooLargeError(name, str(error)) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImageError(name, str(error)) from None
     if image.format not in PIL_FORMATS:
-        raise UnsupportedFormatError(name, f"{image.format}; use JPEG, PNG, BMP, TIFF or DICOM")
+        raise UnsupportedFormatError(name, f"{image.format}; use {SUPPORTED_FORMATS_TEXT}")
+    # Checked from the header before any pixel is decoded: our limit (MAX_PIXELS) is below Pillow's.
     check_dimensions(*image.size, name)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
+        image.load()
         image = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
+    except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImageError(name, str(error)) from None
     return _pil_to_unit_gray(image)
 
@@ -160,15 +159,103 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return ((values - low) / (high - low)).astype(np.float32)
 
 
-def to_model_input(gray: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a [0, 1] grayscale plane to the model's input: (height, width, 3) float32 in [0, 1]."""
-    shrinking = gray.shape[0] > height or gray.shape[1] > width
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    resized = cv2.resize(gray, (width, height), interpolation=interpolation)
-    resized = np.clip(resized, 0.0, 1.0).astype(np.float32)
-    return np.repeat(resized[:, :, None], 3, axis=2)
+def percentile_window(gray: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Map the `low`..`high` percentiles of the image to 0..1, clipping the tails.
+
+    Linear, so an image holding 10-, 12- or 14-bit data in a 16-bit file comes out like its 8-bit copy;
+    the tails (burned-in labels, collimator edges, a few hot pixels) no longer set the scale.
+    """
+    lo, hi = np.percentile(gray, [low, high])
+    if hi <= lo:
+        return np.zeros_like(gray, dtype=np.float32)
+    return np.clip((gray - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def load_model_input(source: ImageSource, height: int, width: int) -> np.ndarray:
+def equalize(gray: np.ndarray, bins: int = 4096) -> np.ndarray:
+    """Global histogram equalisation: each pixel becomes the fraction of the image darker than it.
+
+    Invariant to any increasing change of the grey levels (gain, black level, gamma, window, bit depth)
+    up to the `bins` levels between the image's own minimum and maximum.
+    """
+    lo, hi = float(gray.min()), float(gray.max())
+    if hi <= lo:
+        return np.zeros_like(gray, dtype=np.float32)
+    levels = np.minimum(((gray - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    cdf = np.cumsum(np.bincount(levels.ravel(), minlength=bins)).astype(np.float64)
+    darkest = cdf[levels.min()]
+    cdf = (cdf - darkest) / max(cdf[-1] - darkest, 1.0)
+    return cdf[levels].astype(np.float32)
+
+
+# The intensity normalisations a model folder can name. "decoder_scale" keeps what decoding gives
+# (8-bit / 255, 16-bit / 65535, DICOM min-max): the scaling every model trained before 0.2 saw.
+INTENSITY_METHODS = {
+    "decoder_scale": lambda gray: gray,
+    "percentile_window": percentile_window,
+    "equalize": equalize,
+}
+INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """The `preprocessing` block of a model folder's config.json, and the function it describes.
+
+    grayscale plane in [0, 1] -> intensity normalisation -> resize (`shrink` when the image is larger
+    than the input, `enlarge` otherwise; aspect ratio not kept) -> the plane repeated over 3 channels.
+    """
+
+    intensity: dict = field(default_factory=lambda: {"method": "decoder_scale"})
+    shrink: str = "area"
+    enlarge: str = "linear"
+
+    def __post_init__(self):
+        method = self.intensity.get("method")
+        if method not in INTENSITY_METHODS:
+            raise ValueError(f"unknown intensity normalisation {method!r}; "
+                             f"one of {', '.join(INTENSITY_METHODS)}")
+        for interpolation in (self.shrink, self.enlarge):
+            if interpolation not in INTERPOLATIONS:
+                raise ValueError(f"unknown interpolation {interpolation!r}; one of {', '.join(INTERPOLATIONS)}")
+
+    @classmethod
+    def from_config(cls, block) -> "Preprocessing":
+        """Read a config block. A block without `intensity` (the prose of pneumo 0.1) is the scaling those
+        models were trained with: the decoder's own, INTER_AREA to shrink and INTER_LINEAR to enlarge."""
+        block = block if isinstance(block, dict) else {}
+        resize = block.get("resize") if isinstance(block.get("resize"), dict) else {}
+        return cls(intensity=dict(block.get("intensity") or {"method": "decoder_scale"}),
+                   shrink=resize.get("shrink", "area"), enlarge=resize.get("enlarge", "linear"))
+
+    def to_config(self) -> dict:
+        return {"decode": "grayscale", "intensity": dict(self.intensity),
+                "resize": {"shrink": self.shrink, "enlarge": self.enlarge, "keep_aspect_ratio": False},
+                "channels": 3, "range": [0.0, 1.0]}
+
+    def normalise(self, gray: np.ndarray) -> np.ndarray:
+        options = {key: value for key, value in self.intensity.items() if key != "method"}
+        return INTENSITY_METHODS[self.intensity["method"]](gray, **options)
+
+    def model_input(self, gray: np.ndarray, height: int, width: int) -> np.ndarray:
+        """A decoded [0, 1] plane as the model's input: (height, width, 3) float32 in [0, 1]."""
+        gray = self.normalise(np.asarray(gray, dtype=np.float32))
+        shrinking = gray.shape[0] > height or gray.shape[1] > width
+        interpolation = INTERPOLATIONS[self.shrink if shrinking else self.enlarge]
+        resized = cv2.resize(gray, (width, height), interpolation=interpolation)
+        resized = np.clip(resized, 0.0, 1.0).astype(np.float32)
+        return np.repeat(resized[:, :, None], 3, axis=2)
+
+
+DECODER_SCALE = Preprocessing()
+
+
+def to_model_input(gray: np.ndarray, height: int, width: int,
+                   preprocessing: Preprocessing = DECODER_SCALE) -> np.ndarray:
+    """Resize a [0, 1] grayscale plane to a model's input with that model's preprocessing."""
+    return preprocessing.model_input(gray, height, width)
+
+
+def load_model_input(source: ImageSource, height: int, width: int,
+                     preprocessing: Preprocessing = DECODER_SCALE) -> np.ndarray:
     """decode -> validate -> preprocess: the tensor a model of that input size sees for `source`."""
-    return to_model_input(read_grayscale(source), height, width)
+    return preprocessing.model_input(read_grayscale(source), height, width)

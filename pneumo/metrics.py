@@ -42,3 +42,58 @@ def compute_metrics(y_true, prob_positive, threshold: float = 0.5) -> dict:
         "expected_calibration_error": expected_calibration_error(y_true, prob_positive),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }
+
+
+def bootstrap_intervals(y_true, prob_positive, threshold: float, resamples: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict:
+    """Percentile-bootstrap confidence intervals (images resampled with replacement) for accuracy,
+    sensitivity, specificity and ROC-AUC at `threshold`: {metric: [low, high]}."""
+    y_true = np.asarray(y_true, dtype=int)
+    prob_positive = np.asarray(prob_positive, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
+    truth, predicted = y_true[draws], (prob_positive >= threshold)[draws]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = {
+            "accuracy": (truth == predicted).mean(axis=1),
+            "sensitivity": (predicted & (truth == 1)).sum(axis=1) / (truth == 1).sum(axis=1),
+            "specificity": (~predicted & (truth == 0)).sum(axis=1) / (truth == 0).sum(axis=1),
+        }
+    aucs = [skm.roc_auc_score(truth[i], prob_positive[draws[i]]) for i in range(resamples)
+            if 0 < truth[i].sum() < len(y_true)]
+    values["roc_auc"] = np.array(aucs)
+    tail = (1 - level) / 2 * 100
+    return {name: [float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail))]
+            for name, v in values.items() if np.isfinite(v).any()}
+
+
+def subgroup_metrics(y_true, prob_positive, threshold: float, subgroups) -> dict:
+    """Per subgroup (e.g. bacterial / viral pneumonia, one acquisition series of normals): its size, the
+    fraction classified correctly at `threshold`, and the ROC-AUC of the subgroup against every image
+    of the other class."""
+    y_true = np.asarray(y_true, dtype=int)
+    prob_positive = np.asarray(prob_positive, dtype=float)
+    subgroups = np.asarray(subgroups, dtype=object)
+    found = {}
+    for name in sorted(set(subgroups)):
+        members = subgroups == name
+        correct = (prob_positive[members] >= threshold) == (y_true[members] == 1)
+        entry = {"n_images": int(members.sum()), "accuracy": float(correct.mean())}
+        classes = set(y_true[members])
+        if len(classes) == 1:
+            others = y_true != y_true[members][0]
+            if others.any():
+                compared = members | others
+                entry["roc_auc_vs_other_class"] = float(skm.roc_auc_score(y_true[compared], prob_positive[compared]))
+        found[name] = entry
+    return found
+
+
+def full_metrics(y_true, prob_positive, threshold: float, subgroups=None) -> dict:
+    """`compute_metrics`, with 95% bootstrap intervals and, given each image's subgroup, per-subgroup metrics."""
+    metrics = compute_metrics(y_true, prob_positive, threshold)
+    if len(np.unique(np.asarray(y_true))) == 2:
+        metrics["confidence_intervals_95"] = bootstrap_intervals(y_true, prob_positive, threshold)
+    if subgroups is not None:
+        metrics["subgroups"] = subgroup_metrics(y_true, prob_positive, threshold, subgroups)
+    return metrics

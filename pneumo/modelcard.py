@@ -5,28 +5,38 @@ Every number in the card is read from a file the training or evaluation code wro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from . import model_folder
+from .files import write_text
 
 METRIC_ROWS = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity (PNEUMONIA recall)"),
                ("specificity", "Specificity (NORMAL recall)"), ("precision", "Precision (PNEUMONIA)"),
                ("f1", "F1 (PNEUMONIA)"), ("roc_auc", "ROC-AUC"),
                ("expected_calibration_error", "Expected calibration error")]
 SPLITS = [("validation", "Validation (patient-level split of train/)"),
+          ("holdout_earliest", "Earliest-acquisitions hold-out of train/"),
           ("test", "Official test set (624 images, touched once)")]
 
 
 def read_metrics(folder: Path) -> dict:
-    found = {}
-    for split, _ in SPLITS:
-        path = folder / f"metrics_{split}.json"
-        if path.exists():
-            found[split] = json.loads(path.read_text())
-    return found
+    """{split: metrics} for the table: validation, the hold-out recorded with it, and test."""
+    found = model_folder.read_all_metrics(folder)
+    holdout = (found.get("validation") or {}).get("holdout_earliest")
+    if holdout:
+        found["holdout_earliest"] = holdout
+    return {key: found[key] for key, _ in SPLITS if key in found}
 
 
 def _format(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _with_interval(metrics: dict, key: str) -> str:
+    interval = (metrics.get("confidence_intervals_95") or {}).get(key)
+    if metrics.get(key) is None or not interval:
+        return _format(metrics.get(key))
+    return f"{metrics[key]:.3f} ({interval[0]:.3f}-{interval[1]:.3f})"
 
 
 def metrics_table(metrics: dict) -> str:
@@ -34,13 +44,35 @@ def metrics_table(metrics: dict) -> str:
     lines = ["| Metric | " + " | ".join(title for _, title in splits) + " |",
              "|---|" + "---|" * len(splits)]
     for key, title in METRIC_ROWS:
-        lines.append(f"| {title} | " + " | ".join(_format(metrics[s].get(key)) for s, _ in splits) + " |")
+        lines.append(f"| {title} | " + " | ".join(_with_interval(metrics[s], key) for s, _ in splits) + " |")
     lines.append("| Images | " + " | ".join(str(metrics[s]["n_images"]) for s, _ in splits) + " |")
+    if any(metrics[s].get("confidence_intervals_95") for s, _ in splits):
+        lines.append("\nIn brackets: 95% bootstrap confidence intervals (1,000 resamples of the images).")
     for split, title in splits:
         (tn, fp), (fn, tp) = metrics[split]["confusion_matrix"]
         lines.append(f"\n{title}: confusion matrix at threshold {metrics[split]['threshold']:.3f}: "
                      f"TN {tn}, FP {fp}, FN {fn}, TP {tp}.")
     return "\n".join(lines)
+
+
+def subgroup_table(metrics: dict) -> str:
+    """Per subgroup and split: images, fraction classified correctly, AUC against the other class."""
+    splits = [(key, title) for key, title in SPLITS if metrics.get(key, {}).get("subgroups")]
+    if not splits:
+        return ""
+    names = sorted({name for key, _ in splits for name in metrics[key]["subgroups"]})
+    lines = ["| Subgroup | " + " | ".join(title for _, title in splits) + " |", "|---|" + "---|" * len(splits)]
+    for name in names:
+        cells = []
+        for key, _ in splits:
+            entry = metrics[key]["subgroups"].get(name)
+            cells.append("-" if entry is None else
+                         f"n={entry['n_images']}, correct {entry['accuracy']:.3f}, "
+                         f"AUC {_format(entry.get('roc_auc_vs_other_class'))}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return ("\n\n### By subgroup\nFrom the file names: bacterial and viral pneumonia, and the two acquisition "
+            "series of normal X-rays. \"correct\" is the fraction of the subgroup classified correctly at the "
+            "threshold; the AUC compares the subgroup with every image of the other class.\n\n" + "\n".join(lines))
 
 
 HUB_DATASET = "hf-vision/chest-xray-pneumonia"  # the same Kermany et al. release, CC BY 4.0
@@ -66,25 +98,34 @@ def hub_metadata(config: dict, metrics: dict):
         datasets=[HUB_DATASET], model_name=f"pneumo-{config['name']}", eval_results=results or None)
 
 
+def operating_points_text(config: dict) -> str:
+    points = config.get("operating_points")
+    if not points:
+        return ""
+    listed = ", ".join(f"{name} {value:.3f}" for name, value in points.items())
+    return (f" The folder records these operating points, all fitted on the validation split: {listed}; "
+            f"the default is `{config.get('operating_point', 'youden')}`. `batch_eval.py --threshold` and the "
+            "config's `threshold` choose another.")
+
+
 def render_model_card(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text())
+    config = model_folder.read_config(folder)
     metrics = read_metrics(folder)
     training = config["training"]
     size = config["input"]["height"]
-    backbone = training.get("backbone_weights")
-    from_scratch = config["architecture"] == "resnet50" and (backbone in (None, "none"))
-    front_matter = "---\n" + hub_metadata(config, metrics).to_yaml() + "\n---"
-    scratch_note = (
-        "\n**Trained from scratch.** The ResNet50 backbone starts from random weights: the environment that "
-        "built this model has no internet and no copy of the ImageNet weights. With internet, "
-        "`--backbone-weights imagenet` trains the two-stage transfer-learning recipe instead.\n"
-        if from_scratch else "")
-    metrics_section = metrics_table(metrics) if metrics else "No metrics recorded yet."
+    front_matter = "---\n" + hub_metadata(config, {k: v for k, v in metrics.items() if k != "holdout_earliest"}).to_yaml() + "\n---"
+    weights_note = training.get("weights_note", "")
+    scratch_note = f"\n{weights_note}\n" if weights_note else ""
+    intensity = config.get("preprocessing", {}).get("intensity", {"method": "decoder_scale"})
+    metrics_section = (metrics_table(metrics) + subgroup_table(metrics)) if metrics else "No metrics recorded yet."
+    criterion = training.get("selection_criterion")
+    selection = f"best {criterion['name']}: {criterion['description']}" if criterion else "best validation ROC-AUC"
     return f"""{front_matter}
 
 # pneumo {config['name']}: pneumonia vs normal on pediatric chest X-rays
 
-{config['description']}. Input {size}x{size}x3 in [0, 1] (a grayscale X-ray repeated over 3 channels).
+{config['description']}. Input {size}x{size}x3 in [0, 1] (a grayscale X-ray repeated over 3 channels);
+intensity normalisation after decoding: `{intensity['method']}`.
 Part of pneumo, research and teaching software.
 {scratch_note}
 ## Not a medical device
@@ -107,12 +148,12 @@ Medical Center), every image resized to 224x224. {training['train_images']} trai
 ## Training recipe
 {training['optimizer']}, learning rate {training['learning_rate']}, batch {training['batch_size']},
 {training['loss']}, {training['precision']}; {training['epochs_run']} epochs run, weights from epoch
-{training['best_epoch']} (best validation ROC-AUC). Augmentation: {training['augmentation']}.
+{training['best_epoch']} ({selection}). Augmentation: {training['augmentation']}.
 
 ## Decision threshold and calibration
 Probabilities are `softmax(logits / T)` with T = {config['calibration']['temperature']:.3f}, fitted on
 the validation split. PNEUMONIA is predicted when its probability is at least
-{config['threshold']:.3f} ({config['threshold_method']}).
+{config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}
 
 ## Metrics
 {metrics_section}
@@ -136,8 +177,7 @@ preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.
 
 
 def write_model_card(folder) -> None:
-    folder = Path(folder)
-    (folder / "README.md").write_text(render_model_card(folder))
+    write_text(Path(folder) / model_folder.CARD_FILE, render_model_card(Path(folder)))
 
 
 def results_table(folders) -> str:
@@ -146,7 +186,7 @@ def results_table(folders) -> str:
     lines = ["| Model | Split | Images | Threshold | Accuracy | Sensitivity | Specificity | Precision | F1 | ROC-AUC | ECE |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for folder in map(Path, folders):
-        for split, values in read_metrics(folder).items():
+        for split, values in model_folder.read_all_metrics(folder).items():
             cells = " | ".join(_format(values.get(c)) for c in columns)
             lines.append(f"| {folder.name} | {split} | {values['n_images']} | {values['threshold']:.3f} | {cells} |")
     return "\n".join(lines)

@@ -1,24 +1,21 @@
-"""A trained model folder turned into calibrated predictions.
+"""A trained model folder turned into calibrated predictions and their explanations.
 
-The folder's `config.json` says everything needed: input size, class names, the decision threshold
-and the calibration temperature. Nothing about a model is hard-coded here.
+The folder's `config.json` says everything needed: input size, preprocessing, class names, the decision
+threshold and the calibration temperature. Nothing about a model is hard-coded here.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import model_folder
 from .calibration import calibrated_probabilities
 from .errors import ModelLoadError, ModelNotFoundError
-from .imaging import ImageSource, load_model_input
-
-CONFIG_FILE = "config.json"
-REQUIRED_CONFIG_KEYS = ("architecture", "model_file", "input", "class_names", "positive_class", "threshold",
-                        "calibration", "gradcam_layer")
+from .imaging import ImageSource, Preprocessing, read_grayscale
+from .models import LOGITS_LAYER, logits_model
 
 
 @dataclass(frozen=True)
@@ -39,31 +36,15 @@ class Prediction:
                 "model": self.model_name, "revision": self.revision}
 
 
-def read_config(folder: Path) -> dict:
-    path = Path(folder) / CONFIG_FILE
-    if not path.exists():
-        raise ModelLoadError(f"{folder}: no {CONFIG_FILE}; a pneumo model folder needs one (see models/*/config.json)")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(f"{path}: not valid JSON ({error})") from None
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
-    if missing:
-        raise ModelLoadError(f"{path}: not a pneumo model config (missing {', '.join(missing)})")
-    if config["positive_class"] not in config["class_names"]:
-        raise ModelLoadError(f"{path}: positive_class {config['positive_class']!r} is not among class_names")
-    return config
-
-
 class Predictor:
     """Calibrated predictions of one model folder.
 
     `probabilities = softmax(logits / temperature)`; the label is the positive class when its
-    probability reaches the folder's threshold (both fitted on the validation split).
+    probability reaches the folder's threshold, else the most probable of the other classes (both
+    fitted on the validation split).
     """
 
     def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None):
-        import keras
         import tensorflow as tf
 
         self.model = model
@@ -73,16 +54,19 @@ class Predictor:
         self.reference = reference
         self.revision = revision
         self.class_names = list(config["class_names"])
-        self.positive_index = self.class_names.index(config["positive_class"])
+        self.positive_class = config["positive_class"]
+        self.positive_index = self.class_names.index(self.positive_class)
         self.height = int(config["input"]["height"])
         self.width = int(config["input"]["width"])
         self.threshold = float(config["threshold"])
         self.temperature = float(config["calibration"].get("temperature", 1.0))
-        self.logits_model = keras.Model(model.input, model.get_layer(config.get("logits_layer", "logits")).output)
+        self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
+        self.logits_layer = config.get("logits_layer", LOGITS_LAYER)
         self._gradcam = None
         # One traced graph for every batch size: calling a Keras model eagerly costs more than the
         # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
-        self._logits = tf.function(lambda images: self.logits_model(images, training=False),
+        scores = logits_model(model, self.logits_layer)
+        self._logits = tf.function(lambda images: scores(images, training=False),
                                    input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
 
     @classmethod
@@ -92,7 +76,7 @@ class Predictor:
         folder = Path(folder)
         if not folder.is_dir():
             raise ModelNotFoundError(f"{folder}: no such model folder")
-        config = read_config(folder)
+        config = model_folder.read_config(folder)
         model_path = folder / config["model_file"]
         if not model_path.exists():
             raise ModelLoadError(f"{folder}: config.json names {config['model_file']}, which is missing")
@@ -102,39 +86,56 @@ class Predictor:
             raise ModelLoadError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
         return cls(model, config, folder, reference or str(folder), revision)
 
+    def prepare(self, gray: np.ndarray) -> np.ndarray:
+        """A decoded grayscale plane as this model's input (its own preprocessing)."""
+        return self.preprocessing.model_input(gray, self.height, self.width)
+
     def load_image(self, source: ImageSource) -> np.ndarray:
         """`source` as this model's input, through the one image path."""
-        return load_model_input(source, self.height, self.width)
+        return self.prepare(read_grayscale(source))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
         logits = self._logits(np.asarray(images, dtype=np.float32)).numpy()
         return calibrated_probabilities(logits, self.temperature)
 
-    def label_for(self, positive_probability: float, threshold: float | None = None) -> str:
-        if positive_probability >= (self.threshold if threshold is None else threshold):
-            return self.class_names[self.positive_index]
-        return self.class_names[1 - self.positive_index]
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
+        """The label for one image's class probabilities at `threshold` (default: the folder's)."""
+        threshold = self.threshold if threshold is None else threshold
+        if probabilities[self.positive_index] >= threshold:
+            return self.positive_class
+        others = [i for i in range(len(self.class_names)) if i != self.positive_index]
+        return self.class_names[max(others, key=lambda i: probabilities[i])]
+
+    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+        return Prediction(label=self.decide(probabilities),
+                          probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
+                          threshold=self.threshold, model_name=self.name, revision=self.revision,
+                          positive_class=self.positive_class)
 
     def predict_image(self, image: np.ndarray) -> Prediction:
-        probabilities = self.probabilities(image[None])[0]
-        return Prediction(
-            label=self.label_for(probabilities[self.positive_index]),
-            probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
-            threshold=self.threshold, model_name=self.name, revision=self.revision,
-            positive_class=self.class_names[self.positive_index])
+        return self._prediction(self.probabilities(image[None])[0])
 
     def predict_file(self, source: ImageSource) -> Prediction:
         return self.predict_image(self.load_image(source))
 
-    def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
-        """Grad-CAM heatmap (feature-map grid, values in [0, 1]) for `class_name` (default: the positive class)."""
+    def _gradcam_for(self):
         if self._gradcam is None:
             from .gradcam import GradCam
 
-            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.config.get("logits_layer", "logits"))
-        class_index = self.class_names.index(class_name) if class_name else self.positive_index
-        return self._gradcam.heatmap(image, class_index)
+            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.logits_layer)
+        return self._gradcam
+
+    def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the Grad-CAM heatmap of `class_name` (default: the predicted class), from one
+        pass through the model: the pass that yields the gradients also yields the logits."""
+        logits, heatmaps = self._gradcam_for().logits_and_heatmaps(image)
+        prediction = self._prediction(calibrated_probabilities(logits[None], self.temperature)[0])
+        return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
+
+    def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
+        """Grad-CAM heatmap (feature-map grid, values in [0, 1]) for `class_name` (default: the positive class)."""
+        return self.predict_and_explain(image, class_name or self.positive_class)[1]
 
 
 def load_predictor(reference, revision: str | None = None) -> Predictor:

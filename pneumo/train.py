@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data as datalib
+from . import model_folder
+from .errors import DataFolderError, PneumoError
+from .imaging import INTENSITY_METHODS, Preprocessing
 from .models import architecture_names, get_architecture
-
-SPLIT_FILE = "data_split.csv"
 
 
 def parse_args(argv=None):
@@ -30,12 +31,21 @@ def parse_args(argv=None):
     parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the architecture's)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=6, help="epochs without validation AUC gain before stopping")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's decoupled weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=0.05)
+    parser.add_argument("--patience", type=int, default=6,
+                        help="epochs without a gain in the selection criterion before stopping")
+    parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
+                        help="intensity normalisation after decoding (part of the model: config.json records it)")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
+    parser.add_argument("--holdout-fraction", type=float, default=0.1,
+                        help="patients with the earliest running numbers of each series, held out as a second "
+                             "validation set (0 for none)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--backbone-weights", default="none",
-                        help="resnet50 only: imagenet | none | PATH to a weights file")
+                        help="architectures with a pretrained backbone (resnet50): imagenet | none | PATH to a "
+                             "weights file")
     parser.add_argument("--head-epochs", type=int, default=5,
                         help="with pretrained backbone weights: epochs that train the head alone")
     parser.add_argument("--mixed-precision", action="store_true",
@@ -43,38 +53,57 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def architecture_options(args) -> dict:
-    if args.arch == "resnet50":
-        weights = None if args.backbone_weights.lower() == "none" else args.backbone_weights
-        return {"backbone_weights": weights}
-    return {}
+def backbone_weights(args) -> str | None:
+    return None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
 
 
-def validation_metrics_callback(dataset, labels):
-    """A callback adding val_loss, val_accuracy and val_auc to the epoch logs, from one pass over `dataset`.
+def selection_callback(validation_frame, holdout_frame, preprocessing, size: int):
+    """A callback adding the validation metrics and the selection criterion to the epoch logs.
 
-    It must come first among the callbacks: checkpointing, early stopping and the CSV log read its keys.
+    Scores the clean validation split, the same images under one strong acquisition perturbation each,
+    and the earliest-acquisitions hold-out (see `robustness.CRITERION`). It must come first among the
+    callbacks: checkpointing, early stopping and the CSV log read its keys.
     """
     import keras
-    from sklearn.metrics import roc_auc_score
 
-    class ValidationMetrics(keras.callbacks.Callback):
+    from .robustness import STRONG, decode_all, prepared_inputs, selection_scores
+
+    labels = validation_frame.label.to_numpy()
+    grays = decode_all(validation_frame.path)
+    clean = prepared_inputs(grays, preprocessing, size)
+    perturbed = prepared_inputs(grays, preprocessing, size, lambda i: STRONG[i % len(STRONG)])
+    holdout = None
+    if len(holdout_frame) and holdout_frame.label.nunique() == 2:
+        holdout = (holdout_frame.label.to_numpy(), prepared_inputs(decode_all(holdout_frame.path), preprocessing, size))
+
+    class SelectionMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            probabilities = self.model.predict(dataset, verbose=0).astype(np.float64)
+            def class_probabilities(images):
+                return self.model.predict(images, batch_size=64, verbose=0).astype(np.float64)
+
+            probabilities = class_probabilities(clean)
             picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
             logs["val_loss"] = float(-np.log(picked).mean())
             logs["val_accuracy"] = float((probabilities.argmax(1) == labels).mean())
-            logs["val_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
-            print(f"  validation: loss {logs['val_loss']:.4f}  accuracy {logs['val_accuracy']:.4f}  "
-                  f"AUC {logs['val_auc']:.4f}", flush=True)
+            scores = selection_scores((labels, probabilities[:, 1]), (labels, class_probabilities(perturbed)[:, 1]),
+                                      holdout and (holdout[0], class_probabilities(holdout[1])[:, 1]))
+            logs["val_auc"] = scores.pop("clean_auc")
+            logs.update({f"val_{key}": value for key, value in scores.items()})
+            print("  validation: " + "  ".join(f"{key[4:]} {logs[key]:.4f}" for key in logs if key.startswith("val_")),
+                  flush=True)
 
-    return ValidationMetrics()
+    return SelectionMetrics()
 
 
-def compile_model(model, learning_rate):
+def compile_model(model, args, learning_rate=None, decay_steps=None):
+    """AdamW with a cosine decay of the learning rate over the whole run, and label smoothing."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+    rate = learning_rate or args.learning_rate
+    if decay_steps:
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps, alpha=0.01)
+    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=args.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
                   metrics=["accuracy"])
 
 
@@ -82,24 +111,29 @@ def fit(args) -> Path:
     import keras
 
     out = Path(args.out)
-    checkpoints = out / "checkpoints"
+    checkpoints = out / model_folder.CHECKPOINTS
     checkpoints.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
     arch = get_architecture(args.arch)
+    options = arch.options_for_training(backbone_weights(args))
     size = args.input_size or arch.default_input_size
-    train_frame, validation_frame = load_split(args, out)
+    preprocessing = Preprocessing({"method": args.intensity})
+    train_frame, validation_frame, holdout_frame = load_split(args, out)
     print(f"train: {len(train_frame)} images, {train_frame.patient.nunique()} patients; "
-          f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients", flush=True)
+          f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients; "
+          f"earliest-acquisitions hold-out: {len(holdout_frame)} images", flush=True)
 
+    classes = len(datalib.CLASS_NAMES)
     train_data = datalib.make_dataset(train_frame.path, train_frame.label, size, size, args.batch_size,
-                                      shuffle_seed=args.seed, augment=True)
-    validation_data = datalib.make_dataset(validation_frame.path, validation_frame.label, size, size, 64)
+                                      preprocessing=preprocessing, shuffle_seed=args.seed, augment=True,
+                                      num_classes=classes)
     weights = datalib.class_weights(train_frame.label)
+    steps = args.epochs * -(-len(train_frame) // args.batch_size)
 
-    history_path = out / "history.csv"
+    history_path = out / model_folder.HISTORY_FILE
     done_epochs = len(history_rows(history_path))
     last = checkpoints / "last.keras"
     if done_epochs and last.exists():
@@ -108,53 +142,32 @@ def fit(args) -> Path:
     else:
         done_epochs = 0
         history_path.unlink(missing_ok=True)
-        model = arch.build((size, size, 3), len(datalib.CLASS_NAMES), **architecture_options(args))
-        compile_model(model, args.learning_rate)
+        model = arch.build((size, size, 3), classes, **options)
+        compile_model(model, args, decay_steps=steps)
+    selection = selection_callback(validation_frame, holdout_frame, preprocessing, size)
 
-    stages = training_stages(args)
-    for stage_name, stage_end, prepare in stages:
-        if done_epochs >= stage_end:
+    for stage in arch.training_stages(options, args.epochs, args.head_epochs):
+        if done_epochs >= stage.last_epoch:
             continue
-        if prepare is not None:
-            prepare(model)
+        if stage.prepare is not None:
+            stage.prepare(model)
+            compile_model(model, args, learning_rate=args.learning_rate * stage.learning_rate_factor,
+                          decay_steps=steps)
         callbacks = [
-            validation_metrics_callback(validation_data, validation_frame.label.to_numpy()),
-            keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_auc", mode="max",
+            selection,
+            keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_criterion", mode="max",
                                             save_best_only=True, initial_value_threshold=best_so_far(history_path)),
             keras.callbacks.ModelCheckpoint(last),
             keras.callbacks.CSVLogger(history_path, append=True),
-            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=args.patience),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=max(2, args.patience // 3),
-                                              min_lr=1e-6),
+            keras.callbacks.EarlyStopping(monitor="val_criterion", mode="max", patience=args.patience),
         ]
-        print(f"stage {stage_name}: epochs {done_epochs + 1}..{stage_end}", flush=True)
-        model.fit(train_data, epochs=stage_end, initial_epoch=done_epochs, class_weight=weights,
+        print(f"stage {stage.name}: epochs {done_epochs + 1}..{stage.last_epoch}", flush=True)
+        model.fit(train_data, epochs=stage.last_epoch, initial_epoch=done_epochs, class_weight=weights,
                   callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
         done_epochs = len(history_rows(history_path))
         if model.stop_training:
             break
     return out
-
-
-def training_stages(args):
-    """(name, last epoch, how to prepare the model) for each stage.
-
-    From scratch: one stage. With pretrained backbone weights: the head alone first, then the last
-    residual stage unfrozen at learning rate 1e-5.
-    """
-    if args.arch != "resnet50" or architecture_options(args)["backbone_weights"] is None:
-        return [("all layers", args.epochs, None)]
-    from .models.resnet50 import set_backbone_trainable
-
-    def head_only(model):
-        set_backbone_trainable(model, None)
-        compile_model(model, args.learning_rate)
-
-    def fine_tune(model):
-        set_backbone_trainable(model, "conv5_")
-        compile_model(model, 1e-5)
-
-    return [("head only", args.head_epochs, head_only), ("fine-tune conv5", args.epochs, fine_tune)]
 
 
 def history_rows(path: Path) -> list[dict]:
@@ -167,40 +180,49 @@ def history_rows(path: Path) -> list[dict]:
 
 
 def best_so_far(history_path: Path):
-    aucs = [float(row["val_auc"]) for row in history_rows(history_path) if row.get("val_auc")]
-    return max(aucs) if aucs else None
+    scores = [float(row["val_criterion"]) for row in history_rows(history_path) if row.get("val_criterion")]
+    return max(scores) if scores else None
 
 
 def load_split(args, out: Path):
-    """The patient-level split, made once and stored, so a resumed run validates on the same patients."""
+    """(train, validation, earliest-acquisitions hold-out), made once and stored in data_split.csv, so a
+    resumed run validates on the same patients."""
     import pandas as pd
 
-    split_path = out / SPLIT_FILE
-    if split_path.exists():
-        frame = pd.read_csv(split_path)
-        frame["path"] = [str(Path(args.data) / p) for p in frame.path]
-        return frame[frame.split == "train"].reset_index(drop=True), frame[frame.split == "validation"].reset_index(drop=True)
-    train_dir = datalib.find_splits(args.data).get("train")
-    if train_dir is None:
-        raise SystemExit(f"{args.data}: no train/ folder")
-    train_frame, validation_frame = datalib.split_by_patient(
-        datalib.list_labeled_images(train_dir), args.validation_fraction, args.seed)
-    record = pd.concat([train_frame.assign(split="train"), validation_frame.assign(split="validation")])
-    record["path"] = [os.path.relpath(p, args.data) for p in record.path]
-    record.to_csv(split_path, index=False)
-    return train_frame, validation_frame
+    split_path = out / model_folder.SPLIT_FILE
+    if not split_path.exists():
+        train_dir = datalib.find_splits(args.data).get("train")
+        if train_dir is None:
+            raise DataFolderError(f"{args.data}: no train/ folder (train/NORMAL and train/PNEUMONIA expected)")
+        frame = datalib.list_labeled_images(train_dir)
+        late = datalib.earliest_acquisitions(frame, args.holdout_fraction) if args.holdout_fraction else frame.path.isna()
+        train_frame, validation_frame = datalib.split_by_patient(frame[~late].reset_index(drop=True),
+                                                                 args.validation_fraction, args.seed)
+        record = pd.concat([train_frame.assign(split=model_folder.TRAIN_SPLIT),
+                            validation_frame.assign(split=model_folder.VALIDATION_SPLIT),
+                            frame[late].assign(split=model_folder.HOLDOUT_SPLIT)])
+        record["path"] = [os.path.relpath(p, args.data) for p in record.path]
+        record.to_csv(split_path, index=False)
+    frame = pd.read_csv(split_path)
+    frame["path"] = [str(Path(args.data) / p) for p in frame.path]
+    return tuple(frame[frame.split == name].reset_index(drop=True)
+                 for name in (model_folder.TRAIN_SPLIT, model_folder.VALIDATION_SPLIT, model_folder.HOLDOUT_SPLIT))
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    checkpoints = Path(args.out) / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    (checkpoints / "train_args.json").write_text(json.dumps(vars(args), indent=2))
-    out = fit(args)
+def main(argv=None) -> int:
     from .export import export_model_folder
 
-    export_model_folder(out)
+    args = parse_args(argv)
+    try:
+        checkpoints = Path(args.out) / model_folder.CHECKPOINTS
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / model_folder.TRAIN_ARGS_FILE).write_text(json.dumps(vars(args), indent=2))
+        export_model_folder(fit(args))
+    except PneumoError as error:
+        print(f"pneumo.train: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

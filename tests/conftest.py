@@ -6,6 +6,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches the real Hub
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,51 @@ def write_synthetic_class_folders(split_folder, count, folder_names=("NORMAL", "
             Image.fromarray(synthetic_xray(seed=seed + i + (1000 if opacity else 0), opacity=opacity)).save(folder / name)
 
 
+def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "CR"
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    dataset.BitsAllocated = dataset.BitsStored = 16
+    dataset.HighBit = 15
+    dataset.PixelRepresentation = 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.PixelData = pixels.astype(np.uint16).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def bomb_png(width=100_000, height=100_000) -> bytes:
+    """A valid PNG header that claims 10 gigapixels: decoding it would exhaust memory."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    return example_images()[0].read_bytes()[:2000]
+
+
+def gif_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="GIF")
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     """train/NORMAL and train/PNEUMONIA with 24 synthetic images each, several per 'patient'."""
@@ -77,9 +124,10 @@ def tiny_model_folder(synthetic_dataset, tmp_path_factory):
 def app_url():
     """The demo on the bundled models, served on a loopback port for the length of the test session."""
     import app
-    from pneumo.demo import load_demo_predictors, model_references
+    from pneumo.bundled import model_references
+    from pneumo.demo import load_demo_predictors
 
     demo = app.build_app(load_demo_predictors(model_references()))
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()

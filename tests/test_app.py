@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLES, example_images, png_bytes, true_label
-from test_imaging import bomb_png
+import app
+from conftest import EXAMPLES, bomb_png, example_images, png_bytes, true_label
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,10 @@ def test_report_is_a_pdf_with_the_metadata_and_both_predictions(client):
     for words in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
                   "not a medical device", "PNEUMONIA"):
         assert words in text, words
-    time.sleep(12)  # the app deletes its own copy of a served file 10 s after serving it
+    # The app deletes its own copy of a served file SERVED_FILE_LIFETIME_S after serving it.
+    deadline = time.monotonic() + app.SERVED_FILE_LIFETIME_S + 20
+    while set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) - before and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) <= before
 
 

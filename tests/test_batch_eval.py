@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,8 +11,7 @@ import pytest
 from PIL import Image
 
 import batch_eval
-from conftest import REPO, synthetic_xray, write_synthetic_class_folders
-from test_imaging import bomb_png, truncated_jpeg
+from conftest import REPO, bomb_png, synthetic_xray, truncated_jpeg, write_synthetic_class_folders
 
 BAD_FILES = {
     "empty.png": b"",
@@ -84,12 +84,52 @@ def test_an_unlabeled_folder_gets_predictions_only(tiny_model_folder, tmp_path):
     assert not (out / tiny_model_folder.name / "confusion_matrix.csv").exists()
 
 
-def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, tiny_model_folder, tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", tiny_model_folder,
-        "--threshold", "0.5")
+@pytest.fixture(scope="module")
+def stricter_model(tiny_model_folder, tmp_path_factory):
+    """The tiny model with a decision threshold between its probabilities, so the two disagree on some images."""
+    folder = tmp_path_factory.mktemp("stricter") / "tiny-stricter"
+    shutil.copytree(tiny_model_folder, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((folder / "config.json").read_text())
+    config["name"] = "tiny-stricter"
+    config["threshold"] = 0.5
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, tiny_model_folder, stricter_model,
+                                                                tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", stricter_model)
     comparison = pd.read_csv(tmp_path / "comparison.csv")
-    assert list(comparison.model) == [tiny_model_folder.name, tiny_model_folder.name + "-2"]
-    assert len(pd.read_csv(tmp_path / "disagreements.csv")) == 0  # the same model never disagrees with itself
+    assert list(comparison.model) == [tiny_model_folder.name, "tiny-stricter"]
+    first = pd.read_csv(tmp_path / tiny_model_folder.name / "predictions.csv").set_index("file")
+    second = pd.read_csv(tmp_path / "tiny-stricter" / "predictions.csv").set_index("file")
+    expected = sorted(first.index[first.predicted_label != second.predicted_label])
+    listed = pd.read_csv(tmp_path / "disagreements.csv")
+    assert list(listed.file) == expected
+    assert list(listed[f"{tiny_model_folder.name} predicted_label"]) == list(first.loc[expected, "predicted_label"])
+
+
+def test_threshold_overrides_every_models_own(labeled_folder, tiny_model_folder, tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--threshold", "0.999")
+    predictions = pd.read_csv(tmp_path / tiny_model_folder.name / "predictions.csv")
+    assert set(predictions.threshold) == {0.999}
+    expected = ["PNEUMONIA" if p >= 0.999 else "NORMAL" for p in predictions.probability_pneumonia]
+    assert list(predictions.predicted_label) == expected
+    assert json.loads((tmp_path / tiny_model_folder.name / "metrics.json").read_text())["threshold"] == 0.999
+
+
+def test_merging_runs_of_different_models_is_one_line_and_exit_2(labeled_folder, tiny_model_folder, stricter_model,
+                                                                 tmp_path):
+    run(labeled_folder, "--out", tmp_path / "a", "--model", tiny_model_folder)
+    run(labeled_folder, "--out", tmp_path / "b", "--model", stricter_model)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.json").write_text((tmp_path / "a" / "run.json").read_text())  # but no predictions
+    for runs, words in ((["a", "b"], "different models"), (["a", "c"], "predictions.csv is missing")):
+        result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), "merge",
+                                 *[str(tmp_path / r) for r in runs], "--out", str(tmp_path / "merged")],
+                                capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                                timeout=300)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
 
 
 def test_three_shards_merged_equal_the_single_run(labeled_folder, tiny_model_folder, tmp_path):

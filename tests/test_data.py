@@ -34,8 +34,25 @@ def test_class_folders_are_found_in_any_case(tmp_path):
 
 
 def test_a_folder_without_class_folders_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="NORMAL"):
+    from pneumo.errors import PneumoError
+
+    with pytest.raises(PneumoError, match="NORMAL"):
         data.list_labeled_images(tmp_path)
+
+
+def test_labels_come_from_the_nearest_class_folder_at_any_depth():
+    assert data.label_from_folders(Path("site/normal/2024/x.png")) == "NORMAL"
+    assert data.label_from_folders(Path("NORMAL/pneumonia/x.png")) == "PNEUMONIA"
+    assert data.label_from_folders(Path("incoming/x.png")) is None
+    assert data.label_from_folders(Path("Effusion/x.png"), ("No finding", "Effusion")) == "Effusion"
+
+
+def test_subgroups_from_file_names():
+    assert data.subgroup_of("person1_bacteria_1.jpeg") == "pneumonia: bacterial"
+    assert data.subgroup_of("train/PNEUMONIA/person2_virus_5.jpeg") == "pneumonia: viral"
+    assert data.subgroup_of("NORMAL2-IM-1427-0001.jpeg") == "normal: NORMAL2-IM series"
+    assert data.subgroup_of("IM-0115-0001.jpeg") == "normal: IM series"
+    assert data.subgroup_of("scan.png") == "other"
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +107,15 @@ def test_dataset_yields_batches_of_model_inputs(synthetic_dataset):
     assert float(np.min(images)) >= 0.0 and float(np.max(images)) <= 1.0
 
 
-def test_dataset_images_equal_the_one_image_path(synthetic_dataset):
-    from pneumo.imaging import load_model_input
+@pytest.mark.parametrize("method", ["decoder_scale", "equalize"])
+def test_dataset_images_equal_the_one_image_path(synthetic_dataset, method):
+    from pneumo.imaging import Preprocessing, load_model_input
 
+    preprocessing = Preprocessing({"method": method})
     frame = data.list_labeled_images(synthetic_dataset / "train").head(3)
-    images, _ = next(iter(data.make_dataset(frame.path, frame.label, 64, 64, batch_size=3)))
+    images, _ = next(iter(data.make_dataset(frame.path, frame.label, 64, 64, batch_size=3, preprocessing=preprocessing)))
     for image, path in zip(np.asarray(images), frame.path):
-        assert np.array_equal(image, load_model_input(path, 64, 64))
+        assert np.array_equal(image, load_model_input(path, 64, 64, preprocessing))
 
 
 SPLIT_IN_A_FRESH_INTERPRETER = """

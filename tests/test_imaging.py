@@ -1,14 +1,12 @@
 """The one image path: every format decodes to the same grayscale plane; every bad file gets a clear error."""
 
-import io
-import struct
-import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import example_images, png_bytes, synthetic_xray
+from conftest import bomb_png, example_images, gif_bytes, png_bytes, synthetic_xray, truncated_jpeg, write_dicom
 from pneumo import errors
 from pneumo.imaging import load_model_input, read_grayscale
 
@@ -18,33 +16,6 @@ GRAY = synthetic_xray(size=128)
 def saved(tmp_path, name, writer):
     path = tmp_path / name
     writer(path)
-    return path
-
-
-def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = photometric
-    dataset.BitsAllocated = dataset.BitsStored = 16
-    dataset.HighBit = 15
-    dataset.PixelRepresentation = 0
-    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
-    if window is not None:
-        dataset.WindowCenter, dataset.WindowWidth = window
-    dataset.PixelData = pixels.astype(np.uint16).tobytes()
-    dataset.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -100,24 +71,6 @@ def test_bytes_and_path_give_the_same_tensor():
     assert np.array_equal(load_model_input(path, 64, 64), load_model_input(path.read_bytes(), 64, 64))
 
 
-def bomb_png(width=100_000, height=100_000) -> bytes:
-    """A valid PNG header that claims 10 gigapixels: decoding it would exhaust memory."""
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
-
-
-def truncated_jpeg() -> bytes:
-    return example_images()[0].read_bytes()[:2000]
-
-
-def gif_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(GRAY).save(buffer, format="GIF")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("content, error, words", [
     (b"", errors.EmptyFileError, "empty"),
     (b"%PDF-1.4 this is a report, not an X-ray", errors.NotAnImageError, "not an image"),
@@ -125,7 +78,7 @@ def gif_bytes() -> bytes:
     (png_bytes(np.zeros((1, 1), np.uint8)), errors.ImageTooSmallError, "too small"),
     (png_bytes(np.zeros((20, 300), np.uint8)), errors.ImageTooSmallError, "20 pixels"),
     (bomb_png(), errors.ImageTooLargeError, "too large"),
-    (gif_bytes(), errors.UnsupportedFormatError, "GIF"),
+    (gif_bytes(GRAY), errors.UnsupportedFormatError, "GIF"),
     (b"\0" * 128 + b"DICM" + b"\xff" * 50, errors.NotAnImageError, "DICOM file without pixel data"),
 ])
 def test_bad_files_raise_one_family_with_the_file_name(tmp_path, content, error, words):
@@ -147,3 +100,60 @@ def test_truncated_dicom_is_corrupt(tmp_path):
 def test_missing_file_is_a_pneumo_error(tmp_path):
     with pytest.raises(errors.InvalidImageError, match="no such file"):
         read_grayscale(tmp_path / "absent.png")
+
+
+def test_pillows_decompression_bomb_guard_stays_on_for_the_whole_process():
+    import subprocess
+    import sys
+
+    script = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import pneumo.imaging, pneumo.demo; "
+              "print(before, Image.MAX_IMAGE_PIXELS)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    before, after = result.stdout.split()
+    assert after == before != "None"
+
+
+def twelve_bit_png(path, gray8):
+    """The same picture as 12-bit data in a 16-bit PNG, the way many PACS exports write it."""
+    Image.fromarray((gray8.astype(np.uint32) * 4095 // 255).astype(np.uint16)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["percentile_window", "equalize"])
+def test_a_12_bit_png_comes_out_like_its_8_bit_copy(tmp_path, method):
+    from pneumo.imaging import Preprocessing
+
+    preprocessing = Preprocessing({"method": method})
+    gray8 = np.asarray(Image.open(example_images()[0]).convert("L"))
+    Image.fromarray(gray8).save(tmp_path / "gray8.png")
+    eight = load_model_input(tmp_path / "gray8.png", 128, 128, preprocessing)
+    twelve = load_model_input(twelve_bit_png(tmp_path / "gray12.png", gray8), 128, 128, preprocessing)
+    assert np.abs(eight - twelve).max() < 0.01
+
+
+def test_the_decoder_scale_keeps_what_models_before_it_were_trained_on(tmp_path):
+    """A config without an intensity block (pneumo 0.1) means the decoder's own scaling."""
+    from pneumo.imaging import DECODER_SCALE, Preprocessing
+
+    legacy = Preprocessing.from_config({"decode": "prose", "resize": "OpenCV INTER_AREA", "scale": [0, 1]})
+    assert legacy == DECODER_SCALE
+    gray8 = np.asarray(Image.open(example_images()[0]).convert("L"))
+    twelve = read_grayscale(twelve_bit_png(tmp_path / "gray12.png", gray8))
+    assert twelve.max() < 0.07  # 12-bit data in a 16-bit range: dark, as those models always saw it
+    assert Preprocessing.from_config(legacy.to_config()) == legacy
+
+
+def test_equalisation_ignores_gain_gamma_and_black_level():
+    from pneumo.imaging import equalize
+
+    gray = read_grayscale(example_images()[0])
+    changed = np.clip(0.8 * gray ** 1.4 + 0.1, 0, 1)
+    assert np.abs(equalize(gray) - equalize(changed)).mean() < 0.01
+
+
+def test_an_unknown_normalisation_is_refused():
+    from pneumo.imaging import Preprocessing
+
+    with pytest.raises(ValueError, match="sharpen_everything"):
+        Preprocessing({"method": "sharpen_everything"})

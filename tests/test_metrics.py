@@ -56,3 +56,41 @@ def test_threshold_separates_separable_scores():
     threshold = choose_threshold(labels, scores)
     assert 0.62 < threshold <= 0.65
     assert compute_metrics(labels, scores, threshold)["accuracy"] == 1.0
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_images():
+    from pneumo.metrics import bootstrap_intervals
+
+    rng = np.random.default_rng(0)
+    def intervals(n):
+        labels = rng.integers(0, 2, n)
+        scores = np.clip(labels * 0.3 + rng.random(n) * 0.7, 0, 1)
+        return compute_metrics(labels, scores, 0.5), bootstrap_intervals(labels, scores, 0.5, resamples=300)
+    small_metrics, small = intervals(100)
+    _, large = intervals(2000)
+    for key in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+        low, high = small[key]
+        assert low <= small_metrics[key] <= high, key
+        assert large[key][1] - large[key][0] < high - low, key
+
+
+def test_subgroup_metrics_count_each_subgroup():
+    from pneumo.metrics import subgroup_metrics
+
+    labels = [0, 0, 1, 1, 1]
+    scores = [0.1, 0.7, 0.9, 0.8, 0.2]
+    groups = ["normal", "normal", "bacterial", "bacterial", "viral"]
+    found = subgroup_metrics(labels, scores, 0.5, groups)
+    assert found["normal"] == {"n_images": 2, "accuracy": 0.5, "roc_auc_vs_other_class": pytest.approx(5 / 6)}
+    assert found["bacterial"]["accuracy"] == 1.0 and found["bacterial"]["roc_auc_vs_other_class"] == 1.0
+    assert found["viral"]["accuracy"] == 0.0 and found["viral"]["roc_auc_vs_other_class"] == 0.5
+
+
+def test_the_screening_threshold_reaches_the_sensitivity_asked():
+    from pneumo.calibration import threshold_for_sensitivity
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+    threshold = threshold_for_sensitivity(labels, scores, 0.95)
+    assert threshold == 0.4
+    assert compute_metrics(labels, scores, threshold)["sensitivity"] == 1.0

@@ -4,12 +4,13 @@ import keras
 import numpy as np
 import pytest
 
+from pneumo.errors import PneumoError
 from pneumo.models import architecture_names, get_architecture
 
 
 def test_registry_lists_both_architectures():
     assert architecture_names() == ["cnn_lstm", "resnet50"]
-    with pytest.raises(KeyError, match="cnn_lstm"):
+    with pytest.raises(PneumoError, match="cnn_lstm"):
         get_architecture("vgg")
 
 
@@ -56,3 +57,44 @@ def test_models_round_trip_with_safe_mode(tmp_path, name):
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     x = np.random.rand(1, 64, 64, 3).astype("float32")
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_resnet50_recipe_trains_the_head_first_only_with_pretrained_weights():
+    arch = get_architecture("resnet50")
+    assert [stage.name for stage in arch.training_stages(arch.options_for_training(None), 10, 3)] == ["all layers"]
+    stages = arch.training_stages(arch.options_for_training("imagenet"), 10, 3)
+    assert [(stage.name, stage.last_epoch) for stage in stages] == [("head only", 3), ("fine-tune conv5", 10)]
+    assert arch.options_for_rebuild(arch.options_for_training("imagenet")) == {"imagenet_preprocessing": True}
+    assert "from scratch" in arch.weights_note(arch.options_for_training(None))
+
+
+def test_an_architecture_without_a_backbone_refuses_backbone_weights():
+    with pytest.raises(PneumoError, match="backbone"):
+        get_architecture("cnn_lstm").options_for_training("imagenet")
+
+
+def build_tiny(input_shape=(64, 64, 3), num_classes=2, width=4):
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="tiny_features")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Softmax()(logits))
+
+
+def test_a_new_architecture_is_one_registration_away(synthetic_dataset, tmp_path, monkeypatch):
+    """Register, then train, export, load and explain it, touching no other module of the library."""
+    from pneumo import load_predictor, models
+    from pneumo.models import Architecture
+    from pneumo.train import main
+
+    monkeypatch.setitem(models._REGISTRY, "tiny_test", Architecture(
+        name="tiny_test", build=build_tiny, default_input_size=48, gradcam_layer="tiny_features",
+        description="one convolution"))
+    out = tmp_path / "tiny"
+    assert main(["--arch", "tiny_test", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
+                 "--batch-size", "8", "--validation-fraction", "0.25"]) == 0
+    predictor = load_predictor(out)
+    assert predictor.config["architecture"] == "tiny_test" and predictor.height == 48
+    image = predictor.load_image(next((synthetic_dataset / "train" / "PNEUMONIA").iterdir()))
+    prediction, heatmap = predictor.predict_and_explain(image)
+    assert prediction.label in predictor.class_names and heatmap.shape == (48, 48)

@@ -23,7 +23,8 @@ def test_config_says_everything_needed_to_use_the_model(tiny_model_folder):
     assert config["class_names"] == ["NORMAL", "PNEUMONIA"] and config["positive_class"] == "PNEUMONIA"
     assert 0.0 <= config["threshold"] <= 1.0
     assert config["calibration"]["temperature"] > 0 and "validation" in config["calibration"]["fitted_on"]
-    assert config["training"]["train_images"] + config["training"]["validation_images"] == 48
+    training = config["training"]
+    assert training["train_images"] + training["validation_images"] + training["holdout_images"] == 48
     assert config["pneumo_version"]
 
 
@@ -69,3 +70,29 @@ def test_a_rerun_resumes_after_the_last_finished_epoch(synthetic_dataset, tmp_pa
 def test_unknown_architecture_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         main(["--arch", "vgg", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+
+
+def test_a_dataset_without_train_folder_is_one_line_and_exit_1(tmp_path, capsys):
+    assert main(["--arch", "cnn_lstm", "--data", str(tmp_path), "--out", str(tmp_path / "m")]) == 1
+    error = capsys.readouterr().err
+    assert "no train/ folder" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+def test_the_split_holds_out_the_earliest_patients_of_each_series(tiny_model_folder):
+    split = pd.read_csv(tiny_model_folder / "data_split.csv")
+    holdout = split[split.split == "holdout_earliest"]
+    numbers = split.patient.str.extract(r"(\d+)$")[0].astype(int)
+    # person0..person11 are normal, person100..person111 pneumonia: the lowest 10% of the 24 are held out
+    assert set(holdout.patient) == {"person0", "person1"}
+    assert numbers[split.split != "holdout_earliest"].min() == 2
+    assert not set(holdout.patient) & set(split[split.split != "holdout_earliest"].patient)
+
+
+def test_config_records_preprocessing_operating_points_and_the_selection_criterion(tiny_model_folder):
+    config = json.loads((tiny_model_folder / "config.json").read_text())
+    assert config["preprocessing"]["intensity"] == {"method": "equalize"}
+    assert set(config["operating_points"]) == {"youden", "sensitivity_95"}
+    assert config["threshold"] == config["operating_points"][config["operating_point"]]
+    assert config["training"]["selection_criterion"]["name"] == "worst_balanced_accuracy_at_95_sensitivity"
+    history = pd.read_csv(tiny_model_folder / "history.csv")
+    assert {"val_criterion", "val_perturbed_auc", "val_auc"} <= set(history.columns)

@@ -1,4 +1,8 @@
-"""Architecture registry: one file per architecture, one line here to add it.
+"""Architecture registry: one file per architecture, one line here to add it (like timm's registry).
+
+An `Architecture` carries everything specific to it: how to build it, its default input size, its
+Grad-CAM layer, what pretrained backbone weights mean for it and its training stages. Training,
+export and the model card ask it; none of them tests an architecture's name.
 
 Every architecture returns a Keras model whose layer named "logits" holds the class scores before the
 softmax (used by calibration and Grad-CAM) and whose `gradcam_layer` is its last convolutional map.
@@ -9,6 +13,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..errors import UnknownArchitectureError
+
+LOGITS_LAYER = "logits"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Part of a training run: up to epoch `last_epoch`, with `prepare(model)` run first (freeze layers)
+    and the learning rate scaled by `learning_rate_factor`."""
+
+    name: str
+    last_epoch: int
+    prepare: Callable | None = None
+    learning_rate_factor: float = 1.0
+
+
+def _no_pretrained_weights(backbone_weights):
+    if backbone_weights is not None:
+        raise UnknownArchitectureError("this architecture has no pretrained backbone; omit --backbone-weights")
+    return {}
+
+
+def _one_stage(options, epochs, head_epochs):
+    return [Stage("all layers", epochs)]
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -17,21 +46,44 @@ class Architecture:
     default_input_size: int
     gradcam_layer: str
     description: str
-    options: dict = field(default_factory=dict)
+    # The build options for a training run, from --backbone-weights (None, "imagenet" or a file path).
+    options_for_training: Callable[[str | None], dict] = _no_pretrained_weights
+    # The build options that rebuild a trained graph without fetching pretrained weights again.
+    options_for_rebuild: Callable[[dict], dict] = field(default=lambda options: dict(options))
+    # training_stages(options, epochs, head_epochs) -> [Stage, ...]
+    training_stages: Callable = _one_stage
+    # A sentence for the model card about where the weights started, or "".
+    weights_note: Callable[[dict], str] = field(default=lambda options: "")
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(architecture: Architecture) -> Architecture:
+    """Add an architecture (the built-in ones register themselves when their module is imported)."""
+    _REGISTRY[architecture.name] = architecture
+    return architecture
 
 
 def _registry() -> dict[str, Architecture]:
-    from . import cnn_lstm, resnet50
+    from . import cnn_lstm, resnet50  # noqa: F401  (importing registers them)
 
-    return {arch.name: arch for arch in (cnn_lstm.ARCHITECTURE, resnet50.ARCHITECTURE)}
+    return _REGISTRY
 
 
 def get_architecture(name: str) -> Architecture:
     registry = _registry()
     if name not in registry:
-        raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(registry))}")
+        raise UnknownArchitectureError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(registry))}")
     return registry[name]
 
 
 def architecture_names() -> list[str]:
     return sorted(_registry())
+
+
+def logits_model(model, layer: str = LOGITS_LAYER):
+    """The sub-model from the input to the class scores before the softmax."""
+    import keras
+
+    return keras.Model(model.input, model.get_layer(layer).output)

@@ -7,7 +7,7 @@ the LSTM can relate opacities in one region to those in another before the class
 import keras
 from keras import layers
 
-from . import Architecture
+from . import LOGITS_LAYER, Architecture, register
 
 GRADCAM_LAYER = "last_conv_features"
 
@@ -31,16 +31,16 @@ def build(input_shape=(224, 224, 3), num_classes=2, filters=(16, 32, 64, 128, 25
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
     x = layers.Dense(64, activation="relu", kernel_initializer="he_normal", name="dense")(x)
     x = layers.Dropout(dropout, name="dense_dropout")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
     outputs = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="cnn_lstm")
 
 
-ARCHITECTURE = Architecture(
+ARCHITECTURE = register(Architecture(
     name="cnn_lstm",
     build=build,
     default_input_size=224,
     gradcam_layer=GRADCAM_LAYER,
     description="5 convolutional blocks (ReLU, He init, batch norm, max pooling); the last feature map read "
                 "row by row as a sequence of lung regions by an LSTM(128), then Dense(64) and a softmax",
-)
+))

@@ -7,7 +7,7 @@ Flat means the backbone's layers live in the same functional graph as the head, 
 import keras
 from keras import layers
 
-from . import Architecture
+from . import LOGITS_LAYER, Architecture, Stage, register
 
 GRADCAM_LAYER = "conv5_block3_out"
 # The "caffe" preprocessing ResNet50's ImageNet weights expect: 0..255, BGR, minus the ImageNet mean.
@@ -35,7 +35,7 @@ def build(input_shape=(224, 224, 3), num_classes=2, backbone_weights=None, image
     x = layers.Dropout(dropout, name="head_dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_initializer="he_normal", name="head_dense")(x)
     x = layers.Dropout(dropout, name="head_dropout2")(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
     outputs = layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, outputs, name="resnet50")
 
@@ -46,7 +46,7 @@ def set_backbone_trainable(model, trainable_from: str | None):
     None freezes the whole backbone (stage 1 of transfer learning: the head alone learns). Batch-norm
     layers stay frozen in the frozen part so their ImageNet statistics are kept.
     """
-    head = {"avg_pool", "head_bn", "head_dropout1", "head_dense", "head_dropout2", "logits", "probabilities"}
+    head = {"avg_pool", "head_bn", "head_dropout1", "head_dense", "head_dropout2", LOGITS_LAYER, "probabilities"}
     reached = False
     for layer in model.layers:
         if layer.name in head:
@@ -57,11 +57,41 @@ def set_backbone_trainable(model, trainable_from: str | None):
         layer.trainable = reached
 
 
-ARCHITECTURE = Architecture(
+def options_for_training(backbone_weights: str | None) -> dict:
+    return {"backbone_weights": backbone_weights}
+
+
+def options_for_rebuild(options: dict) -> dict:
+    """Rebuild the trained graph (with the ImageNet input scaling if it was trained with one), no download."""
+    return {"imagenet_preprocessing": options.get("backbone_weights") is not None}
+
+
+def training_stages(options: dict, epochs: int, head_epochs: int) -> list[Stage]:
+    """From scratch: one stage. With pretrained backbone weights: the head alone first, then the last
+    residual stage (conv5) unfrozen at a hundredth of the learning rate."""
+    if options.get("backbone_weights") is None:
+        return [Stage("all layers", epochs)]
+    return [Stage("head only", head_epochs, lambda model: set_backbone_trainable(model, None)),
+            Stage("fine-tune conv5", epochs, lambda model: set_backbone_trainable(model, "conv5_"), 0.01)]
+
+
+def weights_note(options: dict) -> str:
+    if options.get("backbone_weights") is None:
+        return ("**Trained from scratch.** The ResNet50 backbone starts from random weights: the environment that "
+                "built this model has no internet and no copy of the ImageNet weights. With internet, "
+                "`--backbone-weights imagenet` trains the two-stage transfer-learning recipe instead.")
+    return f"The backbone started from pretrained weights ({options['backbone_weights']})."
+
+
+ARCHITECTURE = register(Architecture(
     name="resnet50",
     build=build,
     default_input_size=224,
     gradcam_layer=GRADCAM_LAYER,
     description="keras.applications.ResNet50 without its top, then global average pooling, batch "
                 "normalisation, dropout, Dense(256, ReLU), dropout and a 2-way softmax",
-)
+    options_for_training=options_for_training,
+    options_for_rebuild=options_for_rebuild,
+    training_stages=training_stages,
+    weights_note=weights_note,
+))

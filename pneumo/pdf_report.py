@@ -67,12 +67,15 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
 
     pdf.set_font("DejaVu", "B", 11)
     pdf.cell(width, 7, "Predictions", new_x="LMARGIN", new_y="NEXT")
-    with pdf.table(col_widths=(28, 40, 22, 22, 22, 18), text_align="LEFT", line_height=6) as table:
-        table.row(["Model", "Revision", "Prediction", "P(pneumonia)", "P(normal)", "Threshold"])
+    # One column per class, in the order the first model names them (the models' own class names).
+    class_names = list(next(iter(results.values()))["probabilities"]) if results else []
+    probability_width = 66 / max(len(class_names), 1)
+    with pdf.table(col_widths=(28, 40, 22, *[probability_width] * len(class_names), 18), text_align="LEFT",
+                   line_height=6) as table:
+        table.row(["Model", "Revision", "Prediction", *[f"P({name.lower()})" for name in class_names], "Threshold"])
         for name, result in results.items():
             table.row([name, str(result.get("revision") or "bundled"), result["label"],
-                       f"{result['probabilities']['PNEUMONIA']:.3f}", f"{result['probabilities']['NORMAL']:.3f}",
-                       f"{result['threshold']:.3f}"])
+                       *[f"{result['probabilities'][c]:.3f}" for c in class_names], f"{result['threshold']:.3f}"])
     pdf.ln(3)
 
     side = (width - 10) / 3
