@@ -71,3 +71,7 @@ class NothingToScoreError(DataFolderError):
 
 class UnknownArchitectureError(PneumoError, ValueError):
     """No architecture is registered under that name."""
+
+
+class TrainingOptionError(PneumoError, ValueError):
+    """A training option that the chosen architecture cannot honour."""

@@ -10,59 +10,11 @@ softmax (used by calibration and Grad-CAM) and whose `gradcam_layer` is its last
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 from ..errors import UnknownArchitectureError
+from .architecture import _REGISTRY, LOGITS_LAYER, Architecture, Stage, logits_model, register
 
-LOGITS_LAYER = "logits"
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Part of a training run: up to epoch `last_epoch`, with `prepare(model)` run first (freeze layers)
-    and the learning rate scaled by `learning_rate_factor`."""
-
-    name: str
-    last_epoch: int
-    prepare: Callable | None = None
-    learning_rate_factor: float = 1.0
-
-
-def _no_pretrained_weights(backbone_weights):
-    if backbone_weights is not None:
-        raise UnknownArchitectureError("this architecture has no pretrained backbone; omit --backbone-weights")
-    return {}
-
-
-def _one_stage(options, epochs, head_epochs):
-    return [Stage("all layers", epochs)]
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    build: Callable  # build(input_shape, num_classes, **options) -> keras.Model
-    default_input_size: int
-    gradcam_layer: str
-    description: str
-    # The build options for a training run, from --backbone-weights (None, "imagenet" or a file path).
-    options_for_training: Callable[[str | None], dict] = _no_pretrained_weights
-    # The build options that rebuild a trained graph without fetching pretrained weights again.
-    options_for_rebuild: Callable[[dict], dict] = field(default=lambda options: dict(options))
-    # training_stages(options, epochs, head_epochs) -> [Stage, ...]
-    training_stages: Callable = _one_stage
-    # A sentence for the model card about where the weights started, or "".
-    weights_note: Callable[[dict], str] = field(default=lambda options: "")
-
-
-_REGISTRY: dict[str, Architecture] = {}
-
-
-def register(architecture: Architecture) -> Architecture:
-    """Add an architecture (the built-in ones register themselves when their module is imported)."""
-    _REGISTRY[architecture.name] = architecture
-    return architecture
+__all__ = ["Architecture", "Stage", "LOGITS_LAYER", "register", "get_architecture", "architecture_names",
+           "logits_model"]
 
 
 def _registry() -> dict[str, Architecture]:
@@ -80,10 +32,3 @@ def get_architecture(name: str) -> Architecture:
 
 def architecture_names() -> list[str]:
     return sorted(_registry())
-
-
-def logits_model(model, layer: str = LOGITS_LAYER):
-    """The sub-model from the input to the class scores before the softmax."""
-    import keras
-
-    return keras.Model(model.input, model.get_layer(layer).output)

@@ -7,7 +7,7 @@ the LSTM can relate opacities in one region to those in another before the class
 import keras
 from keras import layers
 
-from . import LOGITS_LAYER, Architecture, register
+from .architecture import LOGITS_LAYER, Architecture, register
 
 GRADCAM_LAYER = "last_conv_features"
 

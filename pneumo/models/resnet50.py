@@ -7,7 +7,7 @@ Flat means the backbone's layers live in the same functional graph as the head, 
 import keras
 from keras import layers
 
-from . import LOGITS_LAYER, Architecture, Stage, register
+from .architecture import LOGITS_LAYER, Architecture, Stage, register
 
 GRADCAM_LAYER = "conv5_block3_out"
 # The "caffe" preprocessing ResNet50's ImageNet weights expect: 0..255, BGR, minus the ImageNet mean.
