@@ -1,0 +1,101 @@
+"""One radiograph, every way it can reach us: each bundled model gives the same probability within 0.02.
+
+The X-ray is a real one from the validation split chosen near the models' thresholds (a saturated image
+would pass whatever the decoder did). Models trained before the intensity normalisation existed
+(`decoder_scale`) are known to fail: a 16-bit PNG holding 12-bit data reaches them almost black.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import BUNDLED_MODELS, REPO, write_dicom
+from pneumo.predictor import Predictor
+
+NEAR_THRESHOLD_XRAY = REPO / "tests" / "data" / "near_threshold_xray.jpeg"
+
+
+def gray8():
+    return np.asarray(Image.open(NEAR_THRESHOLD_XRAY).convert("L"))
+
+
+def jpeg(path, array, **options):
+    Image.fromarray(array).save(path, format="JPEG", quality=95, **options)
+
+
+def exif_rotated_jpeg(path, array):
+    """Stored on its side with EXIF orientation 6 ("rotate 90 degrees clockwise to view")."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(array, k=1)).save(path, format="JPEG", quality=95, exif=exif.tobytes())
+
+
+def cmyk_jpeg(path, array):
+    Image.fromarray(np.stack([array] * 3, -1)).convert("CMYK").save(path, format="JPEG", quality=95)
+
+
+def sixteen_bit_png(path, array, bits):
+    top = 2**bits - 1
+    Image.fromarray((array.astype(np.uint32) * top // 255).astype(np.uint16)).save(path)
+
+
+def dicom(path, array, **options):
+    """12-bit stored values; MONOCHROME1 stores them inverted."""
+    stored = array.astype(np.uint32) * 4095 // 255
+    if options.get("photometric") == "MONOCHROME1":
+        stored = 4095 - stored
+    return write_dicom(path, stored.astype(np.uint16), **options)
+
+
+VARIANTS = {
+    "rgb.jpg": lambda p, a: jpeg(p, np.stack([a] * 3, -1)),
+    "gray.png": lambda p, a: Image.fromarray(a).save(p),
+    "gray16_full_range.png": lambda p, a: sixteen_bit_png(p, a, 16),
+    "gray16_12_bit_data.png": lambda p, a: sixteen_bit_png(p, a, 12),
+    "rgba.png": lambda p, a: Image.fromarray(np.dstack([a] * 3 + [np.full_like(a, 255)])).save(p),
+    "image.bmp": lambda p, a: Image.fromarray(a).save(p),
+    "image.tiff": lambda p, a: Image.fromarray(a).save(p),
+    "progressive.jpg": lambda p, a: jpeg(p, a, progressive=True),
+    "cmyk.jpg": cmyk_jpeg,
+    "exif_rotated.jpg": exif_rotated_jpeg,
+    "upscaled_2048.jpg": lambda p, a: jpeg(p, np.asarray(Image.fromarray(a).resize((2048, 2048), Image.BICUBIC))),
+    "monochrome2.dcm": lambda p, a: dicom(p, a),
+    "monochrome1.dcm": lambda p, a: dicom(p, a, photometric="MONOCHROME1"),
+    # Physical value = 2 * stored - 1000; the window spans exactly the physical range of the data.
+    "rescaled_windowed.dcm": lambda p, a: dicom(p, a, slope=2.0, intercept=-1000.0, window=(3095.0, 8190.0)),
+}
+
+
+@pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
+def predictor(request):
+    predictor = Predictor.from_folder(request.param)
+    if predictor.preprocessing.intensity["method"] == "decoder_scale":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="trained before the intensity normalisation"))
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("encodings")
+    array = gray8()
+    for name, write in VARIANTS.items():
+        write(folder / name, array)
+    return folder
+
+
+def test_every_encoding_of_one_xray_gets_the_same_probability(predictor, encoded):
+    probabilities = {name: predictor.predict_file(encoded / name).positive_probability for name in VARIANTS}
+    reference = predictor.predict_file(NEAR_THRESHOLD_XRAY).positive_probability
+    assert 0.05 < reference < 0.95, "pick an X-ray nearer the threshold: a saturated one proves nothing"
+    spread = max(probabilities.values()) - min(probabilities.values())
+    assert spread <= 0.02, {name: round(p, 3) for name, p in probabilities.items()}
+
+
+def test_the_exif_rotation_is_undone_before_the_model_sees_the_image(encoded):
+    from pneumo.imaging import read_grayscale
+
+    upright, rotated = read_grayscale(encoded / "gray.png"), read_grayscale(encoded / "exif_rotated.jpg")
+    assert rotated.shape == upright.shape
+    assert np.abs(rotated - upright).mean() < 0.02
