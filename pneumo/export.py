@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import __version__, model_folder
 from .calibration import calibrated_probabilities, choose_threshold, fit_temperature, threshold_for_sensitivity
-from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of
+from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of  # defaults for runs of pneumo 0.1
 from .errors import ModelLoadError, PneumoError
 from .imaging import Preprocessing
 from .metrics import expected_calibration_error, full_metrics
@@ -42,17 +42,18 @@ def predict_logits(model, paths, size: int, preprocessing: Preprocessing) -> np.
     return np.concatenate([np.asarray(scores(x, training=False)) for x, _ in dataset])
 
 
-def float32_copy(trained, arch, size: int, options: dict):
+def float32_copy(trained, arch, size: int, classes: int, options: dict):
     """The same weights in a float32 model, whatever precision training used (CPUs infer in float32)."""
     import keras
 
     keras.mixed_precision.set_global_policy("float32")
-    model = arch.build((size, size, 3), len(CLASS_NAMES), **options)
+    model = arch.build((size, size, 3), classes, **options)
     model.set_weights(trained.get_weights())
     return model
 
 
-def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, history: pd.DataFrame) -> dict:
+def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, history: pd.DataFrame,
+                     class_names) -> dict:
     """The `training` block of config.json: data, split, recipe and which epoch was kept."""
     train = split[split.split == "train"]
     validation = split[split.split == "validation"]
@@ -65,7 +66,7 @@ def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, histo
         "validation_images": int(len(validation)),
         "validation_patients": int(validation.patient.nunique()),
         "holdout_images": int(len(holdout)),
-        "class_counts_train": {name: int((train.label == i).sum()) for i, name in enumerate(CLASS_NAMES)},
+        "class_counts_train": {name: int((train.label == i).sum()) for i, name in enumerate(class_names)},
         "validation_split": f"patient-level, stratified, seed {args['seed']} (data_split.csv)",
         "holdout_split": (f"the {args.get('holdout_fraction', 0):.0%} of patients with the earliest running numbers "
                           "of each file-name series, taken whole (data_split.csv: holdout_earliest)"),
@@ -85,11 +86,12 @@ def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, histo
     }
 
 
-def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, temperature, threshold):
+def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, temperature, threshold, positive_index):
     """Metrics (with intervals and subgroups) of the calibrated model on one part of data_split.csv."""
     logits = predict_logits(model, [str(Path(data_root) / p) for p in split.path], size, preprocessing)
-    probabilities = calibrated_probabilities(logits, temperature)[:, 1]
-    return full_metrics(split.label.to_numpy(), probabilities, threshold, [subgroup_of(p) for p in split.path])
+    probabilities = calibrated_probabilities(logits, temperature)[:, positive_index]
+    return full_metrics((split.label.to_numpy() == positive_index).astype(int), probabilities, threshold,
+                        [subgroup_of(p) for p in split.path])
 
 
 def export_model_folder(out) -> dict:
@@ -106,9 +108,12 @@ def export_model_folder(out) -> dict:
     weights = args.get("backbone_weights")
     options = arch.options_for_rebuild(arch.options_for_training(None if str(weights).lower() == "none" else weights))
     preprocessing = Preprocessing({"method": args.get("intensity", "decoder_scale")})
+    class_names = list(args.get("class_names", CLASS_NAMES))
+    positive_class = args.get("positive_class", POSITIVE_CLASS)
+    positive_index = class_names.index(positive_class)
 
     trained = keras.saving.load_model(checkpoints / "best.keras", compile=False, safe_mode=True)
-    model = float32_copy(trained, arch, size, options)
+    model = float32_copy(trained, arch, size, len(class_names), options)
     model.save(out / model_folder.MODEL_FILE)
 
     split = pd.read_csv(out / model_folder.SPLIT_FILE)
@@ -116,18 +121,19 @@ def export_model_folder(out) -> dict:
     logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size, preprocessing)
     labels = validation.label.to_numpy()
     temperature = fit_temperature(logits, labels)
-    probabilities = calibrated_probabilities(logits, temperature)[:, 1]
+    probabilities = calibrated_probabilities(logits, temperature)[:, positive_index]
+    labels = (labels == positive_index).astype(int)  # metrics speak of the positive class against the rest
     operating_points = {"youden": choose_threshold(labels, probabilities),
                         "sensitivity_95": threshold_for_sensitivity(labels, probabilities, 0.95)}
     threshold = operating_points[DEFAULT_OPERATING_POINT]
     metrics = full_metrics(labels, probabilities, threshold, [subgroup_of(p) for p in validation.path])
     metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(
-        labels, calibrated_probabilities(logits)[:, 1])
+        labels, calibrated_probabilities(logits)[:, positive_index])
     metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
     if holdout.label.nunique() == 2:
         metrics["holdout_earliest"] = split_metrics(model, holdout, args["data"], size, preprocessing, temperature,
-                                                    threshold)
+                                                    threshold, positive_index)
     model_folder.write_metrics(out, "validation", metrics)
 
     history = pd.read_csv(out / model_folder.HISTORY_FILE)
@@ -140,8 +146,8 @@ def export_model_folder(out) -> dict:
         "model_file": model_folder.MODEL_FILE,
         "input": {"height": size, "width": size, "channels": 3},
         "preprocessing": preprocessing.to_config(),
-        "class_names": list(CLASS_NAMES),
-        "positive_class": POSITIVE_CLASS,
+        "class_names": class_names,
+        "positive_class": positive_class,
         "logits_layer": LOGITS_LAYER,
         "gradcam_layer": arch.gradcam_layer,
         "threshold": threshold,
@@ -149,7 +155,7 @@ def export_model_folder(out) -> dict:
         "operating_point": DEFAULT_OPERATING_POINT,
         "operating_points": operating_points,
         "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": "validation split"},
-        "training": training_summary(args, arch, options, split, history),
+        "training": training_summary(args, arch, options, split, history, class_names),
     }
     model_folder.write_config(out, config)
     plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)

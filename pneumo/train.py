@@ -1,6 +1,6 @@
 """Train an architecture on an image folder and write a Hub-ready model folder.
 
-    python -m pneumo.train --arch cnn_lstm --data ../shared/data/chest_xray --out models/cnn-lstm
+    python -m pneumo.train --arch cnn_lstm --data ../shared/data/chest_xray --out runs/cnn-lstm
 
 Resumable: run the same command again after an interruption and it continues from the last finished
 epoch (checkpoints live in OUT/checkpoints/, which is not part of the published folder).
@@ -9,7 +9,6 @@ epoch (checkpoints live in OUT/checkpoints/, which is not part of the published 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from . import data as datalib
 from . import model_folder
 from .errors import DataFolderError, PneumoError
+from .files import write_json
 from .imaging import INTENSITY_METHODS, Preprocessing
 from .models import architecture_names, get_architecture
 
@@ -85,8 +85,11 @@ def selection_callback(validation_frame, holdout_frame, preprocessing, size: int
             picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
             logs["val_loss"] = float(-np.log(picked).mean())
             logs["val_accuracy"] = float((probabilities.argmax(1) == labels).mean())
-            scores = selection_scores((labels, probabilities[:, 1]), (labels, class_probabilities(perturbed)[:, 1]),
-                                      holdout and (holdout[0], class_probabilities(holdout[1])[:, 1]))
+            positive = datalib.CLASS_NAMES.index(datalib.POSITIVE_CLASS)
+            is_positive = (labels == positive).astype(int)
+            scores = selection_scores(
+                (is_positive, probabilities[:, positive]), (is_positive, class_probabilities(perturbed)[:, positive]),
+                holdout and ((holdout[0] == positive).astype(int), class_probabilities(holdout[1])[:, positive]))
             logs["val_auc"] = scores.pop("clean_auc")
             logs.update({f"val_{key}": value for key, value in scores.items()})
             print("  validation: " + "  ".join(f"{key[4:]} {logs[key]:.4f}" for key in logs if key.startswith("val_")),
@@ -216,7 +219,9 @@ def main(argv=None) -> int:
     try:
         checkpoints = Path(args.out) / model_folder.CHECKPOINTS
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / model_folder.TRAIN_ARGS_FILE).write_text(json.dumps(vars(args), indent=2))
+        # The classes are part of the run: export reads them from here, not from the data module.
+        write_json(checkpoints / model_folder.TRAIN_ARGS_FILE,
+                   {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS})
         export_model_folder(fit(args))
     except PneumoError as error:
         print(f"pneumo.train: {error}", file=sys.stderr)
