@@ -65,41 +65,64 @@ def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[P
     return folder, folder.name
 
 
-def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | None = None, dry_run: bool = False,
-         api=None) -> dict:
+def existing_tag_commit(api, repo_id: str, tag: str) -> str | None:
+    """The commit a tag of the repo points at, None when there is no such tag (or no such repo yet)."""
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        refs = api.list_repo_refs(repo_id, repo_type="model")
+    except hub_errors.RepositoryNotFoundError:
+        return None
+    return next((ref.target_commit for ref in refs.tags if ref.name == tag), None)
+
+
+def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | None = None, move_tag: bool = False,
+         dry_run: bool = False, api=None) -> dict:
     """Create the Hub repo if needed and upload the model folder (with a freshly written model card).
 
-    Returns what was (or, with `dry_run`, would be) uploaded, and the commit it made.
+    Files of an earlier upload that the folder no longer has are deleted from the repo in the same commit.
+    An existing `revision_tag` is refused unless `move_tag`, which moves it to the new commit.
+    Returns what was (or, with `dry_run`, would be) uploaded, and the commit it made; a dry run writes
+    nothing, not even the model card.
     """
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hub_errors
 
-    from .modelcard import write_model_card
+    from .model_folder import CARD_FILE, PUBLISHED_FILES
+    from .modelcard import render_model_card, write_model_card
 
     folder = Path(folder)
-    files_to_publish(folder)  # refuse an incomplete folder before touching the card or the network
-    write_model_card(folder)
-    files = files_to_publish(folder)
+    files = files_to_publish(folder)  # refuse an incomplete folder before touching the card or the network
+    card = render_model_card(folder)
+    names = sorted({path.name for path in files} | {CARD_FILE})
+    sizes = {path.name: path.stat().st_size for path in files} | {CARD_FILE: len(card.encode())}
     plan = {"repo_id": repo_id, "private": private, "revision_tag": revision_tag,
-            "files": [{"name": path.name, "bytes": path.stat().st_size} for path in files]}
+            "files": [{"name": name, "bytes": sizes[name]} for name in names]}
     if dry_run:
         return plan
     api = api or HfApi()
     try:
+        tagged = existing_tag_commit(api, repo_id, revision_tag) if revision_tag else None
+        if tagged and not move_tag:
+            raise ModelLoadError(f"{repo_id}: tag {revision_tag!r} already points at commit {tagged}; choose a new "
+                                 "tag, or pass --move-tag to move it to this upload")
+        write_model_card(folder)
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                   allow_patterns=[path.name for path in files],
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", allow_patterns=names,
+                                   delete_patterns=PUBLISHED_FILES,
                                    commit_message=f"Upload pneumo model {folder.name}")
         if revision_tag:
-            api.create_tag(repo_id, tag=revision_tag, revision=commit.oid, repo_type="model", exist_ok=True)
+            if tagged:
+                api.delete_tag(repo_id, tag=revision_tag, repo_type="model")
+            api.create_tag(repo_id, tag=revision_tag, revision=commit.oid, repo_type="model")
     except hub_errors.HfHubHTTPError as error:
         status = getattr(error.response, "status_code", None)
         if status in (401, 403):
             raise ModelLoadError(f"{repo_id}: the Hub refused the upload ({status}); set HF_TOKEN to a token "
                                  "with write access to this namespace") from None
         raise HubUnavailableError(f"{repo_id}: upload failed ({error})") from None
-    except OSError as error:
-        raise HubUnavailableError(f"{repo_id}: the Hub cannot be reached ({error})") from None
+    except (OSError, *_transport_errors()) as error:
+        raise HubUnavailableError(f"{repo_id}: the Hub cannot be reached ({type(error).__name__}: {error})") from None
     return {**plan, "commit": commit.oid}
 
 
@@ -118,6 +141,7 @@ def main(argv=None) -> int:
     push_parser.add_argument("--repo-id", required=True, help="OWNER/NAME")
     push_parser.add_argument("--private", action="store_true")
     push_parser.add_argument("--revision-tag", help="tag the uploaded commit, e.g. v1.0")
+    push_parser.add_argument("--move-tag", action="store_true", help="move --revision-tag if it already exists")
     push_parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
     pull_parser = commands.add_parser("pull", help="download a model repo into the local cache")
     pull_parser.add_argument("reference", help="OWNER/NAME[@REVISION]")
@@ -125,7 +149,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "push":
             result = push(args.folder, args.repo_id, private=args.private, revision_tag=args.revision_tag,
-                          dry_run=args.dry_run)
+                          move_tag=args.move_tag, dry_run=args.dry_run)
         else:
             folder, commit = resolve_model_folder(args.reference)
             result = {"reference": args.reference, "commit": commit, "folder": str(folder)}

@@ -4,6 +4,7 @@ The HfApi calls are recorded by a stand-in object; nothing reaches the real Hub.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,17 @@ from pneumo.hub import push
 
 
 class RecordingApi:
-    def __init__(self, fail_with=None):
+    def __init__(self, fail_with=None, tags=None):
         self.calls = []
         self.fail_with = fail_with
+        self.tags = tags or {}  # tag -> commit already on the Hub
+
+    def list_repo_refs(self, repo_id, **kwargs):
+        return SimpleNamespace(tags=[SimpleNamespace(name=name, target_commit=commit)
+                                     for name, commit in self.tags.items()])
+
+    def delete_tag(self, repo_id, **kwargs):
+        self.calls.append(("delete_tag", repo_id, kwargs))
 
     def create_repo(self, repo_id, **kwargs):
         if self.fail_with:
@@ -51,6 +60,8 @@ def test_push_creates_the_repo_uploads_the_model_files_and_tags_the_commit(folde
     assert upload == "upload_folder" and upload_args["folder_path"] == str(folder)
     assert set(upload_args["allow_patterns"]) == {"config.json", "model.keras", "README.md", "metrics_validation.json",
                                                   "history.csv", "training_curves.png", "data_split.csv"}
+    # Files of an earlier upload that the folder no longer has go in the same commit.
+    assert "metrics_*.json" in upload_args["delete_patterns"] and "*.keras" in upload_args["delete_patterns"]
     assert (tag, tag_args["tag"], tag_args["revision"]) == ("create_tag", "v1.0", "c" * 40)
     assert result["commit"] == "c" * 40
 
@@ -67,11 +78,42 @@ def test_the_uploaded_card_carries_hub_metadata_and_results(folder):
     assert "Intended use" in card.text and "Limitations" in card.text and "Training recipe" in card.text
 
 
-def test_dry_run_lists_the_upload_and_calls_nothing(folder):
+def test_dry_run_lists_the_upload_and_calls_and_writes_nothing(folder):
     api = RecordingApi()
+    (folder / "README.md").write_text("the card as the user left it")
     plan = push(folder, "owner/x", dry_run=True, api=api)
     assert api.calls == []
-    assert "model.keras" in [f["name"] for f in plan["files"]] and "commit" not in plan
+    assert {"model.keras", "README.md"} <= {f["name"] for f in plan["files"]} and "commit" not in plan
+    assert (folder / "README.md").read_text() == "the card as the user left it"
+
+
+def test_an_existing_tag_is_refused_before_anything_is_uploaded(folder):
+    api = RecordingApi(tags={"v1.0": "a" * 40})
+    with pytest.raises(ModelLoadError, match="--move-tag"):
+        push(folder, "owner/x", revision_tag="v1.0", api=api)
+    assert api.calls == []
+
+
+def test_move_tag_moves_an_existing_tag_to_the_new_commit(folder):
+    api = RecordingApi(tags={"v1.0": "a" * 40})
+    push(folder, "owner/x", revision_tag="v1.0", move_tag=True, api=api)
+    assert [call[0] for call in api.calls] == ["create_repo", "upload_folder", "delete_tag", "create_tag"]
+    assert api.calls[-1][2]["revision"] == "c" * 40
+
+
+def test_an_unreachable_hub_is_one_line_not_a_traceback(folder):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "pneumo.hub", "push", str(folder), "--repo-id", "owner/x"],
+                            cwd=REPO, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": "hf_test",
+                                 "HF_HUB_OFFLINE": "0", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
+    assert result.returncode == 1
+    assert "cannot be reached" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_an_incomplete_folder_is_refused_before_any_call(folder):

@@ -1,5 +1,7 @@
 """The robustness suite and the selection criterion: the validation split clean and perturbed."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +11,11 @@ from pneumo.robustness import main, selection_scores
 
 
 def test_the_robustness_command_scores_every_perturbation_of_the_validation_split(tiny_model_folder,
-                                                                                  synthetic_dataset, capsys):
-    assert main([str(tiny_model_folder), "--data", str(synthetic_dataset)]) == 0
-    table = pd.read_csv(tiny_model_folder / "metrics_robustness.csv", keep_default_na=False)
+                                                                                  synthetic_dataset, capsys, tmp_path):
+    folder = tmp_path / "model"  # a copy: the shared tiny folder stays as training left it
+    shutil.copytree(tiny_model_folder, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    assert main([str(folder), "--data", str(synthetic_dataset)]) == 0
+    table = pd.read_csv(folder / "metrics_robustness.csv", keep_default_na=False)
     assert len(table) == 1 + len(SUITE)
     assert table.perturbation[0] == "clean" and set(table.strength[1:]) == {"mild", "strong"}
     assert {"roc_auc", "sensitivity", "specificity", "auc_change"} <= set(table.columns)
