@@ -6,7 +6,6 @@ would pass whatever the decoder did). Models trained before the intensity normal
 (`decoder_scale`) are known to fail: a 16-bit PNG holding 12-bit data reaches them almost black.
 """
 
-import io
 
 import numpy as np
 import pytest
