@@ -1,7 +1,8 @@
 """Turn a finished training run (OUT/checkpoints/) into a self-describing model folder.
 
 Fits the calibration temperature and the operating points on the validation split, scores the
-earliest-acquisitions hold-out, then writes model.keras, config.json, metrics_validation.json,
+earliest-acquisitions hold-out, then writes the network (Keras' directory format), pneumo.json,
+metrics_validation.json,
 training_curves.png and the model card.
 
     python -m pneumo.export models/cnn-lstm     # re-run after a training was stopped early
@@ -54,7 +55,7 @@ def float32_copy(trained, arch, size: int, classes: int, options: dict):
 
 def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, history: pd.DataFrame,
                      class_names) -> dict:
-    """The `training` block of config.json: data, split, recipe and which epoch was kept."""
+    """The `training` block of pneumo.json: data, split, recipe and which epoch was kept."""
     train = split[split.split == "train"]
     validation = split[split.split == "validation"]
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
@@ -114,7 +115,8 @@ def export_model_folder(out) -> dict:
 
     trained = keras.saving.load_model(checkpoints / "best.keras", compile=False, safe_mode=True)
     model = float32_copy(trained, arch, size, len(class_names), options)
-    model.save(out / model_folder.MODEL_FILE)
+    (out / model_folder.LEGACY_MODEL_FILE).unlink(missing_ok=True)  # re-exporting a folder of the 0.1 layout
+    model_folder.save_network(model, out)
 
     split = pd.read_csv(out / model_folder.SPLIT_FILE)
     validation = split[split.split == "validation"]
@@ -143,7 +145,6 @@ def export_model_folder(out) -> dict:
         "architecture": args["arch"],
         "architecture_options": options,
         "description": arch.description,
-        "model_file": model_folder.MODEL_FILE,
         "input": {"height": size, "width": size, "channels": 3},
         "preprocessing": preprocessing.to_config(),
         "class_names": class_names,

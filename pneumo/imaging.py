@@ -199,7 +199,7 @@ INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": c
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """The `preprocessing` block of a model folder's config.json, and the function it describes.
+    """The `preprocessing` block of a model folder's pneumo.json, and the function it describes.
 
     grayscale plane in [0, 1] -> intensity normalisation -> resize (`shrink` when the image is larger
     than the input, `enlarge` otherwise; aspect ratio not kept) -> the plane repeated over 3 channels.

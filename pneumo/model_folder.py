@@ -1,9 +1,11 @@
 """The model folder: what a trained model is on disk, laid out like a Hugging Face Hub model repo.
 
     models/NAME/
-      model.keras               the network (Keras 3; loads with safe_mode=True)
-      config.json               everything needed to use it: input size, preprocessing, class names,
-                                operating points, calibration, Grad-CAM layer, how it was trained
+      config.json, metadata.json, model.weights.h5
+                                the network in Keras 3's own directory format, so that
+                                keras.saving.load_model("hf://OWNER/NAME") works on a published repo
+      pneumo.json               everything else needed to use it: input size, preprocessing, class
+                                names, operating points, calibration, Grad-CAM layer, how it was trained
       README.md                 the model card
       metrics_validation.json   metrics on the patient-level validation split (and the hold-out's)
       metrics_test.json         metrics on the official test set, scored once
@@ -12,7 +14,10 @@
       history.csv, training_curves.png, data_split.csv
       checkpoints/              training state (local only: never published)
 
-This module owns those names, reads and validates config.json, and writes the folder's files
+pneumo 0.1 folders (the legacy layout: pneumo's metadata in config.json, the network in model.keras)
+still load; `python -m pneumo.model_folder upgrade FOLDER` rewrites one in today's layout.
+
+This module owns those names, reads and validates pneumo.json, and writes the folder's files
 atomically. Training, export and evaluation write through it; the predictor, the Hub code, the model
 card and the demo read through it.
 """
@@ -26,10 +31,14 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from .errors import ModelLoadError, ModelNotFoundError
-from .files import write_json
+from .files import atomic_write, write_json
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
+CONFIG_FILE = "pneumo.json"
+# The network, as Keras writes a model to a directory (model.save(folder, zipped=False)).
+KERAS_CONFIG_FILE, KERAS_METADATA_FILE, WEIGHTS_FILE = "config.json", "metadata.json", "model.weights.h5"
+NETWORK_FILES = (KERAS_CONFIG_FILE, KERAS_METADATA_FILE, WEIGHTS_FILE)
+# pneumo 0.1's layout: the metadata in config.json, naming the network file (model.keras) in "model_file".
+LEGACY_CONFIG_FILE, LEGACY_MODEL_FILE = "config.json", "model.keras"
 CARD_FILE = "README.md"
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
@@ -42,24 +51,38 @@ METRICS_SPLITS = ("validation", "test")
 # The parts of data_split.csv.
 TRAIN_SPLIT, VALIDATION_SPLIT, HOLDOUT_SPLIT = "train", "validation", "holdout_earliest"
 
-REQUIRED_CONFIG_KEYS = ("architecture", "model_file", "input", "class_names", "positive_class", "threshold",
-                        "calibration", "gradcam_layer")
-# What a Hub download fetches to use a model, and what a push publishes to document it.
-DOWNLOADED_FILES = [CONFIG_FILE, "*.keras", CARD_FILE, "metrics_*.json"]
+REQUIRED_CONFIG_KEYS = ("architecture", "input", "class_names", "positive_class", "threshold", "calibration",
+                        "gradcam_layer")
+# What a Hub download fetches to use a model (either layout), and what a push publishes to document it.
+DOWNLOADED_FILES = [CONFIG_FILE, *NETWORK_FILES, LEGACY_MODEL_FILE, CARD_FILE, "metrics_*.json"]
 PUBLISHED_FILES = [*DOWNLOADED_FILES, ROBUSTNESS_FILE, SCORING_LOG, HISTORY_FILE, CURVES_FILE, SPLIT_FILE]
-REQUIRED_FOR_PUBLISHING = [CONFIG_FILE, "metrics_validation.json"]
+REQUIRED_FOR_PUBLISHING = [CONFIG_FILE, *NETWORK_FILES, "metrics_validation.json"]
+
+
+def is_legacy(folder) -> bool:
+    """A pneumo 0.1 folder: pneumo's metadata in config.json, no pneumo.json and no Keras weights file."""
+    folder = Path(folder)
+    return (not (folder / CONFIG_FILE).exists() and not (folder / WEIGHTS_FILE).exists()
+            and (folder / LEGACY_CONFIG_FILE).exists())
+
+
+def config_path(folder) -> Path:
+    """Where the folder's pneumo metadata lives: pneumo.json, or config.json in a legacy folder."""
+    return Path(folder) / (LEGACY_CONFIG_FILE if is_legacy(folder) else CONFIG_FILE)
 
 
 def read_config(folder) -> dict:
-    """config.json of a model folder, checked to hold what using the model needs."""
-    path = Path(folder) / CONFIG_FILE
+    """The folder's pneumo metadata (pneumo.json, or a legacy config.json), checked to hold what using the
+    model needs."""
+    path = config_path(folder)
     if not path.exists():
-        raise ModelLoadError(f"{folder}: no {CONFIG_FILE}; a pneumo model folder needs one (see models/*/config.json)")
+        raise ModelLoadError(f"{folder}: no {CONFIG_FILE}; a pneumo model folder needs one (see models/*/{CONFIG_FILE})")
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{path}: not valid JSON ({error})") from None
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    required = (*REQUIRED_CONFIG_KEYS, "model_file") if path.name == LEGACY_CONFIG_FILE else REQUIRED_CONFIG_KEYS
+    missing = [key for key in required if key not in config]
     if missing:
         raise ModelLoadError(f"{path}: not a pneumo model config (missing {', '.join(missing)})")
     if config["positive_class"] not in config["class_names"]:
@@ -68,7 +91,59 @@ def read_config(folder) -> dict:
 
 
 def write_config(folder, config: dict) -> None:
-    write_json(Path(folder) / CONFIG_FILE, config)
+    write_json(config_path(folder), config)
+
+
+def network_files(folder, config: dict | None = None) -> list[Path]:
+    """The files that hold the network: Keras' directory format, or a legacy folder's model.keras."""
+    folder = Path(folder)
+    if is_legacy(folder):
+        return [folder / (config or read_config(folder))["model_file"]]
+    return [folder / name for name in NETWORK_FILES]
+
+
+def load_network(folder, config: dict | None = None):
+    """The folder's Keras model, loaded with safe_mode=True, in either layout."""
+    import keras
+
+    folder = Path(folder)
+    files = network_files(folder, config)
+    missing = [path.name for path in files if not path.exists()]
+    if missing:
+        raise ModelLoadError(f"{folder}: the network's {', '.join(missing)} is missing")
+    target = files[0] if is_legacy(folder) else folder
+    try:
+        return keras.saving.load_model(target, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a damaged or foreign file
+        raise ModelLoadError(f"{target}: cannot be loaded as a Keras model ({error})") from None
+
+
+def save_network(model, folder) -> None:
+    """Write the network in Keras' directory format (config.json, metadata.json, model.weights.h5)."""
+    folder = Path(folder)
+    model.save(folder, zipped=False)
+    assets = folder / "assets"
+    if assets.is_dir() and not any(assets.iterdir()):
+        assets.rmdir()  # Keras leaves an empty assets/ behind; none of our layers has assets
+
+
+def upgrade(folder) -> bool:
+    """Rewrite a legacy folder in today's layout (config.json -> pneumo.json, model.keras unpacked).
+    Returns False when the folder is already in today's layout."""
+    import zipfile
+
+    folder = Path(folder)
+    if not is_legacy(folder):
+        return False
+    config = read_config(folder)
+    archive = folder / config.pop("model_file")
+    with zipfile.ZipFile(archive) as keras_zip:
+        members = {name: keras_zip.read(name) for name in NETWORK_FILES}
+    write_json(folder / CONFIG_FILE, config)  # from here on the folder reads as today's layout
+    for name, payload in members.items():
+        atomic_write(folder / name, lambda temporary, payload=payload: Path(temporary).write_bytes(payload))
+    archive.unlink()
+    return True
 
 
 def metrics_path(folder, split: str) -> Path:
@@ -90,8 +165,11 @@ def write_metrics(folder, split: str, metrics: dict) -> None:
 
 
 def model_file_sha256(folder, config: dict | None = None) -> str:
-    config = config or read_config(folder)
-    return hashlib.sha256((Path(folder) / config["model_file"]).read_bytes()).hexdigest()
+    """SHA-256 of the network's files, in order (the graph and the weights; a legacy folder's model.keras)."""
+    digest = hashlib.sha256()
+    for path in network_files(folder, config):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def log_test_scoring(folder, metrics: dict, data: str, when: dt.datetime | None = None) -> None:
@@ -115,9 +193,39 @@ def files_to_publish(folder) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: no such model folder")
-    config = read_config(folder)
-    missing = [name for name in [*REQUIRED_FOR_PUBLISHING, config["model_file"]] if not (folder / name).exists()]
+    if is_legacy(folder):
+        raise ModelLoadError(f"{folder}: a pneumo 0.1 folder (config.json + model.keras), which Keras' hf:// loader "
+                             f"cannot read; run `python -m pneumo.model_folder upgrade {folder}` first")
+    read_config(folder)
+    missing = [name for name in REQUIRED_FOR_PUBLISHING if not (folder / name).exists()]
     if missing:
         raise ModelLoadError(f"{folder}: cannot publish, missing {', '.join(missing)}")
     return sorted(path for path in folder.iterdir()
                   if path.is_file() and any(fnmatch(path.name, pattern) for pattern in PUBLISHED_FILES))
+
+
+def main(argv=None) -> int:
+    """python -m pneumo.model_folder upgrade FOLDER..."""
+    import argparse
+    import sys
+
+    from .errors import PneumoError
+
+    parser = argparse.ArgumentParser(prog="python -m pneumo.model_folder", description="Maintain model folders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    upgrade_parser = commands.add_parser("upgrade", help="rewrite pneumo 0.1 folders (config.json + model.keras) "
+                                                         "in today's layout (pneumo.json + Keras' directory format)")
+    upgrade_parser.add_argument("folders", nargs="+")
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        try:
+            changed = upgrade(folder)
+        except (PneumoError, OSError) as error:
+            print(f"pneumo.model_folder: {error}", file=sys.stderr)
+            return 1
+        print(f"{folder}: {'upgraded' if changed else 'already in the current layout'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

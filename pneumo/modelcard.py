@@ -1,4 +1,4 @@
-"""The model card (README.md) of a model folder, written from its config.json and metrics files.
+"""The model card (README.md) of a model folder, written from its pneumo.json and metrics files.
 
 Every number in the card is read from a file the training or evaluation code wrote; none is typed in.
 """
@@ -82,14 +82,19 @@ HUB_METRICS = [("accuracy", "accuracy", "Accuracy"), ("roc_auc", "roc_auc", "ROC
 
 
 def hub_metadata(config: dict, metrics: dict):
-    """The card's YAML metadata, with `model-index` results from the folder's metrics files."""
+    """The card's YAML metadata, with `model-index` results from the folder's metrics files.
+
+    Only the official test set goes into `model-index`: it is the public dataset's `test` split. The
+    validation split and the hold-out are patient-level hold-outs of its `train` split (the public
+    `validation` split is a different set of 16 images), so they stay in the card's text and tables.
+    """
     from huggingface_hub import EvalResult, ModelCardData
 
     results = [
         EvalResult(task_type="image-classification", task_name="Pneumonia detection (pediatric chest X-ray)",
                    dataset_type=HUB_DATASET, dataset_name="Chest X-Ray Images (Pneumonia), Kermany et al. 2018",
                    dataset_split=split, metric_type=metric_type, metric_name=name, metric_value=round(values[key], 4))
-        for split, values in metrics.items()
+        for split, values in metrics.items() if split == "test"
         for key, metric_type, name in HUB_METRICS if values.get(key) is not None
     ]
     return ModelCardData(
@@ -170,10 +175,17 @@ the validation split. PNEUMONIA is predicted when its probability is at least
   something else.
 
 ## Files
-`{config['model_file']}` (Keras 3, loads with `safe_mode=True`), `config.json` (input size,
+{network_files_text(config)} (input size,
 preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.csv`,
 `training_curves.png`, `data_split.csv` (which training images were held out for validation).
 """
+
+
+def network_files_text(config: dict) -> str:
+    if "model_file" in config:  # a pneumo 0.1 folder
+        return f"`{config['model_file']}` (Keras 3, loads with `safe_mode=True`), `config.json`"
+    return ("`config.json`, `metadata.json` and `model.weights.h5` (the network in Keras 3's directory format: "
+            "`keras.saving.load_model(\"hf://OWNER/NAME\")` loads it), `pneumo.json`")
 
 
 def write_model_card(folder) -> None:

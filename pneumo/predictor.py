@@ -1,6 +1,6 @@
 """A trained model folder turned into calibrated predictions and their explanations.
 
-The folder's `config.json` says everything needed: input size, preprocessing, class names, the decision
+The folder's `pneumo.json` says everything needed: input size, preprocessing, class names, the decision
 threshold and the calibration temperature. Nothing about a model is hard-coded here.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from . import model_folder
 from .calibration import calibrated_probabilities
-from .errors import ModelLoadError, ModelNotFoundError
+from .errors import ModelNotFoundError
 from .imaging import ImageSource, Preprocessing, read_grayscale
 from .models import LOGITS_LAYER, logits_model
 
@@ -71,20 +71,11 @@ class Predictor:
 
     @classmethod
     def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
-        import keras
-
         folder = Path(folder)
         if not folder.is_dir():
             raise ModelNotFoundError(f"{folder}: no such model folder")
         config = model_folder.read_config(folder)
-        model_path = folder / config["model_file"]
-        if not model_path.exists():
-            raise ModelLoadError(f"{folder}: config.json names {config['model_file']}, which is missing")
-        try:
-            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
-        except Exception as error:  # Keras raises many types for a damaged or foreign file
-            raise ModelLoadError(f"{model_path}: cannot be loaded as a Keras model ({error})") from None
-        return cls(model, config, folder, reference or str(folder), revision)
+        return cls(model_folder.load_network(folder, config), config, folder, reference or str(folder), revision)
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """A decoded grayscale plane as this model's input (its own preprocessing)."""

@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--patience", type=int, default=6,
                         help="epochs without a gain in the selection criterion before stopping")
     parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
-                        help="intensity normalisation after decoding (part of the model: config.json records it)")
+                        help="intensity normalisation after decoding (part of the model: pneumo.json records it)")
     parser.add_argument("--validation-fraction", type=float, default=0.15)
     parser.add_argument("--holdout-fraction", type=float, default=0.1,
                         help="patients with the earliest running numbers of each series, held out as a second "

@@ -6,6 +6,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the suite never reaches the real Hub
 
 import io
+import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -118,6 +120,26 @@ def tiny_model_folder(synthetic_dataset, tmp_path_factory):
     main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "2",
           "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"])
     return out
+
+
+def legacy_copy(folder, destination) -> Path:
+    """`folder` rewritten in pneumo 0.1's layout: pneumo's metadata in config.json, the network in model.keras."""
+    from pneumo import model_folder
+
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    model_folder.load_network(folder).save(destination / "model.keras")
+    config = {**model_folder.read_config(folder), "model_file": "model.keras"}
+    (destination / "config.json").write_text(json.dumps(config))
+    for path in Path(folder).glob("metrics_*.json"):
+        shutil.copy(path, destination / path.name)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def legacy_model_folder(tiny_model_folder, tmp_path_factory):
+    """The tiny model as a pneumo 0.1 folder (config.json + model.keras)."""
+    return legacy_copy(tiny_model_folder, tmp_path_factory.mktemp("legacy") / "tiny-legacy")
 
 
 @pytest.fixture(scope="session")

@@ -89,10 +89,10 @@ def stricter_model(tiny_model_folder, tmp_path_factory):
     """The tiny model with a decision threshold between its probabilities, so the two disagree on some images."""
     folder = tmp_path_factory.mktemp("stricter") / "tiny-stricter"
     shutil.copytree(tiny_model_folder, folder, ignore=shutil.ignore_patterns("checkpoints"))
-    config = json.loads((folder / "config.json").read_text())
+    config = json.loads((folder / "pneumo.json").read_text())
     config["name"] = "tiny-stricter"
     config["threshold"] = 0.5
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "pneumo.json").write_text(json.dumps(config))
     return folder
 
 

@@ -21,7 +21,8 @@ def hub_cache(tmp_path, monkeypatch, tiny_model_folder):
     repo = cache / "models--pneumo--tiny"
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True)
-    for name in ("config.json", "model.keras", "README.md", "metrics_validation.json"):
+    for name in ("pneumo.json", "config.json", "metadata.json", "model.weights.h5", "README.md",
+                 "metrics_validation.json"):
         shutil.copy(tiny_model_folder / name, snapshot / name)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(COMMIT)
@@ -71,7 +72,14 @@ def test_a_missing_folder_is_not_found(tmp_path):
 
 
 def test_a_folder_without_config_is_refused(tmp_path):
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match="pneumo.json"):
+        load_predictor(str(tmp_path))
+
+
+def test_a_plain_keras_folder_without_pneumo_metadata_is_refused(tmp_path, tiny_model_folder):
+    for name in ("config.json", "metadata.json", "model.weights.h5"):
+        shutil.copy(tiny_model_folder / name, tmp_path / name)
+    with pytest.raises(ModelLoadError, match="no pneumo.json"):
         load_predictor(str(tmp_path))
 
 
@@ -81,14 +89,29 @@ def test_a_config_that_is_not_pneumo_is_refused(tmp_path):
         load_predictor(str(tmp_path))
 
 
-def test_a_missing_model_file_is_refused(tmp_path, tiny_model_folder):
+def test_missing_network_files_are_refused(tmp_path, tiny_model_folder):
+    shutil.copy(tiny_model_folder / "pneumo.json", tmp_path / "pneumo.json")
     shutil.copy(tiny_model_folder / "config.json", tmp_path / "config.json")
-    with pytest.raises(ModelLoadError, match="model.keras, which is missing"):
+    with pytest.raises(ModelLoadError, match="metadata.json, model.weights.h5 is missing"):
         load_predictor(str(tmp_path))
 
 
-def test_a_damaged_model_file_is_refused(tmp_path, tiny_model_folder):
-    shutil.copy(tiny_model_folder / "config.json", tmp_path / "config.json")
+def test_damaged_weights_are_refused(tmp_path, tiny_model_folder):
+    for name in ("pneumo.json", "config.json", "metadata.json"):
+        shutil.copy(tiny_model_folder / name, tmp_path / name)
+    (tmp_path / "model.weights.h5").write_bytes(b"not an HDF5 file")
+    with pytest.raises(ModelLoadError, match="cannot be loaded"):
+        load_predictor(str(tmp_path))
+
+
+def test_a_legacy_folder_without_its_model_file_is_refused(tmp_path, legacy_model_folder):
+    shutil.copy(legacy_model_folder / "config.json", tmp_path / "config.json")
+    with pytest.raises(ModelLoadError, match="model.keras is missing"):
+        load_predictor(str(tmp_path))
+
+
+def test_a_damaged_legacy_model_file_is_refused(tmp_path, legacy_model_folder):
+    shutil.copy(legacy_model_folder / "config.json", tmp_path / "config.json")
     (tmp_path / "model.keras").write_bytes(b"not a zip archive")
     with pytest.raises(ModelLoadError, match="cannot be loaded"):
         load_predictor(str(tmp_path))

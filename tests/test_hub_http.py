@@ -29,15 +29,16 @@ except PneumoError as error:
 
 
 @pytest.fixture
-def hub(tiny_model_folder):
+def hub(tiny_model_folder, legacy_model_folder):
     with LoopbackHub() as server:
         files = {p.name: p.read_bytes() for p in tiny_model_folder.iterdir() if p.is_file()}
-        older = {**files, "config.json": files["config.json"].replace(b'"threshold"', b'"threshold_was"', 1)}
+        older = {**files, "pneumo.json": files["pneumo.json"].replace(b'"threshold"', b'"threshold_was"', 1)}
         repo = Repo(files, MAIN, refs={"v1": OLDER})
         repo.commits[OLDER] = older
         server.repos["pneumo/tiny"] = repo
         server.repos["pneumo/private"] = Repo(files, MAIN, token="hf_right")
-        server.repos["pneumo/no-model"] = Repo({k: v for k, v in files.items() if k != "model.keras"}, MAIN)
+        server.repos["pneumo/no-model"] = Repo({k: v for k, v in files.items() if k != "model.weights.h5"}, MAIN)
+        server.repos["pneumo/legacy"] = Repo({p.name: p.read_bytes() for p in legacy_model_folder.iterdir()}, MAIN)
         yield server
 
 
@@ -58,7 +59,8 @@ def pull(hub, tmp_path, reference, offline=False, token=None, script=PULL):
 def test_first_pull_downloads_only_the_model_files(hub, tmp_path):
     result = pull(hub, tmp_path, "pneumo/tiny")
     assert result["commit"] == MAIN
-    assert result["files"] == ["README.md", "config.json", "metrics_validation.json", "model.keras"]
+    assert result["files"] == ["README.md", "config.json", "metadata.json", "metrics_validation.json",
+                               "model.weights.h5", "pneumo.json"]
     assert sorted(path.rsplit("/", 1)[-1] for path in hub.downloads()) == result["files"]
 
 
@@ -79,7 +81,7 @@ def test_a_cached_branch_pull_only_asks_which_commit_main_is(hub, tmp_path):
 def test_a_tag_pins_its_own_commit(hub, tmp_path):
     result = pull(hub, tmp_path, "pneumo/tiny@v1")
     assert result["commit"] == OLDER
-    assert b"threshold_was" in open(os.path.join(result["folder"], "config.json"), "rb").read()
+    assert b"threshold_was" in open(os.path.join(result["folder"], "pneumo.json"), "rb").read()
 
 
 def test_offline_a_cached_revision_loads_and_an_uncached_one_says_what_to_do(hub, tmp_path):
@@ -116,14 +118,27 @@ def test_a_repo_without_its_model_file_is_refused_when_loading(hub, tmp_path):
                           "from pneumo.predictor import load_predictor").replace(
         "folder, commit = resolve_model_folder(sys.argv[1])", "load_predictor(sys.argv[1])")
     result = pull(hub, tmp_path, "pneumo/no-model", script=script)
-    assert result["error"] == "ModelLoadError" and "model.keras, which is missing" in result["message"]
+    assert result["error"] == "ModelLoadError" and "model.weights.h5 is missing" in result["message"]
 
 
-def test_a_pulled_model_predicts_and_reports_its_commit(hub, tmp_path):
-    script = PULL.replace("from pneumo.hub import resolve_model_folder",
-                          "from pneumo.predictor import load_predictor").replace(
-        'folder, commit = resolve_model_folder(sys.argv[1])\n    print(json.dumps({"commit": commit, "files": '
-        'sorted(os.listdir(folder)), "folder": str(folder)}))',
-        f'p = load_predictor(sys.argv[1])\n    print(json.dumps(p.predict_file({str(REPO / "examples" / "normal_IM-0039-0001.jpeg")!r}).to_dict()))')
-    result = pull(hub, tmp_path, "pneumo/tiny", script=script)
+PREDICT = PULL.replace("from pneumo.hub import resolve_model_folder", "from pneumo.predictor import load_predictor").replace(
+    'folder, commit = resolve_model_folder(sys.argv[1])\n    print(json.dumps({"commit": commit, "files": '
+    'sorted(os.listdir(folder)), "folder": str(folder)}))',
+    f'p = load_predictor(sys.argv[1])\n    print(json.dumps(p.predict_file({str(REPO / "examples" / "normal_IM-0039-0001.jpeg")!r}).to_dict()))')
+
+
+@pytest.mark.parametrize("repo", ["pneumo/tiny", "pneumo/legacy"])
+def test_a_pulled_model_predicts_and_reports_its_commit(hub, tmp_path, repo):
+    result = pull(hub, tmp_path, repo, script=PREDICT)
     assert result["revision"] == MAIN and result["label"] in ("NORMAL", "PNEUMONIA")
+
+
+def test_keras_loads_a_published_repo_by_its_hf_url(hub, tmp_path):
+    """The Hub's "Use this model" snippet for a Keras repo: keras.saving.load_model("hf://OWNER/NAME")."""
+    script = """
+import json, sys
+import keras
+model = keras.saving.load_model("hf://" + sys.argv[1], compile=False)
+print(json.dumps({"output_shape": list(model.output_shape)}))
+"""
+    assert pull(hub, tmp_path, "pneumo/tiny", script=script) == {"output_shape": [None, 2]}

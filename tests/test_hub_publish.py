@@ -58,10 +58,11 @@ def test_push_creates_the_repo_uploads_the_model_files_and_tags_the_commit(folde
     assert (create, repo_id, create_args["private"], create_args["exist_ok"]) == ("create_repo", "owner/pneumo-tiny",
                                                                                    True, True)
     assert upload == "upload_folder" and upload_args["folder_path"] == str(folder)
-    assert set(upload_args["allow_patterns"]) == {"config.json", "model.keras", "README.md", "metrics_validation.json",
-                                                  "history.csv", "training_curves.png", "data_split.csv"}
-    # Files of an earlier upload that the folder no longer has go in the same commit.
-    assert "metrics_*.json" in upload_args["delete_patterns"] and "*.keras" in upload_args["delete_patterns"]
+    assert set(upload_args["allow_patterns"]) == {"pneumo.json", "config.json", "metadata.json", "model.weights.h5",
+                                                  "README.md", "metrics_validation.json", "history.csv",
+                                                  "training_curves.png", "data_split.csv"}
+    # Files of an earlier upload that the folder no longer has (a pneumo 0.1 model.keras) go in the same commit.
+    assert "metrics_*.json" in upload_args["delete_patterns"] and "model.keras" in upload_args["delete_patterns"]
     assert (tag, tag_args["tag"], tag_args["revision"]) == ("create_tag", "v1.0", "c" * 40)
     assert result["commit"] == "c" * 40
 
@@ -74,7 +75,8 @@ def test_the_uploaded_card_carries_hub_metadata_and_results(folder):
     assert card.data.library_name == "keras" and card.data.pipeline_tag == "image-classification"
     assert card.data.license == "cc-by-4.0" and card.data.datasets and "pneumonia" in card.data.tags
     splits = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
-    assert splits[("test", "accuracy")] == 0.9 and ("validation", "roc_auc") in splits
+    # Only the public dataset's test split: our validation split and hold-out are parts of its train split.
+    assert splits[("test", "accuracy")] == 0.9 and {split for split, _ in splits} == {"test"}
     assert "Intended use" in card.text and "Limitations" in card.text and "Training recipe" in card.text
 
 
@@ -83,7 +85,7 @@ def test_dry_run_lists_the_upload_and_calls_and_writes_nothing(folder):
     (folder / "README.md").write_text("the card as the user left it")
     plan = push(folder, "owner/x", dry_run=True, api=api)
     assert api.calls == []
-    assert {"model.keras", "README.md"} <= {f["name"] for f in plan["files"]} and "commit" not in plan
+    assert {"model.weights.h5", "README.md"} <= {f["name"] for f in plan["files"]} and "commit" not in plan
     assert (folder / "README.md").read_text() == "the card as the user left it"
 
 
