@@ -1,0 +1,88 @@
+"""Compressed DICOM, as PACS exports CR/DX images: each transfer syntax decodes (through python-gdcm, the
+pixel-data handler pydicom finds) to the same image as the uncompressed file, and every bundled model
+gives the same probability within 0.02.
+
+The files are made here from one real X-ray (the encodings test's), transcoded by GDCM itself. Not
+covered: 12-bit JPEG Extended (1.2.840.10008.1.2.4.51), which pydicom decodes only through the GPL
+pylibjpeg-libjpeg; such a file gets a one-line "unsupported" error naming its transfer syntax (tested).
+"""
+
+import numpy as np
+import pytest
+
+from conftest import BUNDLED_MODELS
+from pneumo.imaging import read_grayscale
+from pneumo.predictor import Predictor
+from test_encodings import dicom, gray8
+
+# name -> (GDCM transfer syntax, lossless)
+SYNTAXES = {
+    "jpeg_lossless_sv1": ("JPEGLosslessProcess14_1", True),   # 1.2.840.10008.1.2.4.70, the commonest in PACS
+    "jpeg_ls_lossless": ("JPEGLSLossless", True),             # 1.2.840.10008.1.2.4.80
+    "jpeg2000_lossless": ("JPEG2000Lossless", True),          # 1.2.840.10008.1.2.4.90
+    "rle_lossless": ("RLELossless", True),                    # 1.2.840.10008.1.2.5
+    "jpeg2000_lossy": ("JPEG2000", False),                    # 1.2.840.10008.1.2.4.91
+}
+
+
+def transcode(source, destination, syntax: str):
+    """Rewrite a DICOM file in another transfer syntax with GDCM's own encoders."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change(), syntax
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(destination))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return destination
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compressed-dicom")
+    uncompressed = dicom(folder / "uncompressed.dcm", gray8())
+    return uncompressed, {name: transcode(uncompressed, folder / f"{name}.dcm", syntax)
+                          for name, (syntax, _) in SYNTAXES.items()}
+
+
+@pytest.mark.parametrize("name", SYNTAXES)
+def test_each_transfer_syntax_decodes_to_the_uncompressed_image(files, name):
+    import pydicom
+
+    uncompressed, compressed = files
+    expected_uid = {"jpeg_lossless_sv1": "1.2.840.10008.1.2.4.70", "jpeg_ls_lossless": "1.2.840.10008.1.2.4.80",
+                    "jpeg2000_lossless": "1.2.840.10008.1.2.4.90", "rle_lossless": "1.2.840.10008.1.2.5",
+                    "jpeg2000_lossy": "1.2.840.10008.1.2.4.91"}
+    assert pydicom.dcmread(compressed[name]).file_meta.TransferSyntaxUID == expected_uid[name]
+    reference, decoded = read_grayscale(uncompressed), read_grayscale(compressed[name])
+    if SYNTAXES[name][1]:
+        assert np.array_equal(decoded, reference)
+    else:
+        assert np.abs(decoded - reference).mean() < 0.01
+
+
+def test_twelve_bit_jpeg_extended_is_one_clear_error(files, tmp_path):
+    from pneumo.errors import UnsupportedFormatError
+
+    path = transcode(files[0], tmp_path / "jpeg_extended_12_bit.dcm", "JPEGExtendedProcess2_4")
+    with pytest.raises(UnsupportedFormatError, match="1.2.840.10008.1.2.4.51"):
+        read_grayscale(path)
+
+
+@pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
+def predictor(request):
+    return Predictor.from_folder(request.param)
+
+
+def test_every_bundled_model_gives_the_uncompressed_files_probability(files, predictor):
+    uncompressed, compressed = files
+    reference = predictor.predict_file(uncompressed).positive_probability
+    probabilities = {name: predictor.predict_file(path).positive_probability for name, path in compressed.items()}
+    assert all(abs(p - reference) <= 0.02 for p in probabilities.values()), (reference, probabilities)
