@@ -27,6 +27,7 @@ from pneumo.bundled import REPO_ROOT, model_references  # noqa: E402
 from pneumo.demo import analyse, compare, load_demo_predictors, model_summary, report  # noqa: E402
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
+from pneumo.ood import out_of_distribution_warning  # noqa: E402
 from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
@@ -95,6 +96,8 @@ def compare_models(predictors, path):
     summary, overlays = compare(predictors, path)
     banner = ("Both models agree." if summary["agree"] else
               "⚠️ **The models disagree on this image**: treat both answers with caution.")
+    if warning := out_of_distribution_warning(summary["models"]):
+        banner = f"⚠️ **{warning}**\n\n{banner}"
     outputs = [banner]
     for name, result in summary["models"].items():
         outputs += [label_value(result), served_png(overlays[name], f"gradcam-{name}"), result]
@@ -107,6 +110,8 @@ def predict(predictors, path, model_name, explain_class):
     if model_name not in predictors:
         raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(predictors)}.")
     result, overlay = analyse(predictors[model_name], path, explain_class or None)
+    if warning := out_of_distribution_warning({model_name: result}):
+        gr.Warning(warning)
     return label_value(result), served_png(overlay, f"gradcam-{model_name}"), result
 
 

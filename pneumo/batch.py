@@ -58,8 +58,8 @@ def shard_of(relative_path: str, count: int) -> int:
 
 
 def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
-    """Yield (file, class probabilities or None, error message or None) in order, decoding in parallel
-    with inference."""
+    """Yield (file, class probabilities or None, out-of-distribution score (NaN without a reference),
+    error message or None) in order, decoding in parallel with inference."""
     dataset = (loaded_images([f.path for f in files], predictor.load_image, (predictor.height, predictor.width, 3),
                              tolerate=InvalidImageError)
                .batch(batch_size).prefetch(2))
@@ -68,11 +68,12 @@ def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
         errors = [e.decode() for e in errors.numpy()]
         good = np.array([not e for e in errors])
         probabilities = np.full((len(errors), len(predictor.class_names)), np.nan)
+        ood_scores = np.full(len(errors), np.nan)
         if good.any():
-            probabilities[good] = predictor.probabilities(images.numpy()[good])
+            probabilities[good], ood_scores[good] = predictor.assess(images.numpy()[good])
         for offset, error in enumerate(errors):
             file = files[position + offset]
-            yield file, (None if error else probabilities[offset]), (error or None)
+            yield file, (None if error else probabilities[offset]), ood_scores[offset], (error or None)
         position += len(errors)
 
 
@@ -81,13 +82,13 @@ def score(predictor, files: list[ImageFile], threshold: float | None = None, bat
     """(predictions, skipped) tables for one model. `progress(n)` is called after each image."""
     threshold = predictor.threshold if threshold is None else float(threshold)
     rows, skipped = [], []
-    for file, probabilities, error in stream_scores(predictor, files, batch_size):
+    for file, probabilities, ood_score, error in stream_scores(predictor, files, batch_size):
         if error:
             skipped.append((file.relative.as_posix(), reason_of(error, file)))
         else:
             rows.append((file.relative.as_posix(), file.true_label(predictor.class_names) or "",
                          float(probabilities[predictor.positive_index]), predictor.decide(probabilities, threshold),
-                         threshold))
+                         threshold, ood_score, None if np.isnan(ood_score) else bool(ood_score > 1.0)))
         if progress:
             progress(1)
     return (pd.DataFrame(rows, columns=prediction_columns(predictor.positive_class)),

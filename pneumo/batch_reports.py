@@ -14,7 +14,7 @@ from sklearn.metrics import classification_report
 from .data import subgroup_of
 from .files import write_csv, write_json
 from .metrics import compute_metrics, full_metrics
-from .plots import plot_comparison, plot_confusion_matrix, plot_roc
+from .plots import plot_comparison, plot_confusion_matrix, plot_reliability, plot_roc
 
 COMPARISON_METRICS = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"]
 
@@ -25,7 +25,10 @@ def probability_column(positive_class: str) -> str:
 
 
 def prediction_columns(positive_class: str) -> list[str]:
-    return ["file", "true_label", probability_column(positive_class), "predicted_label", "threshold"]
+    # ood_score: pneumo.ood's distance from the training X-rays (above 1: out_of_distribution; empty when the
+    # model folder has no reference).
+    return ["file", "true_label", probability_column(positive_class), "predicted_label", "threshold", "ood_score",
+            "out_of_distribution"]
 
 
 def labeled_part(predictions: pd.DataFrame, class_names) -> pd.DataFrame:
@@ -94,8 +97,9 @@ def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped
         write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True)
         write_csv(folder / "confusion_matrix.csv", confusion_table(metrics, order), index=True)
         plot_confusion_matrix(metrics, order, name, folder / "confusion_matrix.png")
-        plot_roc(*positive_truth_and_probability(labeled, model["positive_class"]), metrics, name,
-                 folder / "roc_curve.png")
+        truth_and_probability = positive_truth_and_probability(labeled, model["positive_class"])
+        plot_roc(*truth_and_probability, metrics, name, folder / "roc_curve.png")
+        plot_reliability(*truth_and_probability, metrics, name, folder / "reliability_diagram.png")
     return metrics
 
 

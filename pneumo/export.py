@@ -25,6 +25,7 @@ from .errors import ModelLoadError, PneumoError
 from .imaging import Preprocessing
 from .metrics import expected_calibration_error, full_metrics
 from .modelcard import write_model_card
+from .ood import fit_reference
 from .models import LOGITS_LAYER, get_architecture, logits_model
 from .perturbations import AUGMENTATION_SUMMARY
 from .plots import plot_training_curves
@@ -159,6 +160,7 @@ def export_model_folder(out) -> dict:
         "training": training_summary(args, arch, options, split, history, class_names),
     }
     model_folder.write_config(out, config)
+    config["out_of_distribution"] = fit_reference(out, args["data"])
     plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)
     write_model_card(out)
     return config

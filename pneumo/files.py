@@ -16,6 +16,7 @@ def atomic_write(path, write) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes files only their owner can read; these are for everyone
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

@@ -11,12 +11,14 @@ import numpy as np
 
 
 class GradCam:
-    def __init__(self, model, feature_layer: str, logits_layer: str = "logits"):
+    def __init__(self, model, feature_layer: str, logits_layer: str = "logits", pooled_layer: str | None = None):
+        """`pooled_layer` (default: `feature_layer`): the map whose grid average is returned with the scores."""
         import keras
         import tensorflow as tf
 
         self._model = keras.Model(model.input, [model.get_layer(feature_layer).output,
-                                                model.get_layer(logits_layer).output])
+                                                model.get_layer(logits_layer).output,
+                                                model.get_layer(pooled_layer or feature_layer).output])
         classes = int(self._model.outputs[1].shape[-1])
 
         @tf.function(reduce_retracing=True)
@@ -24,23 +26,24 @@ class GradCam:
             # Gradients of every class score at once: they flow back only through the layers after the
             # feature map (the head), so all classes cost little more than one.
             with tf.GradientTape(persistent=True) as tape:
-                feature_map, logits = self._model(images, training=False)
+                feature_map, logits, pooled_map = self._model(images, training=False)
                 scores = [logits[:, index] for index in range(classes)]
             gradients = tf.stack([tape.gradient(score, feature_map) for score in scores])
-            return feature_map, logits, gradients
+            return feature_map, logits, gradients, tf.reduce_mean(pooled_map, axis=[1, 2])
 
         self._compute = logits_and_gradients
 
-    def logits_and_heatmaps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The class scores of one model input and a (classes, rows, cols) heatmap per class in [0, 1]."""
-        feature_map, logits, gradients = self._compute(np.asarray(image[None], np.float32))
+    def logits_and_heatmaps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The class scores of one model input, a (classes, rows, cols) heatmap per class in [0, 1], and the
+        pooled layer's map averaged over its grid (what the out-of-distribution check measures)."""
+        feature_map, logits, gradients, pooled = self._compute(np.asarray(image[None], np.float32))
         feature_map, gradients = np.asarray(feature_map[0], np.float64), np.asarray(gradients[:, 0], np.float64)
         # The mean intensity of the gradient over each feature-map channel: how much that channel matters.
         channel_weights = gradients.mean(axis=(1, 2))
         cams = np.maximum(np.einsum("hwc,kc->khw", feature_map, channel_weights), 0.0)
         peaks = cams.max(axis=(1, 2), keepdims=True)
         heatmaps = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0).astype(np.float32)
-        return np.asarray(logits[0], np.float64), heatmaps
+        return np.asarray(logits[0], np.float64), heatmaps, np.asarray(pooled[0], np.float64)
 
 
 OVERLAY_SIDE = 448  # heatmaps are drawn over the X-ray at this size, sharper than the model's input

@@ -6,9 +6,11 @@
                                 keras.saving.load_model("hf://OWNER/NAME") works on a published repo
       pneumo.json               everything else needed to use it: input size, preprocessing, class
                                 names, operating points, calibration, Grad-CAM layer, how it was trained
+      ood_reference.npz         the training X-rays' feature distribution (pneumo.ood)
       README.md                 the model card
       metrics_validation.json   metrics on the patient-level validation split (and the hold-out's)
       metrics_test.json         metrics on the official test set, scored once
+      metrics_site_holdout.json a site refit's hold-out (pneumo.calibrate), before and after
       metrics_robustness.csv    the validation split under acquisition perturbations
       test_scorings.csv         every scoring of the test set: date, model file hash, metrics
       history.csv, training_curves.png, data_split.csv
@@ -44,17 +46,20 @@ HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
 SPLIT_FILE = "data_split.csv"
 ROBUSTNESS_FILE = "metrics_robustness.csv"
+OOD_REFERENCE_FILE = "ood_reference.npz"
 SCORING_LOG = "test_scorings.csv"
 CHECKPOINTS = "checkpoints"
 TRAIN_ARGS_FILE = "train_args.json"
-METRICS_SPLITS = ("validation", "test")
+# validation and test; site_holdout in a folder refitted to a site's own data (pneumo.calibrate).
+SITE_HOLDOUT_SPLIT = "site_holdout"
+METRICS_SPLITS = ("validation", SITE_HOLDOUT_SPLIT, "test")
 # The parts of data_split.csv.
 TRAIN_SPLIT, VALIDATION_SPLIT, HOLDOUT_SPLIT = "train", "validation", "holdout_earliest"
 
 REQUIRED_CONFIG_KEYS = ("architecture", "input", "class_names", "positive_class", "threshold", "calibration",
                         "gradcam_layer")
 # What a Hub download fetches to use a model (either layout), and what a push publishes to document it.
-DOWNLOADED_FILES = [CONFIG_FILE, *NETWORK_FILES, LEGACY_MODEL_FILE, CARD_FILE, "metrics_*.json"]
+DOWNLOADED_FILES = [CONFIG_FILE, *NETWORK_FILES, LEGACY_MODEL_FILE, OOD_REFERENCE_FILE, CARD_FILE, "metrics_*.json"]
 PUBLISHED_FILES = [*DOWNLOADED_FILES, ROBUSTNESS_FILE, SCORING_LOG, HISTORY_FILE, CURVES_FILE, SPLIT_FILE]
 REQUIRED_FOR_PUBLISHING = [CONFIG_FILE, *NETWORK_FILES, "metrics_validation.json"]
 

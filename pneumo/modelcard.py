@@ -16,6 +16,7 @@ METRIC_ROWS = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity (PNEUMONIA
                ("expected_calibration_error", "Expected calibration error")]
 SPLITS = [("validation", "Validation (patient-level split of train/)"),
           ("holdout_earliest", "Earliest-acquisitions hold-out of train/"),
+          ("site_holdout", "Site hold-out (after the site refit)"),
           ("test", "Official test set (624 images, touched once)")]
 
 
@@ -157,8 +158,8 @@ Medical Center), every image resized to 224x224. {training['train_images']} trai
 
 ## Decision threshold and calibration
 Probabilities are `softmax(logits / T)` with T = {config['calibration']['temperature']:.3f}, fitted on
-the validation split. PNEUMONIA is predicted when its probability is at least
-{config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}
+{config['calibration'].get('fitted_on', 'validation split').replace('validation split', 'the validation split')}. PNEUMONIA is predicted when its probability is at least
+{config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}{site_calibration_text(config)}
 
 ## Metrics
 {metrics_section}
@@ -171,14 +172,38 @@ the validation split. PNEUMONIA is predicted when its probability is at least
   experts without follow-up; some are wrong.
 - Grad-CAM shows where the model looked, not proof of pathology; heatmaps can highlight text markers or
   borders.
-- Input is treated as a frontal chest X-ray whatever it is; the model cannot tell when it is shown
-  something else.
+- {ood_limitation(config)}
 
 ## Files
 {network_files_text(config)} (input size,
 preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.csv`,
 `training_curves.png`, `data_split.csv` (which training images were held out for validation).
 """
+
+
+def site_calibration_text(config: dict) -> str:
+    site = config.get("site_calibration")
+    if not site:
+        return ""
+    ece = site["holdout_expected_calibration_error"]
+    return (f"\n\n**Refitted to a site** (`python -m pneumo.calibrate`, {site['date']}): the network of "
+            f"`{site['source']}` (SHA-256 {site['source_model_sha256'][:12]}...) unchanged, its temperature "
+            f"({site['source_temperature']:.3f} before) and operating points ({site['source_threshold']:.3f} before) "
+            f"fitted on {site['fitting_images']} images ({site['fitting_patients']} patients) of `{site['data']}`, "
+            f"measured on a patient-level hold-out of {site['holdout_images']} images ({site['holdout_patients']} "
+            f"patients): expected calibration error {ece['before']:.3f} before, {ece['after']:.3f} after. The "
+            "training and validation sections describe the source model.")
+
+
+def ood_limitation(config: dict) -> str:
+    block = config.get("out_of_distribution")
+    if not block:
+        return ("Input is treated as a frontal chest X-ray whatever it is; this folder has no check for images "
+                "that are something else (`python -m pneumo.ood` adds one).")
+    return (f"An out-of-distribution check flags images unlike the training X-rays: the Mahalanobis distance "
+            f"of the `{block['layer']}` features, with a threshold that flags "
+            f"{block['flagged_fraction_target']:.0%} of the validation X-rays. It is a heuristic: it catches "
+            "photos, documents and other scans, not every unusual X-ray, and it says nothing about image quality.")
 
 
 def network_files_text(config: dict) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .ood import out_of_distribution_warning
+
 DISCLAIMER = ("Research and teaching software, not a medical device. These predictions must not be used to "
               "diagnose or treat any patient and do not replace a radiologist. The models were trained on "
               "pediatric chest X-rays (ages 1-5) from one hospital.")
@@ -67,6 +69,11 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
 
     pdf.set_font("DejaVu", "B", 11)
     pdf.cell(width, 7, "Predictions", new_x="LMARGIN", new_y="NEXT")
+    if warning := out_of_distribution_warning(results):
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.set_text_color(150, 0, 0)
+        pdf.multi_cell(width, 5, f"Warning: {warning}", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
     # One column per class, in the order the first model names them (the models' own class names).
     class_names = list(next(iter(results.values()))["probabilities"]) if results else []
     probability_width = 66 / max(len(class_names), 1)

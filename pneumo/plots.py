@@ -70,6 +70,25 @@ def plot_roc(y_true, prob_positive, metrics: dict, title: str, path: Path) -> No
     save_figure(figure, path)
 
 
+def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Path, bins: int = 10) -> None:
+    """The calibration curve: in each probability bin, the fraction of images that are positive."""
+    from sklearn.calibration import calibration_curve
+
+    figure, axis = plt.subplots(figsize=(4.6, 4))
+    observed, predicted = calibration_curve(y_true, prob_positive, n_bins=bins, strategy="uniform")
+    ece = metrics.get("expected_calibration_error")
+    axis.plot(predicted, observed, "o-", label="model" + (f" (ECE {ece:.3f})" if ece is not None else ""))
+    axis.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("predicted probability")
+    axis.set_ylabel("observed fraction positive")
+    axis.set_title(title)
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
 def plot_comparison(comparison: pd.DataFrame, metric_names, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(comparison)

@@ -13,9 +13,9 @@ import numpy as np
 
 from . import model_folder
 from .calibration import calibrated_probabilities
-from .errors import ModelNotFoundError
+from .errors import ModelLoadError, ModelNotFoundError
 from .imaging import ImageSource, Preprocessing, read_grayscale
-from .models import LOGITS_LAYER, logits_model
+from .models import LOGITS_LAYER
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,23 @@ class Prediction:
     model_name: str
     revision: str | None
     positive_class: str
+    ood_score: float | None = None  # distance from the training X-rays' features / its threshold (pneumo.ood)
 
     @property
     def positive_probability(self) -> float:
         return self.probabilities[self.positive_class]
 
+    @property
+    def out_of_distribution(self) -> bool | None:
+        """True when the image does not look like the X-rays the model was trained on; None when the model
+        folder has no reference to tell."""
+        return None if self.ood_score is None else bool(self.ood_score > 1.0)
+
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "threshold": self.threshold,
-                "model": self.model_name, "revision": self.revision}
+                "model": self.model_name, "revision": self.revision,
+                "out_of_distribution": self.out_of_distribution,
+                "ood_score": None if self.ood_score is None else round(self.ood_score, 3)}
 
 
 class Predictor:
@@ -45,6 +54,7 @@ class Predictor:
     """
 
     def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None):
+        import keras
         import tensorflow as tf
 
         self.model = model
@@ -62,12 +72,33 @@ class Predictor:
         self.temperature = float(config["calibration"].get("temperature", 1.0))
         self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
         self.logits_layer = config.get("logits_layer", LOGITS_LAYER)
+        self.feature_reference = self._feature_reference(config)
+        # The map the out-of-distribution check measures (the Grad-CAM layer when the folder has no check).
+        self.ood_layer = (config.get("out_of_distribution") or {}).get("layer") or config["gradcam_layer"]
         self._gradcam = None
         # One traced graph for every batch size: calling a Keras model eagerly costs more than the
         # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
-        scores = logits_model(model, self.logits_layer)
-        self._logits = tf.function(lambda images: scores(images, training=False),
-                                   input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
+        # The same pass yields the pooled feature map the out-of-distribution check measures.
+        scores = keras.Model(model.input, [model.get_layer(self.logits_layer).output,
+                                           model.get_layer(self.ood_layer).output])
+
+        def logits_and_features(images):
+            logits, feature_map = scores(images, training=False)
+            return logits, tf.reduce_mean(feature_map, axis=[1, 2])
+
+        self._forward = tf.function(logits_and_features,
+                                    input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
+
+    def _feature_reference(self, config: dict):
+        from .ood import FeatureReference
+
+        block = config.get("out_of_distribution")
+        if not block:
+            return None
+        path = self.folder / block["file"]
+        if not path.exists():
+            raise ModelLoadError(f"{self.folder}: {block['file']} (the out-of-distribution reference) is missing")
+        return FeatureReference.load(path)
 
     @classmethod
     def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
@@ -85,10 +116,28 @@ class Predictor:
         """`source` as this model's input, through the one image path."""
         return self.prepare(read_grayscale(source))
 
+    def _logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self._forward(np.asarray(images, dtype=np.float32))
+        return logits.numpy(), features.numpy()
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Class scores before calibration and softmax, shape (n, n_classes)."""
+        return self._logits_and_features(images)[0]
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
-        logits = self._logits(np.asarray(images, dtype=np.float32)).numpy()
-        return calibrated_probabilities(logits, self.temperature)
+        return self.assess(images)[0]
+
+    def ood_scores(self, features: np.ndarray) -> np.ndarray:
+        """Out-of-distribution scores (above 1: unlike the training X-rays); NaN without a reference."""
+        if self.feature_reference is None:
+            return np.full(len(features), np.nan)
+        return self.feature_reference.scores(features)
+
+    def assess(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated class probabilities (n, n_classes) and out-of-distribution scores (n,), one pass."""
+        logits, features = self._logits_and_features(images)
+        return calibrated_probabilities(logits, self.temperature), self.ood_scores(features)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
         """The label for one image's class probabilities at `threshold` (default: the folder's)."""
@@ -98,14 +147,16 @@ class Predictor:
         others = [i for i in range(len(self.class_names)) if i != self.positive_index]
         return self.class_names[max(others, key=lambda i: probabilities[i])]
 
-    def _prediction(self, probabilities: np.ndarray) -> Prediction:
+    def _prediction(self, probabilities: np.ndarray, ood_score: float) -> Prediction:
         return Prediction(label=self.decide(probabilities),
                           probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
                           threshold=self.threshold, model_name=self.name, revision=self.revision,
-                          positive_class=self.positive_class)
+                          positive_class=self.positive_class,
+                          ood_score=None if np.isnan(ood_score) else float(ood_score))
 
     def predict_image(self, image: np.ndarray) -> Prediction:
-        return self._prediction(self.probabilities(image[None])[0])
+        probabilities, ood_scores = self.assess(image[None])
+        return self._prediction(probabilities[0], ood_scores[0])
 
     def predict_file(self, source: ImageSource) -> Prediction:
         return self.predict_image(self.load_image(source))
@@ -114,14 +165,15 @@ class Predictor:
         if self._gradcam is None:
             from .gradcam import GradCam
 
-            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.logits_layer)
+            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.logits_layer, self.ood_layer)
         return self._gradcam
 
     def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
         """The prediction and the Grad-CAM heatmap of `class_name` (default: the predicted class), from one
         pass through the model: the pass that yields the gradients also yields the logits."""
-        logits, heatmaps = self._gradcam_for().logits_and_heatmaps(image)
-        prediction = self._prediction(calibrated_probabilities(logits[None], self.temperature)[0])
+        logits, heatmaps, features = self._gradcam_for().logits_and_heatmaps(image)
+        prediction = self._prediction(calibrated_probabilities(logits[None], self.temperature)[0],
+                                      self.ood_scores(features[None])[0])
         return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
 
     def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:

@@ -131,7 +131,7 @@ def legacy_copy(folder, destination) -> Path:
     model_folder.load_network(folder).save(destination / "model.keras")
     config = {**model_folder.read_config(folder), "model_file": "model.keras"}
     (destination / "config.json").write_text(json.dumps(config))
-    for path in Path(folder).glob("metrics_*.json"):
+    for path in [*Path(folder).glob("metrics_*.json"), *Path(folder).glob("ood_reference.npz")]:
         shutil.copy(path, destination / path.name)
     return destination
 

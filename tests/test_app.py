@@ -72,6 +72,23 @@ def test_report_is_a_pdf_with_the_metadata_and_both_predictions(client):
     assert set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) <= before
 
 
+def test_a_picture_that_is_not_a_chest_xray_is_flagged_in_the_banner_the_details_and_the_pdf(client, tmp_path):
+    from pypdf import PdfReader
+
+    from test_ood import not_chest_xrays
+
+    page = tmp_path / "discharge-summary.png"
+    page.write_bytes(not_chest_xrays()["text page"])
+    banner, *_, summary = client.predict(handle(page), api_name="/compare")
+    assert "does not look like the chest X-rays" in banner
+    assert all(result["out_of_distribution"] and result["ood_score"] > 1 for result in summary["models"].values())
+    pdf = client.predict(handle(page), "", "", "", "", "", "", api_name="/report")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())  # lines wrap anywhere
+    assert "does not look like the chest X-rays" in text
+    _, _, example = client.predict(handle(example_images()[0]), "CNN+LSTM", None, api_name="/predict")
+    assert example["out_of_distribution"] is False
+
+
 BAD_UPLOADS = {
     "pdf_renamed.png": b"%PDF-1.4 not an x-ray",
     "empty.png": b"",

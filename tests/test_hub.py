@@ -21,7 +21,7 @@ def hub_cache(tmp_path, monkeypatch, tiny_model_folder):
     repo = cache / "models--pneumo--tiny"
     snapshot = repo / "snapshots" / COMMIT
     snapshot.mkdir(parents=True)
-    for name in ("pneumo.json", "config.json", "metadata.json", "model.weights.h5", "README.md",
+    for name in ("pneumo.json", "config.json", "metadata.json", "model.weights.h5", "ood_reference.npz", "README.md",
                  "metrics_validation.json"):
         shutil.copy(tiny_model_folder / name, snapshot / name)
     (repo / "refs").mkdir()

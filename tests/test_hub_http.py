@@ -60,7 +60,7 @@ def test_first_pull_downloads_only_the_model_files(hub, tmp_path):
     result = pull(hub, tmp_path, "pneumo/tiny")
     assert result["commit"] == MAIN
     assert result["files"] == ["README.md", "config.json", "metadata.json", "metrics_validation.json",
-                               "model.weights.h5", "pneumo.json"]
+                               "model.weights.h5", "ood_reference.npz", "pneumo.json"]
     assert sorted(path.rsplit("/", 1)[-1] for path in hub.downloads()) == result["files"]
 
 

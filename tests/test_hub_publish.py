@@ -59,7 +59,7 @@ def test_push_creates_the_repo_uploads_the_model_files_and_tags_the_commit(folde
                                                                                    True, True)
     assert upload == "upload_folder" and upload_args["folder_path"] == str(folder)
     assert set(upload_args["allow_patterns"]) == {"pneumo.json", "config.json", "metadata.json", "model.weights.h5",
-                                                  "README.md", "metrics_validation.json", "history.csv",
+                                                  "ood_reference.npz", "README.md", "metrics_validation.json", "history.csv",
                                                   "training_curves.png", "data_split.csv"}
     # Files of an earlier upload that the folder no longer has (a pneumo 0.1 model.keras) go in the same commit.
     assert "metrics_*.json" in upload_args["delete_patterns"] and "model.keras" in upload_args["delete_patterns"]

@@ -46,6 +46,9 @@ class Architecture:
     training_stages: Callable = _one_stage
     # A sentence for the model card about where the weights started, or "".
     weights_note: Callable[[dict], str] = field(default=lambda options: "")
+    # The feature map whose grid average the out-of-distribution check measures (pneumo.ood); None: the
+    # Grad-CAM layer.
+    ood_layer: str | None = None
 
 
 _REGISTRY: dict[str, Architecture] = {}

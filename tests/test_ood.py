@@ -1,0 +1,124 @@
+"""The out-of-distribution check: its statistics, its place in the model folder, and what the real models
+flag (photos, documents, an MRI slice: yes; real chest X-rays: rarely)."""
+
+import gzip
+import io
+import shutil
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageDraw
+
+from conftest import BUNDLED_MODELS, REPO, example_images, png_bytes, synthetic_xray
+from pneumo import model_folder
+from pneumo.errors import ModelLoadError
+from pneumo.ood import MAX_DIMENSIONS, FeatureReference
+from pneumo.predictor import Predictor
+
+TEST_SET = REPO.parent / "shared" / "data" / "chest_xray" / "test"
+SAMPLE_DATA = Path(matplotlib.get_data_path()) / "sample_data"
+
+
+def test_the_threshold_flags_the_chosen_fraction_of_validation_and_far_points():
+    rng = np.random.default_rng(0)
+    training, validation = rng.normal(size=(2000, 16)), rng.normal(size=(1000, 16))
+    reference = FeatureReference.fit(training, validation)
+    assert (reference.scores(validation) > 1).sum() == 10  # the 99th percentile: 1% of 1,000
+    assert (reference.scores(rng.normal(size=(1000, 16))) > 1).mean() < 0.03
+    assert reference.scores(np.full((1, 16), 4.0))[0] > 5
+
+
+def test_wide_features_are_projected_and_the_reference_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    training, validation = rng.normal(size=(600, 300)), rng.normal(size=(200, 300))
+    reference = FeatureReference.fit(training, validation)
+    assert reference.projection.shape == (300, MAX_DIMENSIONS)
+    reference.save(tmp_path / "reference.npz")
+    loaded = FeatureReference.load(tmp_path / "reference.npz")
+    assert loaded.scores(validation) == pytest.approx(reference.scores(validation), rel=1e-4)
+
+
+def test_export_records_the_check_and_both_paths_score_alike(tiny_model_folder):
+    config = model_folder.read_config(tiny_model_folder)
+    assert config["out_of_distribution"]["layer"] == config["gradcam_layer"]
+    assert (tiny_model_folder / model_folder.OOD_REFERENCE_FILE).exists()
+    predictor = Predictor.from_folder(tiny_model_folder)
+    image = predictor.load_image(png_bytes(synthetic_xray(96, seed=5)))
+    plain = predictor.predict_image(image)
+    explained, _ = predictor.predict_and_explain(image)
+    assert plain.ood_score == pytest.approx(explained.ood_score, rel=1e-3)
+    result = plain.to_dict()
+    assert result["out_of_distribution"] == (plain.ood_score > 1) and result["ood_score"] == round(plain.ood_score, 3)
+
+
+def test_a_folder_whose_reference_is_missing_is_refused(tiny_model_folder, tmp_path):
+    copy = shutil.copytree(tiny_model_folder, tmp_path / "model", ignore=shutil.ignore_patterns("checkpoints"))
+    (copy / model_folder.OOD_REFERENCE_FILE).unlink()
+    with pytest.raises(ModelLoadError, match="out-of-distribution reference"):
+        Predictor.from_folder(copy)
+
+
+def test_a_folder_without_the_check_says_nothing(legacy_model_folder, tmp_path):
+    copy = shutil.copytree(legacy_model_folder, tmp_path / "model")
+    config = model_folder.read_config(copy)
+    del config["out_of_distribution"]
+    model_folder.write_config(copy, config)
+    prediction = Predictor.from_folder(copy).predict_file(png_bytes(synthetic_xray(96)))
+    assert prediction.ood_score is None and prediction.to_dict()["out_of_distribution"] is None
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def not_chest_xrays() -> dict[str, bytes]:
+    """Pictures a public demo receives instead of chest X-rays: photos and a logo that matplotlib ships, an
+    MRI slice it ships too, a text page and a solid colour rendered here."""
+    page = Image.new("RGB", (600, 800), "white")
+    draw = ImageDraw.Draw(page)
+    for line in range(40):
+        draw.text((40, 20 + 19 * line), f"Discharge summary, line {line}: admitted with cough and fever.", fill="black")
+    mri = np.frombuffer(gzip.open(SAMPLE_DATA / "s1045.ima.gz").read(), np.uint16)[-256 * 256:].reshape(256, 256)
+    return {"portrait photo": (SAMPLE_DATA / "grace_hopper.jpg").read_bytes(),
+            "product photo": (SAMPLE_DATA / "Minduka_Present_Blue_Pack.png").read_bytes(),
+            "logo": (SAMPLE_DATA / "logo2.png").read_bytes(),
+            "MRI slice": _png(Image.fromarray((mri / mri.max() * 255).astype(np.uint8))),
+            "text page": _png(page),
+            "red square": _png(Image.new("RGB", (300, 300), (255, 0, 0)))}
+
+
+@pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
+def bundled(request):
+    return Predictor.from_folder(request.param)
+
+
+def test_pictures_that_are_not_chest_xrays_are_flagged(bundled):
+    scores = {name: bundled.predict_file(data).ood_score for name, data in not_chest_xrays().items()}
+    assert all(score > 1 for score in scores.values()), scores
+
+
+def test_few_real_chest_xrays_are_flagged(bundled):
+    """Every fourth X-ray of the official test set (156 images): the check's threshold, set on the
+    validation split to flag 1%, flags at most 3% of X-rays from the other acquisitions."""
+    files = sorted(TEST_SET.glob("*/*.jpeg"))[::4] + example_images()
+    scores = np.concatenate([bundled.assess(np.stack([bundled.load_image(f) for f in files[i:i + 32]]))[1]
+                             for i in range(0, len(files), 32)])
+    assert len(files) >= 156 and (scores > 1).mean() <= 0.03
+
+
+def test_batch_predictions_carry_the_check(tiny_model_folder, tmp_path):
+    from batch_eval import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "xray.png").write_bytes(png_bytes(synthetic_xray(96)))
+    (folder / "page.png").write_bytes(not_chest_xrays()["text page"])
+    assert main([str(folder), "--model", str(tiny_model_folder), "--out", str(tmp_path / "out")]) == 0
+    predictions = pd.read_csv(tmp_path / "out" / tiny_model_folder.name / "predictions.csv").set_index("file")
+    assert predictions.ood_score.notna().all()
+    assert list(predictions.out_of_distribution) == list(predictions.ood_score > 1)
