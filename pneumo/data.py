@@ -1,4 +1,5 @@
-"""Datasets: image-folder discovery, the patient-level validation split and the tf.data pipeline."""
+"""Datasets: image-folder discovery, the patient-level validation split, the scoring pipeline (tf.data) and
+the training batches (any Keras backend)."""
 
 from __future__ import annotations
 
@@ -150,48 +151,69 @@ def loaded_images(paths, load, shape, tolerate: type[Exception] | None = None):
 
 
 def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *,
-                 preprocessing: Preprocessing = DECODER_SCALE, shuffle_seed=None, augment: bool = False,
-                 cache: bool = True, num_classes: int | None = None):
-    """A batched tf.data pipeline of (model input, label) through the one image path.
-
-    Decoding runs in parallel and is cached after the first pass. With `augment`, the decoded planes are
-    cached and every epoch draws a new acquisition of each (`perturbations.random_acquisition`) before the
-    model's own preprocessing, so training sees exactly what inference would make of that image.
-    `num_classes` turns the labels one-hot (needed for label smoothing).
-    """
+                 preprocessing: Preprocessing = DECODER_SCALE, cache: bool = True):
+    """A batched tf.data pipeline of (model input, label) through the one image path, decoded in parallel
+    (for scoring; training draws its batches from `training_batches`, which runs on every Keras backend)."""
     import tensorflow as tf
 
     from .imaging import read_grayscale
+
+    images = loaded_images(paths, lambda path: preprocessing.model_input(read_grayscale(path), height, width),
+                           (height, width, 3))
+    dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(np.asarray(labels, dtype=np.int32)))
+    if cache:
+        dataset = dataset.cache()
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(paths, labels, size: int, batch_size: int = 32, *, preprocessing: Preprocessing = DECODER_SCALE,
+                     seed: int = 0, num_classes: int | None = None, first_epoch: int = 0, workers: int | None = None):
+    """The training data: a keras.utils.PyDataset of (model input, label) batches, so the same recipe runs
+    on TensorFlow, JAX or PyTorch (the GPU machines carry no TensorFlow).
+
+    Every image is decoded once; each epoch shuffles them and draws a new acquisition of each
+    (`perturbations.random_acquisition`) before the model's own preprocessing, so training sees exactly
+    what inference would make of that image. The draw depends only on (seed, epoch, image), not on which
+    worker thread makes the batch: a run resumed at `first_epoch` sees the batches an uninterrupted one
+    would. `num_classes` turns the labels one-hot (needed for label smoothing).
+    """
+    import os
+
+    import keras
+
     from .perturbations import random_acquisition
-
-    def model_input(gray):
-        return preprocessing.model_input(gray, height, width)
-
-    def acquire(gray, seed):
-        return model_input(random_acquisition(gray, np.random.default_rng(int(seed))))
+    from .robustness import decode_all
 
     labels = np.asarray(labels, dtype=np.int32)
     if num_classes:
         labels = np.eye(num_classes, dtype=np.float32)[labels]
-    if augment:
-        images = loaded_images(paths, read_grayscale, (None, None))
-    else:
-        images = loaded_images(paths, lambda path: model_input(read_grayscale(path)), (height, width, 3))
-    dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(labels))
-    if cache:
-        dataset = dataset.cache()
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    if augment:
-        def acquired(gray, seed):
-            image = tf.numpy_function(acquire, [gray, seed], tf.float32, stateful=False)
-            image.set_shape((height, width, 3))
-            return image
+    grays = decode_all(paths)
 
-        seeds = tf.data.Dataset.random(seed=shuffle_seed or 0, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda item, seed: (acquired(item[0], seed), item[1]),
-                                                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    class TrainingBatches(keras.utils.PyDataset):
+        def __init__(self):
+            # Threads: OpenCV and NumPy release the GIL for the heavy parts of an acquisition.
+            super().__init__(workers=workers or os.cpu_count() or 1, use_multiprocessing=False)
+            self.epoch = first_epoch
+            self._shuffle()
+
+        def _shuffle(self):
+            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(grays))
+
+        def __len__(self):
+            return -(-len(grays) // batch_size)
+
+        def __getitem__(self, index):
+            chosen = self.order[index * batch_size:(index + 1) * batch_size]
+            images = [preprocessing.model_input(
+                random_acquisition(grays[i], np.random.default_rng([seed, self.epoch, int(i)])), size, size)
+                for i in chosen]
+            return np.stack(images), labels[chosen]
+
+        def on_epoch_end(self):
+            self.epoch += 1
+            self._shuffle()
+
+    return TrainingBatches()
 
 
 # Running numbers in the file names follow the order of acquisition within each series

@@ -130,9 +130,6 @@ def fit(args) -> Path:
           f"earliest-acquisitions hold-out: {len(holdout_frame)} images", flush=True)
 
     classes = len(datalib.CLASS_NAMES)
-    train_data = datalib.make_dataset(train_frame.path, train_frame.label, size, size, args.batch_size,
-                                      preprocessing=preprocessing, shuffle_seed=args.seed, augment=True,
-                                      num_classes=classes)
     weights = datalib.class_weights(train_frame.label)
     steps = args.epochs * -(-len(train_frame) // args.batch_size)
 
@@ -147,6 +144,9 @@ def fit(args) -> Path:
         history_path.unlink(missing_ok=True)
         model = arch.build((size, size, 3), classes, **options)
         compile_model(model, args, decay_steps=steps)
+    train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
+                                          preprocessing=preprocessing, seed=args.seed, num_classes=classes,
+                                          first_epoch=done_epochs)
     selection = selection_callback(validation_frame, holdout_frame, preprocessing, size)
 
     for stage in arch.training_stages(options, args.epochs, args.head_epochs):
@@ -212,6 +212,15 @@ def load_split(args, out: Path):
                  for name in (model_folder.TRAIN_SPLIT, model_folder.VALIDATION_SPLIT, model_folder.HOLDOUT_SPLIT))
 
 
+def run_record(args) -> dict:
+    """train_args.json: the arguments, the classes (export reads them from here, not from the data module)
+    and the Keras backend the run trained on."""
+    import keras
+
+    return {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS,
+            "keras_backend": keras.backend.backend()}
+
+
 def main(argv=None) -> int:
     from .export import export_model_folder
 
@@ -219,9 +228,7 @@ def main(argv=None) -> int:
     try:
         checkpoints = Path(args.out) / model_folder.CHECKPOINTS
         checkpoints.mkdir(parents=True, exist_ok=True)
-        # The classes are part of the run: export reads them from here, not from the data module.
-        write_json(checkpoints / model_folder.TRAIN_ARGS_FILE,
-                   {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS})
+        write_json(checkpoints / model_folder.TRAIN_ARGS_FILE, run_record(args))
         export_model_folder(fit(args))
     except PneumoError as error:
         print(f"pneumo.train: {error}", file=sys.stderr)

@@ -99,12 +99,31 @@ def test_class_weights_balance_the_classes():
     assert weights[0] == pytest.approx(2.0)
 
 
-def test_dataset_yields_batches_of_model_inputs(synthetic_dataset):
+def test_training_batches_are_model_inputs_with_one_hot_labels(synthetic_dataset):
     frame = data.list_labeled_images(synthetic_dataset / "train")
-    dataset = data.make_dataset(frame.path, frame.label, 64, 64, batch_size=16, shuffle_seed=0, augment=True)
-    images, labels = next(iter(dataset))
-    assert images.shape == (16, 64, 64, 3) and labels.shape == (16,)
-    assert float(np.min(images)) >= 0.0 and float(np.max(images)) <= 1.0
+    batches = data.training_batches(frame.path, frame.label, 64, batch_size=16, seed=0, num_classes=2)
+    images, labels = batches[0]
+    assert len(batches) == -(-len(frame) // 16)
+    assert images.shape == (16, 64, 64, 3) and labels.shape == (16, 2)
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert set(labels.sum(axis=1)) == {1.0}
+
+
+def test_training_batches_depend_on_seed_epoch_and_image_only(synthetic_dataset):
+    """Same batches whatever the worker count, new ones each epoch, and a resumed run's epoch equals the
+    uninterrupted run's."""
+    frame = data.list_labeled_images(synthetic_dataset / "train")
+
+    def batches(**options):
+        return data.training_batches(frame.path, frame.label, 32, batch_size=8, seed=3, **options)
+
+    one_worker, four_workers = batches(workers=1), batches(workers=4)
+    first = one_worker[1][0]
+    assert np.array_equal(first, four_workers[1][0])
+    one_worker.on_epoch_end()
+    second = one_worker[1][0]
+    assert not np.array_equal(first, second)
+    assert np.array_equal(second, batches(first_epoch=1)[1][0])
 
 
 @pytest.mark.parametrize("method", ["decoder_scale", "equalize"])
