@@ -1,4 +1,4 @@
-"""Refit a model to a new site: temperature and operating points from the site's own labeled X-rays.
+"""Refit a model to a new site: calibration and operating points from the site's own labeled X-rays.
 
     python -m pneumo.calibrate models/resnet50 --data LABELED_FOLDER --out models/resnet50-site
 
@@ -7,8 +7,8 @@ confident and its threshold calls too many healthy children ill (our own officia
 Clinical deployments fix the operating point on local data; this does the same, leaving the network
 untouched. The labeled folder (NORMAL/ and PNEUMONIA/ subfolders, any depth) is split by patient
 (patient ids from the file names, as in training; one patient per file otherwise) into a fitting part
-and a hold-out. The temperature and both operating points are fitted on the first; the hold-out
-measures the model before and after, with 95% bootstrap intervals. The new folder records where its
+and a hold-out. The calibration (temperature and class bias) and both operating points are fitted on
+the first; the hold-out measures the model before and after, with 95% bootstrap intervals. The new folder records where its
 calibration came from (`site_calibration` in pneumo.json) and its hold-out metrics
 (metrics_site_holdout.json).
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import model_folder
-from .calibration import calibrated_probabilities, choose_threshold, fit_temperature, threshold_for_sensitivity
+from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
 from .data import list_labeled_images, loaded_images, split_by_patient
 from .errors import DataFolderError, InvalidImageError, PneumoError
 from .metrics import expected_calibration_error, full_metrics
@@ -57,7 +57,7 @@ def site_logits(predictor, paths: list[str], batch_size: int = 32) -> tuple[np.n
 
 
 def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) -> dict:
-    """Write `out`: the `source` model with temperature and operating points fitted on `data`. Returns the
+    """Write `out`: the `source` model with calibration and operating points fitted on `data`. Returns the
     record stored as `site_calibration`."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -76,8 +76,8 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
 
     positive = predictor.positive_index
     labels = (readable.label.to_numpy() == positive).astype(int)
-    temperature = fit_temperature(logits[fitting.row], readable.label.to_numpy()[fitting.row])
-    site_probabilities = calibrated_probabilities(logits, temperature)[:, positive]
+    calibration = fit_calibration(logits[fitting.row], readable.label.to_numpy()[fitting.row])
+    site_probabilities = calibration.probabilities(logits)[:, positive]
     operating_points = {name: fit(labels[fitting.row], site_probabilities[fitting.row])
                         for name, (_, fit) in OPERATING_POINTS.items()}
     operating_point = predictor.config.get("operating_point", "youden")
@@ -85,7 +85,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
         operating_point = "youden"
     threshold = operating_points[operating_point]
 
-    source_probabilities = calibrated_probabilities(logits, predictor.temperature)[:, positive]
+    source_probabilities = predictor.calibration.probabilities(logits)[:, positive]
     holdout_labels = labels[holdout.row]
     after = full_metrics(holdout_labels, site_probabilities[holdout.row], threshold)
     after["split"] = "site hold-out (patient-level, never used for fitting)"
@@ -93,7 +93,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
     record = {
         "source": predictor.reference, "source_revision": predictor.revision,
         "source_model_sha256": model_folder.model_file_sha256(predictor.folder),
-        "source_temperature": predictor.temperature, "source_threshold": predictor.threshold,
+        "source_calibration": predictor.calibration.to_config(predictor.config.get("calibration", {}).get("fitted_on", "")), "source_threshold": predictor.threshold,
         "data": str(data), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "fitting_images": len(fitting), "fitting_patients": int(fitting.patient.nunique()),
         "holdout_images": len(holdout), "holdout_patients": int(holdout.patient.nunique()),
@@ -110,8 +110,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
         shutil.copy(predictor.folder / config["out_of_distribution"]["file"], out)
     config.update(name=out.name, threshold=threshold, operating_point=operating_point,
                   operating_points=operating_points, threshold_method=OPERATING_POINTS[operating_point][0],
-                  calibration={"method": "temperature scaling", "temperature": temperature,
-                               "fitted_on": f"site data ({record['fitting_images']} images)"},
+                  calibration=calibration.to_config(f"site data ({record['fitting_images']} images)"),
                   site_calibration=record)
     model_folder.write_config(out, config)
     model_folder.write_metrics(out, model_folder.SITE_HOLDOUT_SPLIT, after)

@@ -1,15 +1,78 @@
-"""Fitted on the validation split only: the softmax temperature and the decision threshold."""
+"""Fitted on the validation split only: the calibration (temperature and class bias) and the decision threshold."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_curve
 
 
 def calibrated_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
     return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Probabilities = softmax(logits / temperature + bias).
+
+    The temperature alone fixes over- or under-confidence; the per-class bias (Platt scaling's second
+    parameter, for two classes) also fixes a model whose scores lean towards one class, which the
+    temperature cannot. Evidence, the pneumo 0.2 ResNet50 fitted on its validation split: expected calibration
+    error 0.090 with the temperature alone (the Youden threshold sat at P = 0.92) and 0.028 with the bias; on
+    the earliest-acquisitions hold-out, which neither fit saw, 0.067 and 0.018 (negative log-likelihood 0.141
+    and 0.078). Folders without a bias (pneumo 0.1's) read as bias 0.
+    """
+
+    temperature: float = 1.0
+    bias: tuple[float, ...] | None = None
+
+    def probabilities(self, logits) -> np.ndarray:
+        scaled = np.asarray(logits, dtype=np.float64) / self.temperature
+        if self.bias is not None:
+            scaled = scaled + np.asarray(self.bias, dtype=np.float64)
+        return softmax(scaled, axis=-1)
+
+    @classmethod
+    def from_config(cls, block: dict | None) -> "Calibration":
+        block = block or {}
+        bias = block.get("bias")
+        return cls(float(block.get("temperature", 1.0)), tuple(float(b) for b in bias) if bias else None)
+
+    def to_config(self, fitted_on: str) -> dict:
+        if self.bias is None:
+            return {"method": "temperature scaling", "temperature": self.temperature, "fitted_on": fitted_on}
+        return {"method": "temperature scaling with a class bias", "temperature": self.temperature,
+                "bias": list(self.bias), "fitted_on": fitted_on}
+
+    def describe(self) -> str:
+        if self.bias is None:
+            return f"softmax(logits / T) with T = {self.temperature:.3f}"
+        return (f"softmax(logits / T + b) with T = {self.temperature:.3f} and "
+                f"b = ({', '.join(f'{b:.3f}' for b in self.bias)})")
+
+
+def fit_calibration(logits, labels) -> Calibration:
+    """The temperature and class bias minimising the negative log-likelihood of the labels.
+
+    The first class's bias stays 0 (only differences between classes matter). Started from the
+    temperature-only fit, so the result is never worse than it on these labels.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    rows = np.arange(len(labels))
+
+    def nll(parameters):
+        bias = np.concatenate([[0.0], parameters[1:]])
+        return -log_softmax(logits / np.exp(parameters[0]) + bias, axis=-1)[rows, labels].mean()
+
+    start = np.concatenate([[np.log(fit_temperature(logits, labels))], np.zeros(logits.shape[1] - 1)])
+    result = minimize(nll, start, method="L-BFGS-B",
+                      bounds=[(np.log(0.05), np.log(20.0))] + [(-20.0, 20.0)] * (logits.shape[1] - 1))
+    parameters = result.x if result.fun <= nll(start) else start
+    return Calibration(float(np.exp(parameters[0])), (0.0, *map(float, parameters[1:])))
 
 
 def fit_temperature(logits, labels) -> float:

@@ -67,7 +67,7 @@ def model_summary(predictor: Predictor) -> str:
     """A short Markdown description of a model with the metrics its folder records."""
     config = predictor.config
     lines = [f"**{predictor.name}** ({config['architecture']}, input {predictor.height}x{predictor.width}, "
-             f"threshold {predictor.threshold:.3f}, temperature {predictor.temperature:.2f})"]
+             f"threshold {predictor.threshold:.3f}, temperature {predictor.calibration.temperature:.2f})"]
     for split, metrics in model_folder.read_all_metrics(predictor.folder).items():
         lines.append(f"- {split}: accuracy {_metric(metrics, 'accuracy')}, sensitivity {_metric(metrics, 'sensitivity')}, "
                      f"specificity {_metric(metrics, 'specificity')}, ROC-AUC {_metric(metrics, 'roc_auc')} "

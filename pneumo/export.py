@@ -1,6 +1,6 @@
 """Turn a finished training run (OUT/checkpoints/) into a self-describing model folder.
 
-Fits the calibration temperature and the operating points on the validation split, scores the
+Fits the calibration (temperature and class bias) and the operating points on the validation split, scores the
 earliest-acquisitions hold-out, then writes the network (Keras' directory format), pneumo.json,
 metrics_validation.json,
 training_curves.png and the model card.
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, model_folder
-from .calibration import calibrated_probabilities, choose_threshold, fit_temperature, threshold_for_sensitivity
+from .calibration import Calibration, choose_threshold, fit_calibration, threshold_for_sensitivity
 from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of  # defaults for runs of pneumo 0.1
 from .errors import ModelLoadError, PneumoError
 from .imaging import Preprocessing
@@ -81,6 +81,9 @@ def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, histo
         "loss": (f"categorical cross-entropy with label smoothing {args.get('label_smoothing')} and balanced "
                  "class weights"),
         "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
+        "keras_backend": args.get("keras_backend", "tensorflow"),
+        # Free text a run's train_args.json may carry: where and how it ran, when that differs from plain.
+        "notes": args.get("notes", ""),
         "augmentation": AUGMENTATION_SUMMARY,
         "seed": args["seed"],
         "build_options": options,
@@ -88,10 +91,10 @@ def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, histo
     }
 
 
-def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, temperature, threshold, positive_index):
+def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, calibration, threshold, positive_index):
     """Metrics (with intervals and subgroups) of the calibrated model on one part of data_split.csv."""
     logits = predict_logits(model, [str(Path(data_root) / p) for p in split.path], size, preprocessing)
-    probabilities = calibrated_probabilities(logits, temperature)[:, positive_index]
+    probabilities = calibration.probabilities(logits)[:, positive_index]
     return full_metrics((split.label.to_numpy() == positive_index).astype(int), probabilities, threshold,
                         [subgroup_of(p) for p in split.path])
 
@@ -123,19 +126,19 @@ def export_model_folder(out) -> dict:
     validation = split[split.split == "validation"]
     logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size, preprocessing)
     labels = validation.label.to_numpy()
-    temperature = fit_temperature(logits, labels)
-    probabilities = calibrated_probabilities(logits, temperature)[:, positive_index]
+    calibration = fit_calibration(logits, labels)
+    probabilities = calibration.probabilities(logits)[:, positive_index]
     labels = (labels == positive_index).astype(int)  # metrics speak of the positive class against the rest
     operating_points = {"youden": choose_threshold(labels, probabilities),
                         "sensitivity_95": threshold_for_sensitivity(labels, probabilities, 0.95)}
     threshold = operating_points[DEFAULT_OPERATING_POINT]
     metrics = full_metrics(labels, probabilities, threshold, [subgroup_of(p) for p in validation.path])
     metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(
-        labels, calibrated_probabilities(logits)[:, positive_index])
+        labels, Calibration().probabilities(logits)[:, positive_index])
     metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
     if holdout.label.nunique() == 2:
-        metrics["holdout_earliest"] = split_metrics(model, holdout, args["data"], size, preprocessing, temperature,
+        metrics["holdout_earliest"] = split_metrics(model, holdout, args["data"], size, preprocessing, calibration,
                                                     threshold, positive_index)
     model_folder.write_metrics(out, "validation", metrics)
 
@@ -156,7 +159,7 @@ def export_model_folder(out) -> dict:
         "threshold_method": OPERATING_POINTS[DEFAULT_OPERATING_POINT],
         "operating_point": DEFAULT_OPERATING_POINT,
         "operating_points": operating_points,
-        "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": "validation split"},
+        "calibration": calibration.to_config("validation split"),
         "training": training_summary(args, arch, options, split, history, class_names),
     }
     model_folder.write_config(out, config)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import model_folder
+from .calibration import Calibration
 from .files import write_text
 
 METRIC_ROWS = [("accuracy", "Accuracy"), ("sensitivity", "Sensitivity (PNEUMONIA recall)"),
@@ -114,6 +115,13 @@ def operating_points_text(config: dict) -> str:
             "config's `threshold` choose another.")
 
 
+def training_notes_text(training: dict) -> str:
+    backend = training.get("keras_backend", "tensorflow")
+    trained_on = f" Trained with Keras' {backend} backend." if backend != "tensorflow" else ""
+    notes = training.get("notes", "")
+    return trained_on + (f" {notes}" if notes else "")
+
+
 def render_model_card(folder: Path) -> str:
     config = model_folder.read_config(folder)
     metrics = read_metrics(folder)
@@ -154,10 +162,10 @@ Medical Center), every image resized to 224x224. {training['train_images']} trai
 ## Training recipe
 {training['optimizer']}, learning rate {training['learning_rate']}, batch {training['batch_size']},
 {training['loss']}, {training['precision']}; {training['epochs_run']} epochs run, weights from epoch
-{training['best_epoch']} ({selection}). Augmentation: {training['augmentation']}.
+{training['best_epoch']} ({selection}). Augmentation: {training['augmentation']}.{training_notes_text(training)}
 
 ## Decision threshold and calibration
-Probabilities are `softmax(logits / T)` with T = {config['calibration']['temperature']:.3f}, fitted on
+Probabilities are `{Calibration.from_config(config['calibration']).describe()}`, fitted on
 {config['calibration'].get('fitted_on', 'validation split').replace('validation split', 'the validation split')}. PNEUMONIA is predicted when its probability is at least
 {config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}{site_calibration_text(config)}
 
@@ -187,8 +195,9 @@ def site_calibration_text(config: dict) -> str:
         return ""
     ece = site["holdout_expected_calibration_error"]
     return (f"\n\n**Refitted to a site** (`python -m pneumo.calibrate`, {site['date']}): the network of "
-            f"`{site['source']}` (SHA-256 {site['source_model_sha256'][:12]}...) unchanged, its temperature "
-            f"({site['source_temperature']:.3f} before) and operating points ({site['source_threshold']:.3f} before) "
+            f"`{site['source']}` (SHA-256 {site['source_model_sha256'][:12]}...) unchanged, its calibration "
+            f"({Calibration.from_config(site['source_calibration']).describe()} before) and operating points "
+            f"({site['source_threshold']:.3f} before) "
             f"fitted on {site['fitting_images']} images ({site['fitting_patients']} patients) of `{site['data']}`, "
             f"measured on a patient-level hold-out of {site['holdout_images']} images ({site['holdout_patients']} "
             f"patients): expected calibration error {ece['before']:.3f} before, {ece['after']:.3f} after. The "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import model_folder
-from .calibration import calibrated_probabilities
+from .calibration import Calibration
 from .errors import ModelLoadError, ModelNotFoundError
 from .imaging import ImageSource, Preprocessing, read_grayscale
 from .models import LOGITS_LAYER
@@ -48,7 +48,7 @@ class Prediction:
 class Predictor:
     """Calibrated predictions of one model folder.
 
-    `probabilities = softmax(logits / temperature)`; the label is the positive class when its
+    `probabilities = softmax(logits / temperature + bias)` (`calibration.Calibration`); the label is the positive class when its
     probability reaches the folder's threshold, else the most probable of the other classes (both
     fitted on the validation split).
     """
@@ -69,7 +69,7 @@ class Predictor:
         self.height = int(config["input"]["height"])
         self.width = int(config["input"]["width"])
         self.threshold = float(config["threshold"])
-        self.temperature = float(config["calibration"].get("temperature", 1.0))
+        self.calibration = Calibration.from_config(config.get("calibration"))
         self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
         self.logits_layer = config.get("logits_layer", LOGITS_LAYER)
         self.feature_reference = self._feature_reference(config)
@@ -137,7 +137,7 @@ class Predictor:
     def assess(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated class probabilities (n, n_classes) and out-of-distribution scores (n,), one pass."""
         logits, features = self._logits_and_features(images)
-        return calibrated_probabilities(logits, self.temperature), self.ood_scores(features)
+        return self.calibration.probabilities(logits), self.ood_scores(features)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
         """The label for one image's class probabilities at `threshold` (default: the folder's)."""
@@ -172,7 +172,7 @@ class Predictor:
         """The prediction and the Grad-CAM heatmap of `class_name` (default: the predicted class), from one
         pass through the model: the pass that yields the gradients also yields the logits."""
         logits, heatmaps, features = self._gradcam_for().logits_and_heatmaps(image)
-        prediction = self._prediction(calibrated_probabilities(logits[None], self.temperature)[0],
+        prediction = self._prediction(self.calibration.probabilities(logits[None])[0],
                                       self.ood_scores(features[None])[0])
         return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
 

@@ -52,7 +52,7 @@ def test_the_new_folder_records_where_its_calibration_came_from(refitted, miscal
     site = config["site_calibration"]
     assert site["source"] == str(miscalibrated) and site["data"] == str(site_data)
     assert site["source_model_sha256"] == model_folder.model_file_sha256(miscalibrated)
-    assert site["source_temperature"] == 0.05 and config["calibration"]["temperature"] > 0.05
+    assert site["source_calibration"]["temperature"] == 0.05 and config["calibration"]["temperature"] > 0.05
     assert site["fitting_images"] + site["holdout_images"] == 60 and site["skipped_files"] == 0
     assert config["threshold"] == config["operating_points"][config["operating_point"]] != 0.999
     assert "Refitted to a site" in (refitted / "README.md").read_text()

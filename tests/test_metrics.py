@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from pneumo.calibration import calibrated_probabilities, choose_threshold, fit_temperature
+from pneumo.calibration import Calibration, calibrated_probabilities, choose_threshold, fit_calibration, fit_temperature
 from pneumo.metrics import compute_metrics, expected_calibration_error
 
 
@@ -43,6 +43,29 @@ def test_temperature_fit_recovers_the_temperature_that_generated_the_labels():
     logits = rng.normal(0, 4, size=(20000, 2))
     labels = (rng.random(20000) < softmax(logits / 2.5, axis=1)[:, 1]).astype(int)
     assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.08)
+
+
+def test_calibration_fit_recovers_a_class_bias_the_temperature_cannot_fix():
+    """Scores that lean towards PNEUMONIA by 2 (in logit units): the bias takes it out, the temperature cannot."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(20000, 2))
+    labels = (rng.random(20000) < softmax(logits / 1.5 + [0.0, -2.0], axis=1)[:, 1]).astype(int)
+    fitted = fit_calibration(logits, labels)
+    assert fitted.temperature == pytest.approx(1.5, rel=0.08) and fitted.bias[0] == 0.0
+    assert fitted.bias[1] == pytest.approx(-2.0, abs=0.15)
+    temperature_only = Calibration(fit_temperature(logits, labels))
+    assert (expected_calibration_error(labels, fitted.probabilities(logits)[:, 1]) + 0.05
+            < expected_calibration_error(labels, temperature_only.probabilities(logits)[:, 1]))
+
+
+def test_a_folder_without_a_bias_reads_as_temperature_scaling():
+    block = {"method": "temperature scaling", "temperature": 2.0, "fitted_on": "validation split"}
+    calibration = Calibration.from_config(block)
+    assert calibration == Calibration(2.0) and calibration.to_config("validation split") == block
+    logits = np.array([[0.0, 3.0], [1.0, 0.0]])
+    assert np.allclose(calibration.probabilities(logits), calibrated_probabilities(logits, 2.0))
+    with_bias = Calibration(2.0, (0.0, -1.0))
+    assert Calibration.from_config(with_bias.to_config("x")) == with_bias
 
 
 def test_calibrated_probabilities_keep_the_ranking():
