@@ -61,6 +61,11 @@ class HubUnavailableError(ModelLoadError):
     """The Hugging Face Hub cannot be reached and nothing usable is cached."""
 
 
+class SpaceDeployError(PneumoError, ValueError):
+    """A Space cannot be deployed as asked: a malformed repo id, the wrong models, a file missing from the
+    working tree, or credentials the Hub refuses."""
+
+
 class DataFolderError(PneumoError):
     """A folder that should hold labeled images (or a dataset root, or a scored run) does not."""
 

@@ -1,17 +1,32 @@
-"""Model references on the Hugging Face Hub: `OWNER/NAME` or `OWNER/NAME@REVISION`.
+"""pneumo on the Hugging Face Hub: model references (`OWNER/NAME` or `OWNER/NAME@REVISION`), publishing a
+model folder to a model repo (`push`), and publishing the demo as a Gradio Space (`deploy_space`).
 
 Downloads go through `huggingface_hub` into its standard cache (HF_HOME / HF_HUB_CACHE are respected),
-so a revision pulled once loads offline (HF_HUB_OFFLINE=1) afterwards.
+so a revision pulled once loads offline (HF_HUB_OFFLINE=1) afterwards. Uploads go through `HfApi`, which
+sends large files through LFS/Xet as the Hub requires (a `git push` of this repository would not).
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError
-from .model_folder import DOWNLOADED_FILES, files_to_publish
+from .bundled import BUNDLED_MODELS, REPO_ROOT
+from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError, PneumoError, SpaceDeployError
+from .model_folder import (CARD_FILE, CONFIG_FILE, DOWNLOADED_FILES, NETWORK_FILES, OOD_REFERENCE_FILE,
+                           files_to_publish, metrics_path)
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+# What a Space runs on, as glob patterns from the repository root; its README.md is generated (space_card).
+SPACE_FILES = ("app.py", "requirements.txt", "pneumo/**/*.py", "examples/*.jpeg", "examples/README.md")
+# The Space's folders that a deploy owns: a file there that the working tree no longer has is deleted.
+SPACE_MANAGED_FOLDERS = ("pneumo/", "examples/")
+# What the Space downloads from each model repo at build time: what loading a model and the demo's
+# model summary read. Named one by one: preload_from_hub takes file names, not patterns.
+PRELOADED_MODEL_FILES = [CONFIG_FILE, *NETWORK_FILES, OOD_REFERENCE_FILE, CARD_FILE,
+                         *(metrics_path("", split).name for split in ("validation", "test"))]
 
 
 def is_hub_reference(reference: str) -> bool:
@@ -76,6 +91,30 @@ def existing_tag_commit(api, repo_id: str, tag: str) -> str | None:
     return next((ref.target_commit for ref in refs.tags if ref.name == tag), None)
 
 
+@contextmanager
+def _upload_errors(repo_id: str, refused_error: type[PneumoError]):
+    """Turn the Hub client's failures during an upload into one-line pneumo errors: credentials the Hub
+    refuses (401/403) raise `refused_error`; any other HTTP error, or no connection, HubUnavailableError."""
+    from huggingface_hub import errors as hub_errors
+
+    try:
+        yield
+    except hub_errors.HfHubHTTPError as error:  # before OSError, which it also is
+        status = getattr(error.response, "status_code", None)
+        if status in (401, 403):
+            raise refused_error(f"{repo_id}: the Hub refused the upload ({status}); set HF_TOKEN to a token "
+                                "with write access to this namespace") from None
+        raise HubUnavailableError(f"{repo_id}: upload failed ({_one_line(error)})") from None
+    except (OSError, *_transport_errors()) as error:
+        raise HubUnavailableError(f"{repo_id}: the Hub cannot be reached ({type(error).__name__}: "
+                                  f"{_one_line(error)})") from None
+
+
+def _one_line(error: Exception) -> str:
+    """The Hub's error messages span lines (status, request id, server message); a CLI error is one line."""
+    return " ".join(str(error).split())
+
+
 def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | None = None, move_tag: bool = False,
          dry_run: bool = False, api=None) -> dict:
     """Create the Hub repo if needed and upload the model folder (with a freshly written model card).
@@ -86,9 +125,8 @@ def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | Non
     nothing, not even the model card.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub import errors as hub_errors
 
-    from .model_folder import CARD_FILE, PUBLISHED_FILES
+    from .model_folder import PUBLISHED_FILES
     from .modelcard import render_model_card, write_model_card
 
     folder = Path(folder)
@@ -101,7 +139,7 @@ def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | Non
     if dry_run:
         return plan
     api = api or HfApi()
-    try:
+    with _upload_errors(repo_id, ModelLoadError):
         tagged = existing_tag_commit(api, repo_id, revision_tag) if revision_tag else None
         if tagged and not move_tag:
             raise ModelLoadError(f"{repo_id}: tag {revision_tag!r} already points at commit {tagged}; choose a new "
@@ -115,26 +153,110 @@ def push(folder, repo_id: str, *, private: bool = False, revision_tag: str | Non
             if tagged:
                 api.delete_tag(repo_id, tag=revision_tag, repo_type="model")
             api.create_tag(repo_id, tag=revision_tag, revision=commit.oid, repo_type="model")
-    except hub_errors.HfHubHTTPError as error:
-        status = getattr(error.response, "status_code", None)
-        if status in (401, 403):
-            raise ModelLoadError(f"{repo_id}: the Hub refused the upload ({status}); set HF_TOKEN to a token "
-                                 "with write access to this namespace") from None
-        raise HubUnavailableError(f"{repo_id}: upload failed ({error})") from None
-    except (OSError, *_transport_errors()) as error:
-        raise HubUnavailableError(f"{repo_id}: the Hub cannot be reached ({type(error).__name__}: {error})") from None
     return {**plan, "commit": commit.oid}
 
 
+def _check_repo_id(repo_id: str, role: str) -> None:
+    """Refuse anything but a plain `OWNER/NAME` the Hub would accept, before any network call."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise SpaceDeployError(f"{repo_id!r} is not a Hub repo id for {role}: {error}") from None
+    if "/" not in repo_id:
+        raise SpaceDeployError(f"{repo_id!r} is not a Hub repo id for {role}: expected OWNER/NAME")
+
+
+def space_files(root=REPO_ROOT) -> dict[str, Path]:
+    """The working-tree files a Space runs on, by their path in the Space. A pattern that matches nothing is
+    refused here: a Space without app.py or its examples would only fail once the Hub builds it."""
+    root = Path(root)
+    files = {}
+    for pattern in SPACE_FILES:
+        matches = sorted(path for path in root.glob(pattern) if path.is_file())
+        if not matches:
+            raise SpaceDeployError(f"{root / pattern}: not in the working tree; the Space needs it")
+        files.update({path.relative_to(root).as_posix(): path for path in matches})
+    return files
+
+
+def space_card(model_repo_ids: list[str], root=REPO_ROOT):
+    """The Space's README.md, as a `huggingface_hub.SpaceCard`: the repository's own README, with front matter
+    that runs app.py on Gradio, links the Space to the model repos (`models:`) and has the Hub download
+    their files when it builds the Space (`preload_from_hub:`, one `OWNER/NAME file1,file2,...` per repo)."""
+    import yaml
+    from huggingface_hub import SpaceCard
+
+    readme = Path(root) / CARD_FILE
+    if not readme.is_file():
+        raise SpaceDeployError(f"{readme}: not in the working tree; the Space's README.md is built from it")
+    try:
+        card = SpaceCard(readme.read_text(encoding="utf-8"))
+    except (ValueError, yaml.YAMLError) as error:
+        raise SpaceDeployError(f"{readme}: its front matter is not valid YAML ({error})") from None
+    card.data.sdk, card.data.app_file = "gradio", "app.py"
+    card.data.models = list(model_repo_ids)
+    card.data.preload_from_hub = [f"{repo_id} {','.join(PRELOADED_MODEL_FILES)}" for repo_id in model_repo_ids]
+    return card
+
+
+def deploy_space(space_id: str, model_repo_ids, *, private: bool = False, dry_run: bool = False, root=REPO_ROOT,
+                 api=None) -> dict:
+    """Publish the demo from the working tree to a Gradio Space, in one commit: app.py, the library,
+    requirements.txt, the examples and a README.md that names the model repos (space_card); and set the
+    Space variables through which app.py loads those repos instead of the bundled folders.
+
+    `model_repo_ids` follow BUNDLED_MODELS' order (CNN+LSTM, then ResNet50). Files of an earlier deploy under
+    SPACE_MANAGED_FOLDERS that the working tree no longer has are deleted in the same commit. `private`
+    applies to a Space this call creates. Arguments and files are checked before any network call; a dry run
+    makes none and returns the plan, which a deploy returns too, with the deleted files and the commit.
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    _check_repo_id(space_id, "the Space")
+    model_repo_ids = list(model_repo_ids)
+    if len(model_repo_ids) != len(BUNDLED_MODELS):
+        raise SpaceDeployError(f"{space_id}: give {len(BUNDLED_MODELS)} model repos, for {', '.join(BUNDLED_MODELS)} "
+                               f"in that order; got {len(model_repo_ids)}")
+    for repo_id in model_repo_ids:
+        _check_repo_id(repo_id, "a model")
+    variables = {variable: repo_id for (variable, _), repo_id in zip(BUNDLED_MODELS.values(), model_repo_ids)}
+    files = space_files(root)
+    card = space_card(model_repo_ids, root)
+    readme = str(card).encode()
+    sizes = {path: file.stat().st_size for path, file in files.items()} | {CARD_FILE: len(readme)}
+    plan = {"space_id": space_id, "private": private, "models": model_repo_ids, "variables": variables,
+            "front_matter": card.data.to_dict(),
+            "files": [{"path": path, "bytes": sizes[path]} for path in sorted(sizes)]}
+    if dry_run:
+        return plan
+    api = api or HfApi()
+    with _upload_errors(space_id, SpaceDeployError):
+        api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        # Before the commit, so that the build the commit starts already finds the models.
+        for name, (variable, _) in BUNDLED_MODELS.items():
+            api.add_space_variable(space_id, variable, variables[variable],
+                                   description=f"The {name} model app.py loads: a Hub repo id")
+        stale = sorted(path for path in api.list_repo_files(space_id, repo_type="space")
+                       if path.startswith(SPACE_MANAGED_FOLDERS) and path not in files)
+        operations = [*(CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file))
+                        for path, file in files.items()),
+                      CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=readme),
+                      *(CommitOperationDelete(path_in_repo=path) for path in stale)]
+        commit = api.create_commit(space_id, operations, repo_type="space",
+                                   commit_message="Deploy the pneumo demo from the working tree")
+    return {**plan, "deleted": stale, "commit": commit.oid}
+
+
 def main(argv=None) -> int:
-    """python -m pneumo.hub push|pull ..."""
+    """python -m pneumo.hub push|pull|deploy-space ..."""
     import argparse
     import json
     import sys
 
-    from .errors import PneumoError
-
-    parser = argparse.ArgumentParser(prog="python -m pneumo.hub", description="Publish or fetch pneumo models.")
+    parser = argparse.ArgumentParser(prog="python -m pneumo.hub",
+                                     description="Publish or fetch pneumo models; publish the demo as a Space.")
     commands = parser.add_subparsers(dest="command", required=True)
     push_parser = commands.add_parser("push", help="upload a model folder to a Hub model repo")
     push_parser.add_argument("folder")
@@ -145,11 +267,20 @@ def main(argv=None) -> int:
     push_parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
     pull_parser = commands.add_parser("pull", help="download a model repo into the local cache")
     pull_parser.add_argument("reference", help="OWNER/NAME[@REVISION]")
+    space_parser = commands.add_parser("deploy-space", help="publish the demo from the working tree to a Gradio Space")
+    space_parser.add_argument("space_id", help="OWNER/NAME of the Space")
+    space_parser.add_argument("--models", required=True, help="the published model repos, comma-separated, in "
+                                                               f"this order: {', '.join(BUNDLED_MODELS)}")
+    space_parser.add_argument("--private", action="store_true", help="make a new Space private")
+    space_parser.add_argument("--dry-run", action="store_true", help="print the plan; upload nothing")
     args = parser.parse_args(argv)
     try:
         if args.command == "push":
             result = push(args.folder, args.repo_id, private=args.private, revision_tag=args.revision_tag,
                           move_tag=args.move_tag, dry_run=args.dry_run)
+        elif args.command == "deploy-space":
+            result = deploy_space(args.space_id, [repo_id.strip() for repo_id in args.models.split(",")],
+                                  private=args.private, dry_run=args.dry_run)
         else:
             folder, commit = resolve_model_folder(args.reference)
             result = {"reference": args.reference, "commit": commit, "folder": str(folder)}

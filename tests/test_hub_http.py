@@ -1,18 +1,19 @@
-"""The real huggingface_hub download code against a loopback Hub (HF_ENDPOINT=http://127.0.0.1:PORT).
+"""The real huggingface_hub download and upload code against a loopback Hub (HF_ENDPOINT=http://127.0.0.1:PORT).
 
-Each pull runs in a fresh process, as the Hub library reads HF_ENDPOINT, HF_HUB_CACHE and
+Each pull and push runs in a fresh process, as the Hub library reads HF_ENDPOINT, HF_HUB_CACHE and
 HF_HUB_OFFLINE once, at import.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
-from loopback_hub import LoopbackHub, Repo
+from loopback_hub import LoopbackHub, Repo, client_env
 
 MAIN = "a" * 40
 OLDER = "b" * 40
@@ -33,7 +34,7 @@ def hub(tiny_model_folder, legacy_model_folder):
     with LoopbackHub() as server:
         files = {p.name: p.read_bytes() for p in tiny_model_folder.iterdir() if p.is_file()}
         older = {**files, "pneumo.json": files["pneumo.json"].replace(b'"threshold"', b'"threshold_was"', 1)}
-        repo = Repo(files, MAIN, refs={"v1": OLDER})
+        repo = Repo(files, MAIN, tags={"v1": OLDER})
         repo.commits[OLDER] = older
         server.repos["pneumo/tiny"] = repo
         server.repos["pneumo/private"] = Repo(files, MAIN, token="hf_right")
@@ -43,13 +44,8 @@ def hub(tiny_model_folder, legacy_model_folder):
 
 
 def pull(hub, tmp_path, reference, offline=False, token=None, script=PULL):
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_HUB_OFFLINE": "1" if offline else "0",
-           "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5",
-           "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
-    env.pop("HF_TOKEN", None)
-    if token:
-        env["HF_TOKEN"] = token
+    env = {**client_env(hub.url, tmp_path / "hf", token), "HF_HUB_OFFLINE": "1" if offline else "0",
+           "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", script, reference], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -142,3 +138,37 @@ model = keras.saving.load_model("hf://" + sys.argv[1], compile=False)
 print(json.dumps({"output_shape": list(model.output_shape)}))
 """
     assert pull(hub, tmp_path, "pneumo/tiny", script=script) == {"output_shape": [None, 2]}
+
+
+def push(hub, tmp_path, folder, *args):
+    """`python -m pneumo.hub push FOLDER ARGS...` against the loopback Hub."""
+    return subprocess.run([sys.executable, "-m", "pneumo.hub", "push", str(folder), *args], cwd=REPO,
+                          env=client_env(hub.url, tmp_path / "hf", token="hf_write"), capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+def folder(tiny_model_folder, tmp_path):
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_model_folder, copy)
+    return copy
+
+
+def test_a_push_lands_the_model_files_and_its_tag_and_pulls_back(hub, tmp_path, folder):
+    result = push(hub, tmp_path, folder, "--repo-id", "pneumo/pushed", "--revision-tag", "v1.0")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    repo = hub.repos["pneumo/pushed"]
+    assert repo.branches["main"] == plan["commit"] and repo.tags == {"v1.0": plan["commit"]}
+    published = {entry["name"]: (folder / entry["name"]).read_bytes() for entry in plan["files"]}
+    assert {name: data for name, data in repo.files().items() if name != ".gitattributes"} == published
+    pulled = pull(hub, tmp_path, "pneumo/pushed@v1.0")
+    assert pulled["commit"] == plan["commit"] and "model.weights.h5" in pulled["files"]
+
+
+def test_a_second_push_with_the_same_tag_is_refused_and_commits_nothing(hub, tmp_path, folder):
+    assert push(hub, tmp_path, folder, "--repo-id", "pneumo/pushed", "--revision-tag", "v1.0").returncode == 0
+    head = hub.repos["pneumo/pushed"].branches["main"]
+    again = push(hub, tmp_path, folder, "--repo-id", "pneumo/pushed", "--revision-tag", "v1.0")
+    assert again.returncode == 1 and "--move-tag" in again.stderr and "Traceback" not in again.stderr
+    assert hub.repos["pneumo/pushed"].branches["main"] == head
