@@ -8,13 +8,17 @@ from pneumo.errors import PneumoError
 from pneumo.models import architecture_names, get_architecture
 
 
-def test_registry_lists_both_architectures():
-    assert architecture_names() == ["cnn_lstm", "resnet50"]
+ALL = ["cnn_lstm", "mobilenet_v2", "resnet50", "row_lstm"]
+CONVOLUTIONAL = ["cnn_lstm", "mobilenet_v2", "resnet50"]
+
+
+def test_registry_lists_every_architecture():
+    assert architecture_names() == ALL
     with pytest.raises(PneumoError, match="cnn_lstm"):
         get_architecture("vgg")
 
 
-@pytest.mark.parametrize("name", ["cnn_lstm", "resnet50"])
+@pytest.mark.parametrize("name", ALL)
 def test_model_outputs_a_softmax_over_two_classes(name):
     arch = get_architecture(name)
     model = arch.build((64, 64, 3), 2)
@@ -22,7 +26,25 @@ def test_model_outputs_a_softmax_over_two_classes(name):
     assert probabilities.shape == (2, 2)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
     assert model.get_layer("logits").output.shape[-1] == 2
-    assert len(model.get_layer(arch.gradcam_layer).output.shape) == 4  # a spatial feature map
+
+
+@pytest.mark.parametrize("name", CONVOLUTIONAL)
+def test_convolutional_models_name_a_spatial_map_for_grad_cam(name):
+    arch = get_architecture(name)
+    model = arch.build((64, 64, 3), 2)
+    assert len(model.get_layer(arch.gradcam_layer).output.shape) == 4
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # one flat graph
+
+
+def test_row_lstm_reads_the_image_as_rows_of_all_three_channels():
+    model = get_architecture("row_lstm").build((150, 150, 3), 2)
+    assert model.get_layer("pixel_rows").output.shape[1:] == (150, 450)
+    lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    assert [layer.units for layer in lstms] == [250, 120, 64]
+    assert all(layer.dropout == 0.05 and layer.recurrent_dropout == 0.20 for layer in lstms)
+    dense = [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert dense == [250, 120, 64, 28, 2]
+    assert get_architecture("row_lstm").default_input_size == 150
 
 
 def test_cnn_lstm_reads_the_feature_map_as_a_sequence_of_regions():
@@ -33,10 +55,12 @@ def test_cnn_lstm_reads_the_feature_map_as_a_sequence_of_regions():
     assert isinstance(conv.kernel_initializer, keras.initializers.HeNormal)
 
 
-def test_resnet50_is_one_flat_graph():
-    model = get_architecture("resnet50").build((64, 64, 3), 2)
-    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
-    assert model.get_layer("conv5_block3_out") is not None
+def test_mobilenet_v2_backbone_loads_weights_from_a_file(tmp_path):
+    source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(96, 96, 3))
+    path = tmp_path / "backbone.weights.h5"
+    source.save_weights(path)
+    model = get_architecture("mobilenet_v2").build((96, 96, 3), 2, backbone_weights=str(path))
+    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], source.get_layer("Conv1").get_weights()[0])
 
 
 def test_resnet50_backbone_loads_weights_from_a_file(tmp_path):
@@ -50,7 +74,7 @@ def test_resnet50_backbone_loads_weights_from_a_file(tmp_path):
     assert model.get_layer("to_0_255") is not None  # the ImageNet input scaling came with them
 
 
-@pytest.mark.parametrize("name", ["cnn_lstm", "resnet50"])
+@pytest.mark.parametrize("name", ALL)
 def test_models_round_trip_with_safe_mode(tmp_path, name):
     model = get_architecture(name).build((64, 64, 3), 2)
     model.save(tmp_path / "m.keras")

@@ -1,0 +1,56 @@
+"""MobileNetV2 backbone (keras.applications) with global average pooling, Dense(128, ReLU) and a 2-way
+softmax, built as one flat graph so Grad-CAM reaches its last convolutional map (`out_relu`).
+
+The input is always scaled to [-1, 1], the range MobileNetV2's ImageNet weights expect, so a model trained
+from scratch and one started from those weights have the same graph.
+"""
+
+import keras
+from keras import layers
+
+from .architecture import LOGITS_LAYER, Architecture, register
+
+GRADCAM_LAYER = "out_relu"
+
+
+def build(input_shape=(224, 224, 3), num_classes=2, backbone_weights=None, dense_units=128, dropout=0.3):
+    """`backbone_weights`: None (from scratch), "imagenet" (Keras' download and cache) or a file path."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(inputs)
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=backbone_weights, input_tensor=x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
+    x = layers.Dropout(dropout, name="head_dropout1")(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_initializer="he_normal", name="head_dense")(x)
+    x = layers.Dropout(dropout, name="head_dropout2")(x)
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
+    outputs = layers.Softmax(name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def options_for_training(backbone_weights: str | None) -> dict:
+    return {"backbone_weights": backbone_weights}
+
+
+def options_for_rebuild(options: dict) -> dict:
+    """The graph does not depend on where the weights started: rebuild without fetching any."""
+    return {}
+
+
+def weights_note(options: dict) -> str:
+    if options.get("backbone_weights") is None:
+        return ("**Trained from scratch.** The MobileNetV2 backbone starts from random weights: the environment "
+                "that built this model has no internet and no copy of the ImageNet weights.")
+    return f"The backbone started from pretrained weights ({options['backbone_weights']})."
+
+
+ARCHITECTURE = register(Architecture(
+    name="mobilenet_v2",
+    build=build,
+    default_input_size=224,
+    gradcam_layer=GRADCAM_LAYER,
+    description="keras.applications.MobileNetV2 without its top (inputs scaled to [-1, 1]), then global "
+                "average pooling, dropout, Dense(128, ReLU), dropout and a 2-way softmax",
+    options_for_training=options_for_training,
+    options_for_rebuild=options_for_rebuild,
+    weights_note=weights_note,
+))
