@@ -77,6 +77,33 @@ def subgroup_table(metrics: dict) -> str:
             "threshold; the AUC compares the subgroup with every image of the other class.\n\n" + "\n".join(lines))
 
 
+def robustness_text(folder: Path) -> str:
+    """The acquisition-perturbation suite on the validation split (metrics_robustness.csv), if recorded."""
+    import pandas as pd
+
+    path = Path(folder) / model_folder.ROBUSTNESS_FILE
+    if not path.exists():
+        return ""
+    table = pd.read_csv(path)
+    clean = table[table.perturbation == "clean"].iloc[0]
+    perturbed = table[table.perturbation != "clean"]
+    worst = perturbed.loc[perturbed.auc_change.idxmin()]
+    lowest_specificity = perturbed.loc[perturbed.specificity.idxmin()]
+    lowest_sensitivity = perturbed.loc[perturbed.sensitivity.idxmin()]
+
+    def name(row) -> str:
+        return f"{row.perturbation} {row.strength}"
+
+    return (f"\n\n### Under acquisition perturbations (validation split)\n`python -m pneumo.robustness` scores the "
+            f"validation split under {len(perturbed)} seeded perturbations "
+            f"({', '.join(dict.fromkeys(perturbed.perturbation.str.replace('_', ' ')))}; "
+            f"{perturbed.strength.nunique()} strengths each; `{model_folder.ROBUSTNESS_FILE}`). "
+            f"Clean ROC-AUC {clean.roc_auc:.3f}; the largest AUC change is {worst.auc_change:+.3f} "
+            f"({name(worst)}); the lowest specificity at the threshold {lowest_specificity.specificity:.3f} "
+            f"({name(lowest_specificity)}) and the lowest sensitivity {lowest_sensitivity.sensitivity:.3f} "
+            f"({name(lowest_sensitivity)}).")
+
+
 HUB_DATASET = "hf-vision/chest-xray-pneumonia"  # the same Kermany et al. release, CC BY 4.0
 HUB_METRICS = [("accuracy", "accuracy", "Accuracy"), ("roc_auc", "roc_auc", "ROC-AUC"),
                ("sensitivity", "recall", "Sensitivity"), ("specificity", "specificity", "Specificity"),
@@ -131,7 +158,8 @@ def render_model_card(folder: Path) -> str:
     weights_note = training.get("weights_note", "")
     scratch_note = f"\n{weights_note}\n" if weights_note else ""
     intensity = config.get("preprocessing", {}).get("intensity", {"method": "decoder_scale"})
-    metrics_section = (metrics_table(metrics) + subgroup_table(metrics)) if metrics else "No metrics recorded yet."
+    metrics_section = ((metrics_table(metrics) + subgroup_table(metrics)) if metrics else "No metrics recorded yet."
+                       ) + robustness_text(folder)
     criterion = training.get("selection_criterion")
     selection = f"best {criterion['name']}: {criterion['description']}" if criterion else "best validation ROC-AUC"
     return f"""{front_matter}

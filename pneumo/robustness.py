@@ -5,8 +5,8 @@ selection criterion that training and the operating point are chosen on.
 
 scores the model folder's validation split clean and under every perturbation of `perturbations.SUITE`
 (each at two strengths, seeded), prints the table and writes `metrics_robustness.csv` into the folder:
-per perturbation, ROC-AUC, and sensitivity and specificity at the model's threshold. The test set is
-never read here.
+per perturbation, ROC-AUC, and sensitivity and specificity at the model's threshold (the model card is
+rewritten with its summary). The test set is never read here.
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     from . import model_folder
     from .errors import PneumoError
     from .files import write_csv
+    from .modelcard import write_model_card
     from .predictor import Predictor
 
     parser = argparse.ArgumentParser(prog="python -m pneumo.robustness", description=__doc__.split("\n")[0])
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
         print(f"pneumo.robustness: {error}", file=sys.stderr)
         return 1
     write_csv(Path(args.model) / model_folder.ROBUSTNESS_FILE, table)
+    write_model_card(args.model)  # the card summarises the suite
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.drop(columns="description").to_string(index=False, float_format="%.3f"))
     worst = table.iloc[1:].auc_change.min()

@@ -21,6 +21,10 @@ def test_the_robustness_command_scores_every_perturbation_of_the_validation_spli
     assert {"roc_auc", "sensitivity", "specificity", "auc_change"} <= set(table.columns)
     assert table.auc_change[0] == 0.0
     assert "largest AUC loss" in capsys.readouterr().out
+    worst = table.iloc[1:].loc[table.auc_change[1:].idxmin()]
+    card = (folder / "README.md").read_text()
+    assert "Under acquisition perturbations" in card
+    assert f"largest AUC change is {worst.auc_change:+.3f} ({worst.perturbation} {worst.strength})" in card
 
 
 def test_the_wrong_data_root_is_one_line(tiny_model_folder, tmp_path, capsys):
