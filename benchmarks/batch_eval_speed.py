@@ -7,6 +7,9 @@ For each bundled model, on the official test folder:
   pipeline   images/s of batch scoring (decode overlapping inference), as batch_eval.py runs it
   naive      images/s of decoding one image and calling model.predict on it (the seeds' way)
 Targets: pipeline >= 0.9 x forward, pipeline >= 5 x naive.
+Then, on full-size copies of the same X-rays (real radiographs are 1,000-4,000 px a side; the dataset was
+shrunk to 224 px): pipeline images/s on 2048 px JPEG copies against the 224 px originals (target >= 0.8x,
+with the peak memory flat), and on 2048 px 16-bit DICOM copies (printed; DICOM has no reduced decode).
 Then batch_eval.py scores a folder of N links to the test images in a child process, whose peak RSS
 must stay under 3 GB.
 """
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+BUNDLED = (REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50")
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -59,6 +63,55 @@ def measure(reference: str, files, batch_size: int) -> dict:
     return {"model": predictor.name, "forward": forward, "pipeline": pipeline, "naive": naive}
 
 
+def full_size_copies(files, folder: Path, suffix: str, side: int = 2048) -> list:
+    """2048 px copies of `files` (bicubic), as quality-90 JPEG or 16-bit DICOM (12-bit data), with their labels."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import write_dicom
+    from pneumo.batch import discover
+
+    for f in files:
+        target = folder / f.relative.parent / f"{f.relative.stem}{suffix}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        large = Image.open(f.path).convert("L").resize((side, side), Image.BICUBIC)
+        if suffix == ".dcm":
+            write_dicom(target, np.asarray(large, np.uint32) * 4095 // 255)
+        else:
+            large.save(target, quality=90)
+    return discover(folder)
+
+
+def pipeline_rate(predictor, files, batch_size: int) -> tuple[float, float]:
+    """(images/s of batch scoring, growth of this process's peak RSS in GB while scoring)."""
+    from pneumo.batch import score
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    score(predictor, files, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    return rate(len(files), seconds), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024**2
+
+
+def full_size_rates(files, batch_size: int, dicom_images: int) -> None:
+    from pneumo import load_predictor
+
+    with tempfile.TemporaryDirectory() as folder:
+        jpegs = full_size_copies(files, Path(folder) / "jpeg", ".jpeg")
+        dicoms = full_size_copies(files[:dicom_images], Path(folder) / "dicom", ".dcm")
+        size = sum(f.path.stat().st_size for f in jpegs) / len(jpegs) / 1024
+        print(f"\nfull size: {len(jpegs)} JPEG copies at 2048 px (mean {size:.0f} KB), {len(dicoms)} 16-bit DICOM copies")
+        print(f"{'model':<10}{'224px/s':>9}{'2048 JPEG/s':>13}{'ratio':>7}{'peak +GB':>10}{'2048 DICOM/s':>14}")
+        for reference in BUNDLED:
+            predictor = load_predictor(str(reference))
+            pipeline_rate(predictor, files[:batch_size], batch_size)  # warm-up
+            small, _ = pipeline_rate(predictor, files, batch_size)
+            large, growth = pipeline_rate(predictor, jpegs, batch_size)
+            dicom, _ = pipeline_rate(predictor, dicoms, batch_size)
+            print(f"{predictor.name:<10}{small:>9.1f}{large:>13.1f}{large / small:>7.2f}{growth:>10.2f}{dicom:>14.1f}")
+
+
 def peak_rss_of_streaming_run(data: Path, count: int) -> tuple[float, float]:
     """(peak RSS in GB, seconds) of batch_eval.py on a folder of `count` symlinks to the images in `data`."""
     sources = sorted(p for p in data.rglob("*") if p.is_file())
@@ -83,14 +136,18 @@ def main():
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--stream-images", type=int, default=20000, help="0 skips the memory run")
+    parser.add_argument("--dicom-images", type=int, default=100, help="full-size DICOM copies (8 MB each); "
+                        "0 skips the full-size runs")
     args = parser.parse_args()
     files = discover(args.data)
     print(f"{len(files)} images from {args.data}, batch {args.batch_size}, {os.cpu_count()} CPUs")
     print(f"{'model':<10}{'forward/s':>11}{'pipeline/s':>12}{'naive/s':>9}{'pipe/fwd':>10}{'pipe/naive':>12}")
-    for reference in (REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"):
+    for reference in BUNDLED:
         m = measure(str(reference), files, args.batch_size)
         print(f"{m['model']:<10}{m['forward']:>11.1f}{m['pipeline']:>12.1f}{m['naive']:>9.1f}"
               f"{m['pipeline'] / m['forward']:>10.2f}{m['pipeline'] / m['naive']:>12.1f}")
+    if args.dicom_images:
+        full_size_rates(files, args.batch_size, args.dicom_images)
     if args.stream_images:
         peak, seconds = peak_rss_of_streaming_run(args.data, args.stream_images)
         print(f"batch_eval.py on {args.stream_images} images (both models): peak RSS {peak:.2f} GB "

@@ -156,9 +156,9 @@ def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *
     (for scoring; training draws its batches from `training_batches`, which runs on every Keras backend)."""
     import tensorflow as tf
 
-    from .imaging import read_grayscale
+    from .imaging import load_model_input
 
-    images = loaded_images(paths, lambda path: preprocessing.model_input(read_grayscale(path), height, width),
+    images = loaded_images(paths, lambda path: load_model_input(path, height, width, preprocessing),
                            (height, width, 3))
     dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(np.asarray(labels, dtype=np.int32)))
     if cache:

@@ -14,7 +14,7 @@ import numpy as np
 from . import model_folder
 from .calibration import Calibration
 from .errors import ModelLoadError, ModelNotFoundError
-from .imaging import ImageSource, Preprocessing, read_grayscale
+from .imaging import ImageSource, Preprocessing, load_model_input
 from .models import LOGITS_LAYER
 
 
@@ -40,7 +40,7 @@ class Prediction:
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities, "threshold": self.threshold,
-                "model": self.model_name, "revision": self.revision,
+                "positive_class": self.positive_class, "model": self.model_name, "revision": self.revision,
                 "out_of_distribution": self.out_of_distribution,
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 3)}
 
@@ -114,7 +114,7 @@ class Predictor:
 
     def load_image(self, source: ImageSource) -> np.ndarray:
         """`source` as this model's input, through the one image path."""
-        return self.prepare(read_grayscale(source))
+        return load_model_input(source, self.height, self.width, self.preprocessing)
 
     def _logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, features = self._forward(np.asarray(images, dtype=np.float32))

@@ -98,3 +98,22 @@ def test_the_exif_rotation_is_undone_before_the_model_sees_the_image(encoded):
     upright, rotated = read_grayscale(encoded / "gray.png"), read_grayscale(encoded / "exif_rotated.jpg")
     assert rotated.shape == upright.shape
     assert np.abs(rotated - upright).mean() < 0.02
+
+
+def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(predictor, encoded):
+    """libjpeg's 1/2..1/8 scale decode: a 2048 px JPEG reaches the model decoded no larger than it needs."""
+    from pneumo.imaging import read_grayscale
+
+    side = 2 * max(predictor.height, predictor.width)  # REDUCED_DECODE_FACTOR
+    reduced = read_grayscale(encoded / "upscaled_2048.jpg", min_side=side)
+    full = read_grayscale(encoded / "upscaled_2048.jpg")
+    assert full.shape == (2048, 2048)
+    assert reduced.shape[0] == reduced.shape[1] and side <= reduced.shape[0] < max(2 * side, 2048 // 8 + 1)
+    from_full = predictor.predict_image(predictor.prepare(full)).positive_probability
+    assert predictor.predict_file(encoded / "upscaled_2048.jpg").positive_probability == pytest.approx(from_full, abs=0.02)
+
+
+def test_only_jpeg_has_a_reduced_decode(encoded):
+    from pneumo.imaging import read_grayscale
+
+    assert read_grayscale(encoded / "gray.png", min_side=64).shape == read_grayscale(encoded / "gray.png").shape
