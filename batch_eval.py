@@ -42,6 +42,8 @@ def parse_score_args(argv):
                         help="Grad-CAM overlays of each model's K most confident mistakes")
     parser.add_argument("--shard", type=shard_spec, default=(0, 1), metavar="I/N",
                         help="score only the I-th of N deterministic parts of the folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in the same --out: files already scored are not scored again")
     return parser, parser.parse_args(argv)
 
 
@@ -72,7 +74,6 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from pneumo import PneumoError
     from pneumo.batch import merge_runs, run_folder
-    from pneumo.errors import NothingToScoreError
 
     if argv[:1] == ["merge"]:
         parser, args = parse_merge_args(argv[1:])
@@ -95,8 +96,9 @@ def main(argv=None) -> int:
             parser.error(str(error))
         try:
             metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
-                                 threshold=args.threshold, gradcam=args.gradcam, shard=args.shard)
-        except NothingToScoreError as error:
+                                 threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
+                                 resume=args.resume)
+        except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
             print(f"batch_eval.py: {error}", file=sys.stderr)
             return 1
     print_summary(metrics)

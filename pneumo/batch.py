@@ -22,6 +22,8 @@ from .errors import DataFolderError, InvalidImageError, NothingToScoreError
 
 SKIPPED_COLUMNS = ["file", "reason"]
 RUN_FILE = "run.json"
+# Under --out: each model's scores, batch by batch, while a run is under way (see run_folder).
+PARTS_FOLDER = ".parts"
 
 
 @dataclass(frozen=True)
@@ -78,21 +80,75 @@ def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
 
 
 def score(predictor, files: list[ImageFile], threshold: float | None = None, batch_size: int = 32,
-          progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(predictions, skipped) tables for one model. `progress(n)` is called after each image."""
+          progress=None, parts: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(predictions, skipped) tables for one model. `progress(n)` is called as images are done.
+
+    With `parts` (a folder), each batch's scores reach the disk there as one CSV file, written atomically,
+    as the run goes; files already in it (from an interrupted run) are not scored again. Their batches
+    were whole and the rest are batched as before, so the tables equal an uninterrupted run's.
+    """
     threshold = predictor.threshold if threshold is None else float(threshold)
+    done = read_parts(parts) if parts else pd.DataFrame(columns=PART_COLUMNS)
+    already = set(done.file)
+    todo = [f for f in files if f.relative.as_posix() not in already]
+    if progress and len(files) > len(todo):
+        progress(len(files) - len(todo))
+    batches, batch, next_part = [done], [], len(done_parts(parts))
+    for file, probabilities, ood_score, error in stream_scores(predictor, todo, batch_size):
+        batch.append((file.relative.as_posix(), None if error else float(probabilities[predictor.positive_index]),
+                      ood_score, reason_of(error, file) if error else ""))
+        if len(batch) == batch_size or file is todo[-1]:
+            frame = pd.DataFrame(batch, columns=PART_COLUMNS)
+            if parts:
+                write_csv(Path(parts) / f"part-{next_part:06d}.csv", frame)
+                next_part += 1
+            batches.append(frame)
+            if progress:
+                progress(len(batch))
+            batch = []
+    scores = pd.concat(batches, ignore_index=True).set_index("file").loc[[f.relative.as_posix() for f in files]]
+    return predictions_and_skipped(predictor, files, scores, threshold)
+
+
+# One row per file in a part: P(positive class) and the out-of-distribution score, or why it was skipped.
+PART_COLUMNS = ["file", "probability", "ood_score", "reason"]
+
+
+def done_parts(parts) -> list[Path]:
+    return sorted(Path(parts).glob("part-*.csv")) if parts and Path(parts).is_dir() else []
+
+
+def read_parts(parts) -> pd.DataFrame:
+    frames = [pd.read_csv(path, keep_default_na=False, na_values={"probability": [""], "ood_score": [""]},
+                          float_precision="round_trip", dtype={"file": str, "reason": str})
+              for path in done_parts(parts)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PART_COLUMNS)
+
+
+def predictions_and_skipped(predictor, files: list[ImageFile], scores: pd.DataFrame, threshold: float):
+    """The predictions and skipped tables from the per-file scores (indexed by relative path)."""
     rows, skipped = [], []
-    for file, probabilities, ood_score, error in stream_scores(predictor, files, batch_size):
-        if error:
-            skipped.append((file.relative.as_posix(), reason_of(error, file)))
-        else:
-            rows.append((file.relative.as_posix(), file.true_label(predictor.class_names) or "",
-                         float(probabilities[predictor.positive_index]), predictor.decide(probabilities, threshold),
-                         threshold, ood_score, None if np.isnan(ood_score) else bool(ood_score > 1.0)))
-        if progress:
-            progress(1)
+    for file in files:
+        name = file.relative.as_posix()
+        entry = scores.loc[name]
+        if entry.reason:
+            skipped.append((name, entry.reason))
+            continue
+        positive = float(entry.probability)
+        ood_score = float(entry.ood_score)
+        rows.append((name, file.true_label(predictor.class_names) or "", positive,
+                     predictor.decide(binary_probabilities(predictor, positive), threshold),
+                     threshold, ood_score, None if np.isnan(ood_score) else bool(ood_score > 1.0)))
     return (pd.DataFrame(rows, columns=prediction_columns(predictor.positive_class)),
             pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+
+
+def binary_probabilities(predictor, positive: float) -> np.ndarray:
+    """Both classes' probabilities from the positive one (the models are binary)."""
+    probabilities = np.empty(len(predictor.class_names))
+    probabilities[:] = 1.0 - positive
+    probabilities[predictor.positive_index] = positive
+    return probabilities
 
 
 def reason_of(error: str, file: ImageFile) -> str:
@@ -119,19 +175,39 @@ def model_record(predictor) -> dict:
 
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
-               gradcam: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True) -> dict[str, dict]:
-    """Score `folder` with every predictor and write all reports under `out`; returns metrics per model."""
+               gradcam: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True,
+               resume: bool = False) -> dict[str, dict]:
+    """Score `folder` with every predictor and write all reports under `out`; returns metrics per model.
+
+    Scores reach `out/.parts/` batch by batch as the run goes (removed once the reports are written);
+    `resume` continues an interrupted run from there, if it was started with the same settings.
+    """
+    import shutil
+
     from tqdm import tqdm
 
     files = discover(folder, shard)
     if not files:
         raise NothingToScoreError(f"{folder}: no files to score" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""))
     names = unique_names(predictors)
-    all_predictions, skipped_frames, records = {}, [], {}
+    records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
+    parts = Path(out) / PARTS_FOLDER
+    settings = {"folder": str(Path(folder).resolve()), "shard": list(shard), "batch_size": batch_size,
+                "threshold": threshold, "models": records}
+    if resume and (parts / RUN_FILE).exists():
+        started = json.loads((parts / RUN_FILE).read_text())
+        if started != settings:
+            changed = ", ".join(key for key in settings if started.get(key) != settings[key])
+            raise DataFolderError(f"{out}: the interrupted run there was started with another {changed}; resume "
+                                  "it with the same command, or score into another --out")
+    else:
+        shutil.rmtree(parts, ignore_errors=True)  # a new run: what an earlier one left is not ours
+        write_json(parts / RUN_FILE, settings)
+    all_predictions, skipped_frames = {}, []
     for name, predictor in zip(names, predictors):
         with tqdm(total=len(files), desc=name, unit="img", disable=not show_progress) as bar:
-            predictions, skipped = score(predictor, files, threshold, batch_size, bar.update)
-        all_predictions[name], records[name] = predictions, model_record(predictor)
+            predictions, skipped = score(predictor, files, threshold, batch_size, bar.update, parts / name)
+        all_predictions[name] = predictions
         skipped_frames.append(skipped)
     skipped = pd.concat(skipped_frames).drop_duplicates("file")
     all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name])
@@ -141,6 +217,7 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     if gradcam:
         for name, predictor in zip(names, predictors):
             write_confident_mistakes(Path(out) / name / "gradcam", predictor, all_predictions[name], folder, gradcam)
+    shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
 
 

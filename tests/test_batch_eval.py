@@ -184,3 +184,60 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def large_folder(tmp_path_factory):
+    """Enough images that a run scoring one at a time lasts a few seconds, with bad files among them."""
+    root = tmp_path_factory.mktemp("large")
+    write_synthetic_class_folders(root, 150, seed=80)
+    for name, content in BAD_FILES.items():
+        (root / "NORMAL" / name).write_bytes(content)
+    return root
+
+
+def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(large_folder, tiny_model_folder,
+                                                                                 tmp_path):
+    import signal
+    import time
+
+    from pneumo.batch import PARTS_FOLDER, read_parts, run_folder
+    from pneumo.predictor import Predictor
+
+    out, parts = tmp_path / "resumed", tmp_path / "resumed" / PARTS_FOLDER / tiny_model_folder.name
+    command = [sys.executable, str(REPO / "batch_eval.py"), str(large_folder), "--out", str(out),
+               "--model", str(tiny_model_folder), "--batch-size", "1"]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("part-*.csv"))) < 5 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "the run ended before it could be interrupted"
+    already = len(read_parts(parts))
+    assert 5 <= already < 300 + len(BAD_FILES)
+    assert not (out / tiny_model_folder.name / "predictions.csv").exists()
+
+    predictor = Predictor.from_folder(tiny_model_folder)
+    scored, assess = [], predictor.assess
+    predictor.assess = lambda images: (scored.append(len(images)), assess(images))[1]
+    run_folder(large_folder, out, [predictor], batch_size=1, show_progress=False, resume=True)
+    assert sum(scored) <= 300 + len(BAD_FILES) - already  # nothing scored twice
+    assert not (out / PARTS_FOLDER).exists()
+
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run(large_folder, "--out", uninterrupted, "--model", tiny_model_folder, "--batch-size", "1") == 0
+    for path in sorted(uninterrupted.rglob("*")):
+        if path.suffix in (".csv", ".json") and path.name != "run.json":
+            assert (out / path.relative_to(uninterrupted)).read_text() == path.read_text(), path.name
+
+
+def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_folder, tmp_path):
+    from pneumo.batch import PARTS_FOLDER, RUN_FILE
+
+    out = tmp_path / "out"
+    (out / PARTS_FOLDER).mkdir(parents=True)
+    (out / PARTS_FOLDER / RUN_FILE).write_text(json.dumps({"folder": str(labeled_folder), "batch_size": 7}))
+    result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), str(labeled_folder), "--out", str(out),
+                             "--model", str(tiny_model_folder), "--resume"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "started with another" in result.stderr and "Traceback" not in result.stderr
