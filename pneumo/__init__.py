@@ -4,7 +4,7 @@ Where an image goes in: `pneumo.imaging.load_model_input`. Where a probability c
 `pneumo.load_predictor(reference).predict_file(path)`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import InvalidImageError, ModelLoadError, PneumoError  # noqa: E402
 
