@@ -21,6 +21,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 pneumo
 WORKDIR /app
 
+# The demo's Debian packages (packages.txt: a CJK font, so the PDF report prints Chinese, Japanese and Korean
+# names; without it the report says which characters it cannot print).
+COPY packages.txt .
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && xargs -a packages.txt apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first: the layer is rebuilt only when requirements.txt changes.
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt

@@ -44,7 +44,8 @@ def positive_truth_and_probability(labeled: pd.DataFrame, positive_class: str):
 def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict, detailed: bool = False) -> dict:
     """metrics.json: the library's metrics on the labeled rows, plus counts and which model scored them.
 
-    `detailed` adds 95% bootstrap intervals and per-subgroup metrics (as the model folders record them).
+    `detailed` adds 95% bootstrap intervals and per-subgroup metrics (as the model folders record them; the
+    batch reports draw the intervals).
     """
     labeled = labeled_part(predictions, model["class_names"])
     summary = {"image_count": int(len(predictions)), "labeled_count": int(len(labeled)),
@@ -89,17 +90,18 @@ def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped
     folder = Path(out) / name
     predictions = predictions.sort_values("file", kind="stable").reset_index(drop=True)
     write_csv(folder / "predictions.csv", predictions)
-    metrics = model_metrics(predictions, skipped_count, model)
+    metrics = model_metrics(predictions, skipped_count, model, detailed=True)
     write_json(folder / "metrics.json", metrics)
     labeled = labeled_part(predictions, model["class_names"])
     if len(labeled):
         order = binary_order(model["class_names"], model["positive_class"])
+        title = model.get("display_name") or name  # runs recorded before display names had none
         write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True)
         write_csv(folder / "confusion_matrix.csv", confusion_table(metrics, order), index=True)
-        plot_confusion_matrix(metrics, order, name, folder / "confusion_matrix.png")
+        plot_confusion_matrix(metrics, order, title, folder / "confusion_matrix.png")
         truth_and_probability = positive_truth_and_probability(labeled, model["positive_class"])
-        plot_roc(*truth_and_probability, metrics, name, folder / "roc_curve.png")
-        plot_reliability(*truth_and_probability, metrics, name, folder / "reliability_diagram.png")
+        plot_roc(*truth_and_probability, metrics, title, folder / "roc_curve.png", order)
+        plot_reliability(*truth_and_probability, metrics, title, folder / "reliability_diagram.png", order)
     return metrics
 
 
@@ -119,7 +121,10 @@ def write_run_reports(out: Path, all_predictions: dict[str, pd.DataFrame], all_m
     write_csv(out / "disagreements.csv", disagreements(all_predictions))
     write_csv(out / "skipped.csv", skipped.sort_values("file").reset_index(drop=True))
     if comparison[COMPARISON_METRICS].notna().any().any():
-        plot_comparison(comparison, COMPARISON_METRICS, out / "comparison.png")
+        labels = [metrics.get("display_name") or name for name, metrics in all_metrics.items()]
+        if len(set(labels)) < len(labels):  # two models of one name: the output folders' names tell them apart
+            labels = list(all_metrics)
+        plot_comparison(dict(zip(labels, all_metrics.values())), COMPARISON_METRICS, out / "comparison.png")
 
 
 def disagreements(all_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:

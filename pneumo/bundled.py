@@ -21,3 +21,13 @@ def model_references(overrides: dict | None = None) -> dict[str, str]:
     overrides = overrides or {}
     return {name: overrides.get(name) or os.environ.get(variable) or str(folder)
             for name, (variable, folder) in BUNDLED_MODELS.items()}
+
+
+def display_name(reference, folder=None) -> str | None:
+    """The name the demo gives a model reference (or the folder it resolved to): 'CNN+LSTM' for the bundled
+    CNN+LSTM or whatever its environment variable names; None for any other model."""
+    for name, bundled in model_references().items():
+        if str(reference) == bundled or (folder is not None and Path(bundled).is_dir()
+                                         and Path(bundled).resolve() == Path(folder).resolve()):
+            return name
+    return None

@@ -65,3 +65,9 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4
     colours = cv2.applyColorMap((np.clip(resized, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     colours = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(colours, opacity, base, 1.0 - opacity, 0.0)
+
+
+def colour_scale(width: int = 256, height: int = 12) -> np.ndarray:
+    """The heatmaps' colours from no contribution (left) to the strongest (right), uint8 RGB: the legend."""
+    ramp = np.repeat(np.linspace(0, 255, width).astype(np.uint8)[None], height, axis=0)
+    return cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)

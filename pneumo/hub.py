@@ -20,7 +20,8 @@ from .model_folder import (CARD_FILE, CONFIG_FILE, DOWNLOADED_FILES, NETWORK_FIL
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 
 # What a Space runs on, as glob patterns from the repository root; its README.md is generated (space_card).
-SPACE_FILES = ("app.py", "requirements.txt", "pneumo/**/*.py", "examples/*.jpeg", "examples/README.md")
+# packages.txt: the Debian packages the Space installs (a CJK font, so the PDF report prints such names).
+SPACE_FILES = ("app.py", "requirements.txt", "packages.txt", "pneumo/**/*.py", "examples/*.jpeg", "examples/README.md")
 # The Space's folders that a deploy owns: a file there that the working tree no longer has is deleted.
 SPACE_MANAGED_FOLDERS = ("pneumo/", "examples/")
 # What the Space downloads from each model repo at build time: what loading a model and the demo's

@@ -47,17 +47,23 @@ def compute_metrics(y_true, prob_positive, threshold: float = 0.5) -> dict:
 def bootstrap_intervals(y_true, prob_positive, threshold: float, resamples: int = 1000, seed: int = 0,
                         level: float = 0.95) -> dict:
     """Percentile-bootstrap confidence intervals (images resampled with replacement) for accuracy,
-    sensitivity, specificity and ROC-AUC at `threshold`: {metric: [low, high]}."""
+    sensitivity, specificity, precision, F1 and ROC-AUC at `threshold`: {metric: [low, high]}."""
     y_true = np.asarray(y_true, dtype=int)
     prob_positive = np.asarray(prob_positive, dtype=float)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(y_true), size=(resamples, len(y_true)))
-    truth, predicted = y_true[draws], (prob_positive >= threshold)[draws]
+    # int8 labels: the (resamples, images) matrices stay small for a folder of 20,000 images
+    truth, predicted = y_true.astype(np.int8)[draws], (prob_positive >= threshold)[draws]
+    positives = (truth == 1).sum(axis=1)
+    true_positives = (predicted & (truth == 1)).sum(axis=1)
+    false_positives = (predicted & (truth == 0)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         values = {
             "accuracy": (truth == predicted).mean(axis=1),
-            "sensitivity": (predicted & (truth == 1)).sum(axis=1) / (truth == 1).sum(axis=1),
+            "sensitivity": true_positives / positives,
             "specificity": (~predicted & (truth == 0)).sum(axis=1) / (truth == 0).sum(axis=1),
+            "precision": true_positives / (true_positives + false_positives),
+            "f1": 2 * true_positives / (true_positives + false_positives + positives),  # 2TP / (2TP + FP + FN)
         }
     aucs = [skm.roc_auc_score(truth[i], prob_positive[draws[i]]) for i in range(resamples)
             if 0 < truth[i].sum() < len(y_true)]

@@ -15,9 +15,22 @@ import pandas as pd  # noqa: E402
 from .files import atomic_write  # noqa: E402
 
 
-def save_figure(figure, path: Path, dpi: int = 110) -> None:
+PRINT_DPI = 200  # sharp on paper and on high-density screens
+
+
+def save_figure(figure, path: Path, dpi: int = PRINT_DPI) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format="png"))
     plt.close(figure)
+
+
+def sample_size(metrics: dict, class_names) -> str:
+    """'n = 624 (234 NORMAL, 390 PNEUMONIA)' from the confusion matrix (rows: the classes in `class_names` order)."""
+    rows = [sum(row) for row in metrics["confusion_matrix"]]
+    return f"n = {sum(rows)} (" + ", ".join(f"{count} {name}" for count, name in zip(rows, class_names)) + ")"
+
+
+def _interval(metrics: dict, key: str) -> list[float] | None:
+    return (metrics.get("confidence_intervals_95") or {}).get(key)
 
 
 def plot_training_curves(history_csv: Path, out_png: Path) -> None:
@@ -52,25 +65,38 @@ def plot_confusion_matrix(metrics: dict, class_names, title: str, path: Path) ->
     save_figure(figure, path)
 
 
-def plot_roc(y_true, prob_positive, metrics: dict, title: str, path: Path) -> None:
+def plot_roc(y_true, prob_positive, metrics: dict, title: str, path: Path, class_names) -> None:
+    """The ROC curve with its AUC and the model's operating point, each with its 95% bootstrap interval."""
     from sklearn.metrics import roc_curve
 
-    figure, axis = plt.subplots(figsize=(4.6, 4))
+    figure, axis = plt.subplots(figsize=(4.6, 4.4))
     if metrics.get("roc_auc") is not None:
         fpr, tpr, _ = roc_curve(y_true, prob_positive)
-        axis.plot(fpr, tpr, label=f"AUC = {metrics['roc_auc']:.3f}")
-        axis.plot([1 - metrics["specificity"]], [metrics["sensitivity"]], "o",
-                  label=f"threshold {metrics['threshold']:.3f}")
-        axis.legend(loc="lower right")
+        auc_interval = _interval(metrics, "roc_auc")
+        axis.plot(fpr, tpr, label=f"AUC {metrics['roc_auc']:.3f}"
+                  + (f" (95% CI {auc_interval[0]:.3f}-{auc_interval[1]:.3f})" if auc_interval else ""))
+        sensitivity, specificity = metrics["sensitivity"], metrics["specificity"]
+        errors = {}  # error bar lengths below and above the point (a percentile interval may miss the estimate)
+        if interval := _interval(metrics, "sensitivity"):
+            errors["yerr"] = [[max(sensitivity - interval[0], 0)], [max(interval[1] - sensitivity, 0)]]
+        if interval := _interval(metrics, "specificity"):  # drawn as 1 - specificity: the interval flips
+            errors["xerr"] = [[max(interval[1] - specificity, 0)], [max(specificity - interval[0], 0)]]
+        axis.errorbar([1 - specificity], [sensitivity], fmt="o", capsize=3, **errors,
+                      label=f"threshold {metrics['threshold']:.3f}: sensitivity {sensitivity:.2f}, "
+                            f"specificity {specificity:.2f}")
+        axis.legend(loc="lower right", fontsize=7)
     axis.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
     axis.set_xlabel("1 - specificity")
     axis.set_ylabel("sensitivity")
-    axis.set_title(title)
+    axis.set_title(f"{title}\n{sample_size(metrics, class_names)}", fontsize=10)
+    if _interval(metrics, "roc_auc"):
+        figure.text(0.01, 0.01, "bars and CI: 95% bootstrap intervals (1,000 resamples)", fontsize=6, color="grey")
     figure.tight_layout()
     save_figure(figure, path)
 
 
-def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Path, bins: int = 10) -> None:
+def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Path, class_names,
+                     bins: int = 10) -> None:
     """The calibration curve: in each probability bin, the fraction of images that are positive."""
     from sklearn.calibration import calibration_curve
 
@@ -83,23 +109,29 @@ def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Pat
     axis.set_ylim(0, 1)
     axis.set_xlabel("predicted probability")
     axis.set_ylabel("observed fraction positive")
-    axis.set_title(title)
-    axis.legend(loc="upper left")
+    axis.set_title(f"{title}\n{sample_size(metrics, class_names)}", fontsize=10)
+    axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     save_figure(figure, path)
 
 
-def plot_comparison(comparison: pd.DataFrame, metric_names, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(7, 3.6))
-    width = 0.8 / len(comparison)
+def plot_comparison(models: dict[str, dict], metric_names, path: Path) -> None:
+    """Every model's metrics side by side (`models`: display name -> metrics), with 95% bootstrap intervals as
+    error bars and each model's number of labeled images; the legend sits above the bars, never over one."""
+    figure, axis = plt.subplots(figsize=(7.5, 4))
+    width = 0.8 / len(models)
     positions = np.arange(len(metric_names))
-    for offset, (_, row) in enumerate(comparison.iterrows()):
-        values = [row[m] if row[m] is not None and not pd.isna(row[m]) else 0 for m in metric_names]
-        bars = axis.bar(positions + offset * width, values, width, label=row["model"])
-        axis.bar_label(bars, fmt="%.2f", fontsize=7)
-    axis.set_xticks(positions + width * (len(comparison) - 1) / 2, metric_names)
-    axis.set_ylim(0, 1.08)
-    axis.legend(loc="lower left", fontsize=8)
-    axis.set_title("Models compared on the same images")
+    for offset, (name, metrics) in enumerate(models.items()):
+        values = [metrics.get(m) if metrics.get(m) is not None else 0.0 for m in metric_names]
+        intervals = [_interval(metrics, m) or [v, v] for m, v in zip(metric_names, values)]
+        errors = [[max(v - low, 0) for v, (low, _) in zip(values, intervals)],
+                  [max(high - v, 0) for v, (_, high) in zip(values, intervals)]]
+        bars = axis.bar(positions + offset * width, values, width, yerr=errors, capsize=2, error_kw={"linewidth": 0.8},
+                        label=f"{name} (n = {metrics.get('labeled_count', metrics.get('n_images', '?'))})")
+        axis.bar_label(bars, fmt="%.2f", label_type="center", fontsize=7, color="white")
+    axis.set_xticks(positions + width * (len(models) - 1) / 2, [m.replace("_", "-") for m in metric_names])
+    axis.set_ylim(0, 1.05)
+    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 3), fontsize=8, frameon=False)
+    figure.suptitle("Models compared on the same images (error bars: 95% bootstrap intervals)", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)

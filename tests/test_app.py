@@ -1,22 +1,59 @@
 """The demo's client API, called with gradio_client against the app served on a loopback port."""
 
-import glob
+import json
+import logging
+import os
+import re
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import app
-from conftest import EXAMPLES, bomb_png, example_images, png_bytes, true_label
+from conftest import BUNDLED_MODELS, EXAMPLES, bomb_png, example_images, png_bytes, true_label
+
+# A name in three scripts, one of which (Linear B) no font of a Debian machine covers.
+UNUSUAL_NAME = "王秀英 Ζωή 𐀀𐀁"
+PRINTABLE_PART = "王秀英"
+
+
+def new_client(url, downloads):
+    from gradio_client import Client
+
+    # The client's own downloads go to a folder of the test's, apart from the server's temporary folders.
+    return Client(url, verbose=False, download_files=str(downloads))
 
 
 @pytest.fixture(scope="module")
-def client(app_url):
-    from gradio_client import Client
+def client(app_url, tmp_path_factory):
+    return new_client(app_url, tmp_path_factory.mktemp("client-downloads"))
 
-    return Client(app_url, verbose=False)
+
+@pytest.fixture(scope="module")
+def disagreeing_models():
+    """The bundled CNN+LSTM twice, with thresholds that make one call every X-ray PNEUMONIA and the other none:
+    the two always disagree, whatever the bundled network says (a threshold above 1: a probability can round to 1)."""
+    from pneumo import model_folder
+    from pneumo.predictor import Predictor
+
+    folder = BUNDLED_MODELS[0]
+    config = model_folder.read_config(folder)
+    network = model_folder.load_network(folder, config)
+    return {"Eager": Predictor(network, {**config, "threshold": 0.0}, folder, "eager"),
+            "Reluctant": Predictor(network, {**config, "threshold": 1.5}, folder, "reluctant")}
+
+
+@pytest.fixture(scope="module")
+def disagreeing_client(disagreeing_models, tmp_path_factory):
+    demo = app.build_app(disagreeing_models)
+    app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    yield new_client(demo.local_url, tmp_path_factory.mktemp("client-downloads"))
+    demo.close()
 
 
 def handle(path):
@@ -51,30 +88,122 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
     assert set(summary["models"]) == {"CNN+LSTM", "ResNet50"}
     assert cnn["label"] == res["label"] == true_label(image)
     assert summary["agree"] and "agree" in banner
+    # The details keep every key clients read, and say what the page's table shows.
+    assert {"label", "probabilities", "threshold", "model", "revision", "out_of_distribution", "ood_score",
+            "explained_class", "seconds", "positive_class", "input_size"} <= set(cnn) and cnn["input_size"][0] > 0
     for overlay in (cnn_overlay, res_overlay):
         assert Image.open(overlay).size == (448, 448)
 
 
-def test_report_is_a_pdf_with_the_metadata_and_both_predictions(client):
+def pdf_text(path) -> str:
     from pypdf import PdfReader
 
-    before = set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*"))
-    pdf = client.predict(handle(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"), "Zoë Ångström", "4", "F", "2026-11-20", "Dr. Okafor",
-                         "cough for 3 days", api_name="/report")
-    text = "".join(page.extract_text() for page in PdfReader(pdf).pages)
-    for words in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
-                  "not a medical device", "PNEUMONIA"):
-        assert words in text, words
-    # The app deletes its own copy of a served file SERVED_FILE_LIFETIME_S after serving it.
-    deadline = time.monotonic() + app.SERVED_FILE_LIFETIME_S + 20
-    while set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) - before and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert set(glob.glob(f"{tempfile.gettempdir()}/pneumo-served-*")) <= before
+    # pypdf reads the two-byte codes of a CJK font's glyphs with a NUL before each character (pdftotext does not).
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages).replace("\x00", "")
+
+
+def words(text: str) -> str:
+    """The text with its line breaks and spaces collapsed (lines wrap anywhere; CJK glyphs come out spaced)."""
+    return " ".join(text.split())
+
+
+def report_folders() -> set:
+    from pneumo.served_files import gradio_cache_folder
+
+    return set(gradio_cache_folder().glob("pneumo-report-*"))
+
+
+def test_report_is_a_pdf_with_the_metadata_and_both_predictions_deleted_once_downloaded(client):
+    before = report_folders()
+    pdf = client.predict(handle(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"), "Zoë Ångström", "4", "F",
+                         "2026-11-20", "Dr. Okafor", "cough for 3 days", api_name="/report")
+    text = pdf_text(pdf)
+    for expected in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
+                     "not a medical device", "PNEUMONIA", "threshold", "Grad-CAM shows where the model looked"):
+        assert expected in words(text), expected
+    # Probabilities at a sensible precision: never a bare 1.000 / 0.000 (nor 100% / 0%).
+    assert not re.search(r"\b[01]\.000\b|\b100%|(?<![.\d<])0%", text)
+    # Table words are whole: no column is narrower than its longest word.
+    assert {"P(NORMAL)", "P(PNEUMONIA)", "Threshold", "Decision", "Revision", "bundled"} <= set(text.split())
+    # The client has downloaded it: the server's only copy is gone (deleted just after it was sent).
+    deadline = time.monotonic() + 30
+    while report_folders() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not report_folders() - before
+
+
+def test_the_report_says_when_the_models_disagree_with_each_models_verdict_and_measured_limits(
+        disagreeing_client, disagreeing_models):
+    from pneumo.verdicts import limits_sentence, measured_limits
+
+    pdf = disagreeing_client.predict(handle(example_images()[0]), "Test Patient", "", "", "", "", "",
+                                     api_name="/report")
+    text = words(pdf_text(pdf))
+    assert "The models disagree on this image (Eager says PNEUMONIA; Reluctant says NORMAL)" in text
+    assert re.search(r"Eager: PNEUMONIA [<>\d.]+%, at or above this model's [<>\d.]+% threshold → PNEUMONIA", text)
+    assert re.search(r"Reluctant: PNEUMONIA [<>\d.]+%, below this model's [<>\d.]+% threshold → NORMAL", text)
+    # The caveat, with the numbers read from the model folder's metrics.
+    predictor = disagreeing_models["Eager"]
+    limits = measured_limits(predictor.folder, predictor.class_names, predictor.positive_class)
+    assert limits is not None and limits_sentence(limits) in text
+    assert f"({limits.false_positives} of {limits.negatives})" in text
+
+
+def test_the_compare_banner_says_when_the_models_disagree_and_what_their_errors_are(disagreeing_client):
+    banner, *_, summary = disagreeing_client.predict(handle(example_images()[0]), api_name="/compare")
+    assert summary["agree"] is False
+    assert "The models disagree on this image" in banner and "on the official test set" in banner
+
+
+def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(client, caplog, capfd,
+                                                                               tmp_path_factory):
+    from pneumo.pdf_report import EXTRA_FONTS, extra_font_paths
+    from pneumo.served_files import gradio_cache_folder
+
+    assert extra_font_paths(), f"install a CJK font for the PDF report (apt-get install {EXTRA_FONTS[0][1]}); .ci/run does"
+    caplog.set_level(logging.DEBUG)
+    start = time.time()
+    pdf = client.predict(handle(example_images()[1]), UNUSUAL_NAME, "3", "", "", UNUSUAL_NAME, UNUSUAL_NAME,
+                         api_name="/report")
+    text = pdf_text(pdf)
+    assert PRINTABLE_PART in "".join(text.split()) and "Ζωή" in text
+    assert "cannot be printed with this server's fonts and are shown as □" in words(text)
+    # The server log: every record and every line written to stdout or stderr while the report was made.
+    logged = " ".join(record.getMessage() for record in caplog.records) + "".join(capfd.readouterr())
+    for character in {c for c in UNUSUAL_NAME if not c.isascii() and not c.isspace()}:  # quoted one by one, too
+        assert character not in logged and ascii(character)[1:-1] not in logged, character
+    # Temporary folders: no file written since the request holds the name, and no PDF is left behind.
+    encodings = [part.encode(codec) for part in UNUSUAL_NAME.split() for codec in ("utf-8", "utf-16-be")]
+    tests_own = str(tmp_path_factory.getbasetemp())  # where the clients (not the server) keep their downloads
+    for folder in {tempfile.gettempdir(), str(gradio_cache_folder())}:
+        for parent, _, names in os.walk(folder):  # os.walk passes over folders that vanish meanwhile
+            if parent.startswith(tests_own):
+                continue
+            for name in names:
+                path = Path(parent) / name
+                try:
+                    if not path.is_file() or path.stat().st_mtime < start - 1:
+                        continue
+                    content = path.read_bytes()
+                except OSError:  # deleted meanwhile, or another user's
+                    continue
+                assert path.suffix != ".pdf" or "pneumo-report" not in str(path), path
+                assert not any(encoded in content for encoded in encodings), path
+
+
+def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limit(app_url):
+    from pneumo.imaging import MAX_FILE_BYTES
+
+    root = app_url.rstrip("/")
+    config = json.loads(urllib.request.urlopen(f"{root}/config", timeout=30).read())
+    assert config["run_history"] is False
+    assert config["max_file_size"] == MAX_FILE_BYTES
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{root}/gradio_api/runs", timeout=30)
+    assert missing.value.code == 404
 
 
 def test_a_picture_that_is_not_a_chest_xray_is_flagged_in_the_banner_the_details_and_the_pdf(client, tmp_path):
-    from pypdf import PdfReader
-
     from test_ood import not_chest_xrays
 
     page = tmp_path / "discharge-summary.png"
@@ -83,8 +212,7 @@ def test_a_picture_that_is_not_a_chest_xray_is_flagged_in_the_banner_the_details
     assert "does not look like the chest X-rays" in banner
     assert all(result["out_of_distribution"] and result["ood_score"] > 1 for result in summary["models"].values())
     pdf = client.predict(handle(page), "", "", "", "", "", "", api_name="/report")
-    text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())  # lines wrap anywhere
-    assert "does not look like the chest X-rays" in text
+    assert "does not look like the chest X-rays" in words(pdf_text(pdf))
     _, _, example = client.predict(handle(example_images()[0]), "CNN+LSTM", None, api_name="/predict")
     assert example["out_of_distribution"] is False
 
@@ -99,13 +227,22 @@ BAD_UPLOADS = {
 
 
 @pytest.mark.parametrize("name", BAD_UPLOADS)
-def test_a_bad_upload_gets_a_readable_error_and_the_app_keeps_serving(client, tmp_path, name):
+def test_a_bad_upload_gets_an_error_naming_the_users_file_and_the_app_keeps_serving(client, tmp_path, name, caplog,
+                                                                                    capfd):
     from gradio_client.exceptions import AppError
 
     path = tmp_path / name
     path.write_bytes(BAD_UPLOADS[name])
+    capfd.readouterr()
+    caplog.set_level(logging.INFO)
     with pytest.raises(AppError) as raised:
         client.predict(handle(path), api_name="/compare")
-    assert name in str(raised.value) and "Traceback" not in str(raised.value)
+    message = str(raised.value)
+    assert message.startswith(f"{name}: ") and "Traceback" not in message
+    # The server log: one line, without the file's name (a file name can be a patient's name), and no traceback.
+    records = [record.getMessage() for record in caplog.records if record.name.startswith(("pneumo", "gradio"))]
+    assert len(records) == 1 and "refused an upload" in records[0] and name not in records[0], records
+    printed = "".join(capfd.readouterr())
+    assert "Traceback" not in printed and name not in printed
     _, _, details = client.predict(handle(example_images()[0]), "CNN+LSTM", None, api_name="/predict")
     assert details["label"] in ("NORMAL", "PNEUMONIA")

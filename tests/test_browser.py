@@ -1,17 +1,29 @@
-"""A person's path through the demo, in Debian's headless Chromium driven by Playwright."""
+"""A person's path through the demo, in Debian's headless Chromium driven by Playwright.
 
+PNEUMO_SCREENSHOT=docs/screenshot-compare.png PNEUMO_PHONE_SCREENSHOT=docs/screenshot-phone.png
+python -m pytest tests/test_browser.py  saves the README's screenshots of the Compare tab (desktop, phone).
+"""
+
+import io
 import os
+import re
 import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, synthetic_xray, write_dicom
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# "PNEUMONIA 85%, below this model's 87% threshold → NORMAL"
+VERDICT = re.compile(r"(NORMAL|PNEUMONIA) [<>\d.]+%, (at or above|below) this model's [<>\d.]+% threshold → "
+                     r"(NORMAL|PNEUMONIA)")
+PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "install Debian's chromium (apt-get install chromium); .ci/run does"
@@ -19,38 +31,148 @@ def page(app_url):
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1400}, accept_downloads=True)
-        page.set_default_timeout(120_000)
-        page.goto(app_url)
-        yield page
+        yield browser
         browser.close()
+
+
+def open_page(browser, app_url, viewport):
+    page = browser.new_page(viewport=viewport, accept_downloads=True)
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    page = open_page(browser, app_url, {"width": 1280, "height": 1400})
+    yield page
+    page.close()
 
 
 def visible_tab(page):
     return page.locator("[role=tabpanel]:visible").first
 
 
-def test_compare_shows_both_labels_and_both_heatmaps(page):
+def preview_source(page) -> str | None:
+    image = page.locator("#xray-preview img")
+    return image.get_attribute("src") if image.count() else None
+
+
+def choose(page, path):
+    """Upload `path` in the box above the tabs and wait for its picture."""
+    before = preview_source(page)
+    if page.locator("#upload input[type=file]").count() == 0:  # a file is there already: clear it first
+        page.locator("#upload button[aria-label=Clear]").click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.wait_for_function("before => { const image = document.querySelector('#xray-preview img'); "
+                           "return image && image.src && image.src !== before; }", arg=before)
+
+
+def compare(page, path):
     page.get_by_role("tab", name="Compare").click()
+    choose(page, path)
+    page.get_by_role("button", name="Compare both models").click()
+    cards = page.locator("#compare-decisions .pneumo-verdict")
+    cards.nth(1).wait_for(state="visible")
+    return cards
+
+
+def test_compare_shows_each_verdict_with_its_threshold_the_banner_and_both_heatmaps(page):
+    cards = compare(page, EXAMPLES / "pneumonia_person142_bacteria_683.jpeg")
+    texts = [cards.nth(i).inner_text() for i in range(cards.count())]
+    assert len(texts) == 2
+    for text in texts:
+        assert VERDICT.search(" ".join(text.split())), text
+        assert "Measured on" in text
+    decisions = [cards.nth(i).locator(".pneumo-decision").inner_text() for i in range(2)]
+    kind = "agree" if len(set(decisions)) == 1 else "disagree"
+    banner = page.locator(f"#compare-decisions .pneumo-banner-{kind}")
+    assert banner.count() == 1 and banner.locator(".pneumo-icon").count() == 1
+    assert ("Agreement is not confirmation" if kind == "agree" else "The models disagree") in banner.inner_text()
     tab = visible_tab(page)
-    tab.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"))
-    tab.get_by_role("button", name="Compare both models").click()
-    heatmaps = tab.locator("img[src*='gradio_api/file=']")
-    heatmaps.nth(1).wait_for(state="visible")
-    assert heatmaps.count() >= 2
-    page.get_by_text("agree").first.wait_for()
-    text = tab.inner_text()
-    assert text.count("PNEUMONIA") >= 2
+    assert tab.locator("img[src*='gradio_api/file=']").count() == 2
+    assert tab.get_by_text("Grad-CAM shows where the model looked, not where the disease is.").count() == 2
+    assert tab.locator(".pneumo-details table tr").count() == 3  # a header and a row per model
+    assert '"probabilities"' not in tab.inner_text()  # no raw JSON on the page
     if os.environ.get("PNEUMO_SCREENSHOT"):
         page.screenshot(path=os.environ["PNEUMO_SCREENSHOT"], full_page=True)
+
+
+def test_an_error_names_the_users_file_and_clears_the_previous_results(page, tmp_path):
+    compare(page, EXAMPLES / "normal_IM-0039-0001.jpeg")
+    bad = tmp_path / "discharge-letter.png"
+    bad.write_bytes(b"%PDF-1.4 a letter, not an X-ray")
+    page.locator("#upload button[aria-label=Clear]").click()
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    message = page.get_by_text("discharge-letter.png: not an image").first
+    message.wait_for(state="visible")
+    assert "/tmp" not in message.inner_text()
+    tab = visible_tab(page)
+    assert page.locator("#compare-decisions .pneumo-verdict, #compare-decisions .pneumo-banner").count() == 0
+    assert tab.locator("img[src*='gradio_api/file=']").count() == 0
+    assert tab.locator(".pneumo-details table").count() == 0
+
+
+def test_the_examples_are_thumbnails_that_fill_the_upload(page):
+    thumbnails = page.locator("#examples img")
+    assert thumbnails.count() == len(list(EXAMPLES.glob("*.jpeg")))
+    before = preview_source(page)
+    page.locator("#examples img[src*='pneumonia_person64_virus_122']").click()
+    page.wait_for_function("() => document.querySelector('#upload')?.innerText.includes('pneumonia_person64_virus_122')")
+    page.wait_for_function("before => document.querySelector('#xray-preview img')?.src !== before", arg=before)
+
+
+def test_a_dicom_upload_is_shown_as_the_models_read_it(page, tmp_path):
+    from pneumo.demo import preview
+
+    pixels = synthetic_xray(160).astype(np.uint16) * 200
+    dicom = write_dicom(tmp_path / "chest.dcm", pixels, photometric="MONOCHROME1")
+    choose(page, dicom)
+    shown = page.request.get(preview_source(page)).body()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown)).convert("L")), preview(dicom))
+
+
+def test_a_models_tab_runs_on_the_xray_chosen_above(page):
+    choose(page, EXAMPLES / "pneumonia_person64_virus_122.jpeg")
+    page.get_by_role("tab", name="ResNet50").click()
+    page.get_by_role("button", name="Run ResNet50 on the X-ray above").click()
+    card = page.locator("#decisions-1 .pneumo-verdict")
+    card.wait_for(state="visible")
+    assert VERDICT.search(" ".join(card.inner_text().split()))
+    assert visible_tab(page).get_by_text("Grad-CAM shows where the model looked").count() == 1
+
+
+def test_the_browser_keeps_no_history_of_runs(page, app_url):
+    compare(page, EXAMPLES / "normal_IM-0039-0001.jpeg")
+    page.reload()
+    page.get_by_role("button", name="Compare both models").wait_for()
+    assert page.evaluate("Object.keys(localStorage).filter(key => key.includes('run-history'))") == []
+    assert page.get_by_role("link", name=re.compile("^Runs")).count() == 0
+    assert page.request.get(app_url.rstrip("/") + "/gradio_api/runs").status == 404
+
+
+def test_on_a_phone_both_verdicts_are_on_screen_together(browser, app_url):
+    phone = open_page(browser, app_url, PHONE)
+    try:
+        cards = compare(phone, EXAMPLES / "pneumonia_person142_bacteria_683.jpeg")
+        # Both cards whole inside the 390x844 window (the page scrolls them there once they are drawn).
+        phone.wait_for_function(
+            "() => { const cards = [...document.querySelectorAll('#compare-decisions .pneumo-verdict')]; "
+            "return cards.length === 2 && cards.every(card => { const box = card.getBoundingClientRect(); "
+            "return box.top >= 0 && box.bottom <= window.innerHeight; }); }")
+        assert cards.count() == 2
+        if os.environ.get("PNEUMO_PHONE_SCREENSHOT"):
+            phone.screenshot(path=os.environ["PNEUMO_PHONE_SCREENSHOT"])
+    finally:
+        phone.close()
 
 
 def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_path):
     from pypdf import PdfReader
 
+    choose(page, EXAMPLES / "pneumonia_person64_virus_122.jpeg")
     page.get_by_role("tab", name="Report").click()
     tab = visible_tab(page)
-    tab.locator("input[type=file]").first.set_input_files(str(EXAMPLES / "pneumonia_person64_virus_122.jpeg"))
     tab.get_by_label("Patient name or ID").fill("Browser Test Patient 42")
     tab.get_by_label("Referring physician").fill("Dr. Headless")
     tab.get_by_label("Notes").fill("typed in Chromium")
@@ -61,6 +183,7 @@ def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_
         link.click()
     pdf = tmp_path / "report.pdf"
     download_info.value.save_as(pdf)
-    text = "".join(p.extract_text() for p in PdfReader(pdf).pages)
-    for words in ("Browser Test Patient 42", "Dr. Headless", "typed in Chromium", "CNN+LSTM", "ResNet50", "PNEUMONIA"):
+    text = " ".join("".join(p.extract_text() for p in PdfReader(pdf).pages).split())
+    for words in ("Browser Test Patient 42", "Dr. Headless", "typed in Chromium", "CNN+LSTM", "ResNet50", "PNEUMONIA",
+                  "threshold"):
         assert words in text, words

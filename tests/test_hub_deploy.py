@@ -85,7 +85,7 @@ def tree(tmp_path):
     """A copy of the working tree's app, library and examples, the README above, and files that must stay off."""
     root = tmp_path / "repo"
     root.mkdir()
-    for name in ("app.py", "requirements.txt"):
+    for name in ("app.py", "requirements.txt", "packages.txt"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pneumo", root / "pneumo", ignore=shutil.ignore_patterns("__pycache__", "*.pyi"))
     shutil.copytree(REPO / "examples", root / "examples")
@@ -100,7 +100,7 @@ def space_paths(root) -> set[str]:
     """What a Space runs on, listed independently of pneumo.hub's patterns."""
     library = {p.relative_to(root).as_posix() for p in (root / "pneumo").rglob("*.py") if "__pycache__" not in p.parts}
     examples = {f"examples/{p.name}" for p in (root / "examples").glob("*.jpeg")}
-    return {"app.py", "requirements.txt", "README.md", "examples/README.md", *library, *examples}
+    return {"app.py", "requirements.txt", "packages.txt", "README.md", "examples/README.md", *library, *examples}
 
 
 def committed_readme(api) -> SpaceCard:

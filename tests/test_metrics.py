@@ -91,7 +91,7 @@ def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_images():
         return compute_metrics(labels, scores, 0.5), bootstrap_intervals(labels, scores, 0.5, resamples=300)
     small_metrics, small = intervals(100)
     _, large = intervals(2000)
-    for key in ("accuracy", "sensitivity", "specificity", "roc_auc"):
+    for key in ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"):
         low, high = small[key]
         assert low <= small_metrics[key] <= high, key
         assert large[key][1] - large[key][0] < high - low, key

@@ -1,0 +1,52 @@
+"""The PDF report built from results (no model needed): fonts for any script, whole words, honest precision."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from pneumo import pdf_report
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def result(probability, threshold=0.5, revision=None):
+    return {"label": "PNEUMONIA" if probability >= threshold else "NORMAL", "positive_class": "PNEUMONIA",
+            "probabilities": {"NORMAL": 1 - probability, "PNEUMONIA": probability}, "threshold": threshold,
+            "explained_class": "PNEUMONIA", "revision": revision}
+
+
+def build(tmp_path, metadata, results):
+    from pypdf import PdfReader
+
+    overlays = {name: np.zeros((64, 64, 3), np.uint8) for name in results}
+    path = pdf_report.build_report(tmp_path / "report.pdf", metadata, np.zeros((64, 64), np.uint8), results, overlays)
+    # pypdf reads a CJK font's two-byte codes with a NUL before each character.
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages).replace("\x00", "")
+
+
+def test_without_a_font_for_a_script_the_report_says_what_it_cannot_print(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(pdf_report, "EXTRA_FONTS", [])
+    monkeypatch.delenv("PNEUMO_PDF_FONTS", raising=False)
+    caplog.set_level(logging.DEBUG)
+    text = build(tmp_path, {"patient": "李雷 Lee"}, {"A": result(0.7)})
+    assert "□□ Lee" in text
+    assert "Some characters of Patient name or ID cannot be printed" in " ".join(text.split())
+    assert not any(character in record.getMessage() for record in caplog.records for character in "李雷")
+
+
+def test_probabilities_near_0_and_1_are_printed_as_bounds_and_the_table_keeps_words_whole(tmp_path):
+    text = build(tmp_path, {}, {"CNN+LSTM": result(1.0, revision=REVISION), "ResNet50": result(0.0)})
+    assert ">99.9%" in text and "<0.1%" in text and "1.000" not in text and "0.000" not in text
+    tokens = set(text.split())
+    assert {"P(NORMAL)", "P(PNEUMONIA)", "Threshold", "Decision", "Revision", "PNEUMONIA", "NORMAL",
+            REVISION[:pdf_report.REVISION_CHARACTERS], "bundled"} <= tokens
+    assert f"Revisions: CNN+LSTM {REVISION}" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_the_report_says_whether_the_models_agree(tmp_path, agree):
+    text = " ".join(build(tmp_path, {}, {"A": result(0.9), "B": result(0.9 if agree else 0.1)}).split())
+    assert ("Both models agree: PNEUMONIA." in text) == agree
+    assert ("The models disagree on this image (A says PNEUMONIA; B says NORMAL)." in text) != agree
+    assert "how often these models are wrong is not recorded" in text
