@@ -1,7 +1,7 @@
 """Score folders of chest X-rays and write confusion matrices, classification reports and predictions.
 
-    python batch_eval.py FOLDER --out DIR [--model REF ...] [--batch-size N] [--threshold T]
-                         [--gradcam K] [--shard I/N]
+    python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
+                         [--gradcam K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
     python batch_eval.py merge DIR [DIR ...] --out DIR
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
@@ -15,6 +15,28 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices stay out of the console
+
+LAYOUT = """\
+output layout (DIR):
+  <model>/predictions.csv        file, true label (empty if unlabeled), P(positive class), decision, threshold,
+                                 out-of-distribution score and flag, one row per scored file
+  <model>/metrics.json           counts and, for labeled files, accuracy, sensitivity, specificity, precision,
+                                 F1, ROC-AUC, ECE, confusion matrix, 95% bootstrap intervals, subgroups
+  <model>/classification_report.csv, confusion_matrix.csv
+  <model>/confusion_matrix.png, roc_curve.png, reliability_diagram.png   (figures at 200 dpi)
+  <model>/gradcam/               with --gradcam K: the K most confident mistakes, overlaid, and index.csv
+  comparison.csv, comparison.png every model's metrics side by side
+  disagreements.csv              files on which the models' decisions differ
+  skipped.csv                    every file that could not be read, with the reason
+  run.json                       the folder, shard and models scored (what merge reads)
+
+exit status:
+  0  something was scored
+  1  nothing was scored (an empty folder or shard)
+  2  bad usage: a missing folder, an unwritable --out, a model that cannot be loaded, runs that do not merge
+"""
 
 SUMMARY_COLUMNS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
 
@@ -31,9 +53,15 @@ def shard_spec(text: str) -> tuple[int, int]:
 
 def parse_score_args(argv):
     parser = argparse.ArgumentParser(prog="batch_eval.py", description=__doc__.split("\n")[0],
-                                     epilog="Merge sharded runs with: batch_eval.py merge DIR... --out DIR")
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=LAYOUT + "\nMerge sharded runs with: batch_eval.py merge DIR... --out DIR")
+    # A str, not a Path: Path("s3://b/x") would become "s3:/b/x".
+    parser.add_argument("folder", metavar="FOLDER_OR_URI",
+                        help="chest X-rays to score, searched recursively (a local folder; with --engine ray also "
+                             "s3://, gs:// or file:// URIs); files under NORMAL/ and PNEUMONIA/ folders (any case, any "
+                             "depth) are scored against those labels, any other file gets a prediction only")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for the reports (created if needed; see the layout below)")
     parser.add_argument("--model", action="append", dest="models", metavar="REF",
                         help="model folder or Hub repo OWNER/NAME[@REVISION]; repeat for several")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -44,13 +72,21 @@ def parse_score_args(argv):
                         help="score only the I-th of N deterministic parts of the folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in the same --out: files already scored are not scored again")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this machine (default); ray: Ray Data, on this machine or the cluster at "
+                             "--ray-address (pip install -r requirements-ray.txt)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
+                             "or ray://HEAD:10001) instead of starting Ray on this machine")
     return parser, parser.parse_args(argv)
 
 
 def parse_merge_args(argv):
-    parser = argparse.ArgumentParser(prog="batch_eval.py merge", description="Merge sharded runs.")
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser = argparse.ArgumentParser(prog="batch_eval.py merge", description="Merge sharded runs.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=LAYOUT)
+    parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="the --out folders of the shards")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for the merged reports, as if one run had scored every shard")
     return parser, parser.parse_args(argv)
 
 
@@ -61,6 +97,31 @@ def check_writable(parser, out: Path) -> None:
         parser.error(f"--out {out}: cannot create it ({error.strerror})")
     if not os.access(out, os.W_OK):
         parser.error(f"--out {out}: not writable")
+
+
+def check_engine_options(parser, args) -> None:
+    """The folder or URI and the options each engine takes, before any model loads."""
+    from pneumo import PneumoError
+
+    uri = "://" in args.folder
+    if uri and args.engine != "ray":
+        parser.error(f"{args.folder}: URIs are read by --engine ray")
+    if not uri and not Path(args.folder).is_dir():
+        parser.error(f"{args.folder}: no such folder")
+    if args.engine != "ray":
+        if args.ray_address:
+            parser.error("--ray-address needs --engine ray")
+        return
+    if args.resume:
+        parser.error("--resume works with --engine local")
+    if args.gradcam and uri:
+        parser.error("--gradcam needs a local folder")
+    from pneumo.batch_ray import import_ray
+
+    try:
+        import_ray()
+    except PneumoError as error:
+        parser.error(str(error))
 
 
 def print_summary(all_metrics: dict) -> None:
@@ -84,8 +145,7 @@ def main(argv=None) -> int:
             parser.error(str(error))
     else:
         parser, args = parse_score_args(argv)
-        if not args.folder.is_dir():
-            parser.error(f"{args.folder}: no such folder")
+        check_engine_options(parser, args)
         check_writable(parser, args.out)
         from pneumo import load_predictor
         from pneumo.bundled import model_references
@@ -95,9 +155,16 @@ def main(argv=None) -> int:
         except PneumoError as error:
             parser.error(str(error))
         try:
-            metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
-                                 threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
-                                 resume=args.resume)
+            if args.engine == "ray":
+                from pneumo.batch_ray import run_folder_ray
+
+                metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
+                                         threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
+                                         ray_address=args.ray_address)
+            else:
+                metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
+                                     threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
+                                     resume=args.resume)
         except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
             print(f"batch_eval.py: {error}", file=sys.stderr)
             return 1

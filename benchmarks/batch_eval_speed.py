@@ -1,6 +1,6 @@
 """Speed and memory of batch scoring, as ratios measured in one run (this machine is shared and noisy).
 
-    python benchmarks/batch_eval_speed.py [--data ../shared/data/chest_xray/test] [--stream-images 20000]
+    python benchmarks/batch_eval_speed.py [--data ../shared/data/chest_xray/test] [--stream-images 20000] [--ray]
 
 For each bundled model, on the official test folder:
   forward    images/s of the model alone on pre-decoded tensors
@@ -12,6 +12,8 @@ shrunk to 224 px): pipeline images/s on 2048 px JPEG copies against the 224 px o
 with the peak memory flat), and on 2048 px 16-bit DICOM copies (printed; DICOM has no reduced decode).
 Then batch_eval.py scores a folder of N links to the test images in a child process, whose peak RSS
 must stay under 3 GB.
+With --ray, each model's images/s with the Ray Data engine (pneumo.batch_ray, Ray started here beforehand,
+the model's actor started within the time) against the local engine's, on the same folder.
 """
 
 from __future__ import annotations
@@ -112,6 +114,32 @@ def full_size_rates(files, batch_size: int, dicom_images: int) -> None:
             print(f"{predictor.name:<10}{small:>9.1f}{large:>13.1f}{large / small:>7.2f}{growth:>10.2f}{dicom:>14.1f}")
 
 
+def ray_rates(files, data: Path, batch_size: int) -> None:
+    """Images/s of the Ray engine against the local engine, per bundled model, on the same files."""
+    from pneumo import load_predictor
+    from pneumo.batch import score
+    from pneumo.batch_ray import import_ray, list_files, ray_scores, start_ray
+
+    ray = import_ray()
+    started = start_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    filesystem, ray_files, sizes = list_files(data)
+    print(f"\nRay engine on {len(ray_files)} files, {int(ray.cluster_resources().get('CPU', 0))} CPUs in the cluster")
+    print(f"{'model':<10}{'local/s':>9}{'ray/s':>9}{'ray/local':>11}")
+    for reference in BUNDLED:
+        predictor = load_predictor(str(reference))
+        score(predictor, files[:batch_size], batch_size=batch_size)  # warm-up
+        start = time.perf_counter()
+        score(predictor, files, batch_size=batch_size)
+        local = rate(len(files), time.perf_counter() - start)
+        start = time.perf_counter()
+        ray_scores(predictor, filesystem, ray_files, sizes, batch_size)
+        on_ray = rate(len(ray_files), time.perf_counter() - start)
+        print(f"{predictor.name:<10}{local:>9.1f}{on_ray:>9.1f}{on_ray / local:>11.2f}")
+    if started:
+        ray.shutdown()
+
+
 def peak_rss_of_streaming_run(data: Path, count: int) -> tuple[float, float]:
     """(peak RSS in GB, seconds) of batch_eval.py on a folder of `count` symlinks to the images in `data`."""
     sources = sorted(p for p in data.rglob("*") if p.is_file())
@@ -138,6 +166,8 @@ def main():
     parser.add_argument("--stream-images", type=int, default=20000, help="0 skips the memory run")
     parser.add_argument("--dicom-images", type=int, default=100, help="full-size DICOM copies (8 MB each); "
                         "0 skips the full-size runs")
+    parser.add_argument("--ray", action="store_true", help="also the Ray engine's images/s against the local engine's "
+                        "(needs requirements-ray.txt)")
     args = parser.parse_args()
     files = discover(args.data)
     print(f"{len(files)} images from {args.data}, batch {args.batch_size}, {os.cpu_count()} CPUs")
@@ -148,6 +178,8 @@ def main():
               f"{m['pipeline'] / m['forward']:>10.2f}{m['pipeline'] / m['naive']:>12.1f}")
     if args.dicom_images:
         full_size_rates(files, args.batch_size, args.dicom_images)
+    if args.ray:
+        ray_rates(files, args.data, args.batch_size)
     if args.stream_images:
         peak, seconds = peak_rss_of_streaming_run(args.data, args.stream_images)
         print(f"batch_eval.py on {args.stream_images} images (both models): peak RSS {peak:.2f} GB "

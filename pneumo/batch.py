@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -42,16 +42,16 @@ def discover(folder, shard: tuple[int, int] = (0, 1)) -> list[ImageFile]:
     Files are not filtered by extension: a file that is not an image is reported as skipped, not ignored.
     """
     folder = Path(folder)
+    files = (ImageFile(path, path.relative_to(folder)) for path in sorted(folder.rglob("*")) if path.is_file())
+    return [file for file in files if is_listed(file.relative, shard)]
+
+
+def is_listed(relative: PurePath, shard: tuple[int, int] = (0, 1)) -> bool:
+    """Whether a file at `relative` is scored: no hidden part in its path, and in shard `index` of `count`."""
     index, count = shard
-    files = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
-            continue
-        if count > 1 and shard_of(relative.as_posix(), count) != index:
-            continue
-        files.append(ImageFile(path, relative))
-    return files
+    if any(part.startswith(".") for part in relative.parts):
+        return False
+    return count <= 1 or shard_of(relative.as_posix(), count) == index
 
 
 def shard_of(relative_path: str, count: int) -> int:
@@ -169,8 +169,12 @@ def unique_names(predictors) -> list[str]:
 
 
 def model_record(predictor) -> dict:
-    """Which model scored a run, and the classes its predictions speak of (enough to merge runs)."""
-    return {"model": predictor.name, "reference": predictor.reference, "revision": predictor.revision,
+    """Which model scored a run, the name figures give it (the demo's, for the bundled models), and the classes
+    its predictions speak of (enough to merge runs)."""
+    from .bundled import display_name
+
+    return {"model": predictor.name, "display_name": display_name(predictor.reference, predictor.folder) or predictor.name,
+            "reference": predictor.reference, "revision": predictor.revision,
             "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
 
 
@@ -188,7 +192,7 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
 
     files = discover(folder, shard)
     if not files:
-        raise NothingToScoreError(f"{folder}: no files to score" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""))
+        raise nothing_to_score(folder, shard)
     names = unique_names(predictors)
     records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
     parts = Path(out) / PARTS_FOLDER
@@ -209,6 +213,21 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
             predictions, skipped = score(predictor, files, threshold, batch_size, bar.update, parts / name)
         all_predictions[name] = predictions
         skipped_frames.append(skipped)
+    all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, gradcam)
+    shutil.rmtree(parts, ignore_errors=True)
+    return all_metrics
+
+
+def nothing_to_score(folder, shard: tuple[int, int]) -> NothingToScoreError:
+    return NothingToScoreError(f"{folder}: no files to score" + (f" in shard {shard[0]}/{shard[1]}" if shard[1] > 1 else ""))
+
+
+def write_reports(out, folder, shard: tuple[int, int], predictors, all_predictions: dict[str, pd.DataFrame],
+                  skipped_frames: list[pd.DataFrame], gradcam: int = 0) -> dict[str, dict]:
+    """Every report of a scored folder from each model's predictions and skipped tables (keyed and ordered
+    like `predictors`); returns metrics per model. Both engines end here: this module's and pneumo.batch_ray's."""
+    names = list(all_predictions)
+    records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
     skipped = pd.concat(skipped_frames).drop_duplicates("file")
     all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name])
                    for name in names}
@@ -217,7 +236,6 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     if gradcam:
         for name, predictor in zip(names, predictors):
             write_confident_mistakes(Path(out) / name / "gradcam", predictor, all_predictions[name], folder, gradcam)
-    shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
 
 

@@ -58,9 +58,14 @@ def read_bytes(source: ImageSource) -> tuple[bytes, str]:
         raise NotAnImageError(name, error.strerror or str(error)) from None
     if path.is_dir():
         raise NotAnImageError(name, "it is a folder")
+    check_file_size(size, name)
+    return path.read_bytes(), name
+
+
+def check_file_size(size: int, name: str) -> None:
+    """Refuse a file too large to read whole, from its size alone (before reading it)."""
     if size > MAX_FILE_BYTES:
         raise ImageTooLargeError(name, f"{size / 2**20:.0f} MB file, limit {MAX_FILE_BYTES // 2**20} MB")
-    return path.read_bytes(), name
 
 
 def is_dicom(data: bytes) -> bool:

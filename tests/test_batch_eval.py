@@ -152,14 +152,24 @@ def test_three_shards_merged_equal_the_single_run(labeled_folder, tiny_model_fol
         if "ood_score" in left:  # a Mahalanobis distance magnifies those last digits: compare it relatively
             assert np.allclose(left.pop("ood_score"), right.pop("ood_score"), rtol=1e-3, atol=0)
         pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=0, atol=1e-6, obj=relative)
-    merged_metrics = json.loads((merged / name / "metrics.json").read_text())
-    single_metrics = json.loads((single / name / "metrics.json").read_text())
-    assert merged_metrics.keys() == single_metrics.keys()
-    for key, value in single_metrics.items():
-        if isinstance(value, float):
-            assert merged_metrics[key] == pytest.approx(value, abs=1e-6), key
-        else:
-            assert merged_metrics[key] == value, key
+    assert_close(json.loads((merged / name / "metrics.json").read_text()),
+                 json.loads((single / name / "metrics.json").read_text()))
+
+
+def assert_close(left, right, where="metrics"):
+    """Equal JSON, floats within 1e-6 at any depth (intervals and subgroups are nested)."""
+    if isinstance(right, dict):
+        assert left.keys() == right.keys(), where
+        for key in right:
+            assert_close(left[key], right[key], f"{where}.{key}")
+    elif isinstance(right, list):
+        assert len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_close(a, b, f"{where}[{index}]")
+    elif isinstance(right, float):
+        assert left == pytest.approx(right, abs=1e-6), where
+    else:
+        assert left == right, where
 
 
 def test_no_half_written_files_are_left_behind(labeled_folder, tiny_model_folder, tmp_path):
@@ -241,3 +251,35 @@ def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_fold
                              "--model", str(tiny_model_folder), "--resume"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "started with another" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_figures_are_at_print_resolution_and_the_metrics_carry_95_percent_intervals(labeled_folder, tiny_model_folder,
+                                                                                    tmp_path):
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
+    model_dir = tmp_path / tiny_model_folder.name
+    figures = [model_dir / "confusion_matrix.png", model_dir / "roc_curve.png", model_dir / "reliability_diagram.png",
+               tmp_path / "comparison.png"]
+    for figure in figures:
+        assert Image.open(figure).info["dpi"] == pytest.approx((200, 200), abs=0.5), figure.name
+    intervals = json.loads((model_dir / "metrics.json").read_text())["confidence_intervals_95"]
+    assert {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"} <= set(intervals)
+
+
+def test_figures_name_the_bundled_models_as_the_demo_does(monkeypatch):
+    from pneumo.bundled import BUNDLED_MODELS, display_name
+
+    for variable, _ in BUNDLED_MODELS.values():
+        monkeypatch.delenv(variable, raising=False)
+    for name, (_, folder) in BUNDLED_MODELS.items():
+        assert display_name(str(folder)) == name
+    assert display_name("elsewhere/my-model") is None
+
+
+def test_help_describes_folder_out_the_layout_and_the_exit_codes_without_tensorflow_noise():
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), "--help"], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0 and result.stderr == ""
+    for words in ("FOLDER", "--out DIR", "predictions.csv", "reliability_diagram.png", "comparison.png", "skipped.csv",
+                  "exit status", "1  nothing was scored", "2  bad usage"):
+        assert words in result.stdout, words

@@ -1,0 +1,216 @@
+"""Score a folder with Ray Data: the batch engine for folders past one machine (a laptop needs no setup).
+
+    list the files (here, as pneumo.batch.discover lists them) -> Ray Data reads their bytes
+    -> CPU tasks decode them through the one image path -> an actor pool scores them, each actor loading
+    the model once -> per-file scores back here -> the local engine's tables and reports
+
+Local folders and object storage (s3://, gs://, file://) are listed and read through pyarrow's filesystems,
+which Ray Data uses; on a cluster a local folder (and a local model folder) must be at the same path on
+every node. The predictions and skipped tables come from `pneumo.batch.predictions_and_skipped` and every
+report from `pneumo.batch.write_reports`, so a run here writes what `pneumo.batch.run_folder` writes.
+
+Ray is optional (requirements-ray.txt): it is imported only when this engine runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .errors import DataFolderError, ImageTooLargeError, InvalidImageError, PneumoError
+from .imaging import check_file_size, load_model_input
+
+INSTALL_HINT = "pip install -r requirements-ray.txt"
+# Memory reserved for each model replica (an actor): TensorFlow and a bundled model take about 1 GB at batch
+# 32, so a node is given no more replicas than it holds. Unlike the decoding tasks' resources, it also keeps
+# Ray Data from fusing the decoding into the actors (each would then decode one file at a time).
+REPLICA_MEMORY = 2**30
+
+
+def import_ray():
+    """The `ray` module with Ray Data, or a one-line error that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401  (the extra that requirements-ray.txt installs)
+    except ImportError:
+        raise PneumoError(f"the Ray engine needs Ray Data, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def start_ray(address: str | None = None) -> bool:
+    """Join the Ray cluster at `address` (`auto`: the one `ray start` began on this machine), or without an
+    address start Ray here on this machine's cores. Returns whether this call started (and so should end) it.
+
+    Workers import pneumo from this checkout: through PYTHONPATH on this machine, shipped with the job
+    (`py_modules`) to a cluster, whose nodes need pneumo's own requirements installed.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    package = Path(__file__).resolve().parent
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+    else:
+        python_path = os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")]))
+        ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}}, **quiet)
+    return True
+
+
+def is_uri(folder_or_uri) -> bool:
+    return "://" in str(folder_or_uri)
+
+
+def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
+    """(filesystem, files, sizes): the files to score, as `pneumo.batch.discover` lists a local folder (same
+    order, relative paths and shards), each `ImageFile.path` being its path on `filesystem`."""
+    from pyarrow import fs
+
+    from .batch import ImageFile, discover, is_listed
+
+    if not is_uri(folder_or_uri):
+        files = [ImageFile(Path(os.path.abspath(f.path)), f.relative) for f in discover(folder_or_uri, shard)]
+        return fs.LocalFileSystem(), files, [f.path.stat().st_size for f in files]
+    try:
+        filesystem, root = fs.FileSystem.from_uri(str(folder_or_uri))
+        infos = filesystem.get_file_info(fs.FileSelector(root.rstrip("/"), recursive=True))
+    except (OSError, ValueError) as error:
+        raise DataFolderError(f"{folder_or_uri}: cannot list it ({error})") from None
+    root = root.rstrip("/") + "/"
+    listed = sorted((PurePosixPath(info.path[len(root):]), info) for info in infos
+                    if info.type == fs.FileType.File and info.path.startswith(root))
+    listed = [(relative, info) for relative, info in listed if is_listed(relative, shard)]
+    return (filesystem, [ImageFile(Path(info.path), Path(relative)) for relative, info in listed],
+            [info.size for _, info in listed])
+
+
+def reason_skipped(error: InvalidImageError) -> str:
+    """Why a file is skipped, without the name it was read under (as the local engine words it)."""
+    message, prefix = str(error), f"{error.source}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def decode_batch(batch: dict, height: int, width: int, preprocessing) -> dict:
+    """Model inputs for a batch of files' bytes, through the one image path (a Ray task). A file that is not
+    a usable X-ray gives zeros and the reason it is skipped."""
+    images = np.zeros((len(batch["path"]), height, width, 3), np.float32)
+    reasons = []
+    for i, data in enumerate(batch["bytes"]):
+        try:
+            images[i] = load_model_input(data, height, width, preprocessing)
+            reasons.append("")
+        except InvalidImageError as error:
+            reasons.append(reason_skipped(error))
+    return {"path": batch["path"], "image": images, "reason": np.array(reasons, dtype=object)}
+
+
+class Scorer:
+    """One model, loaded once per actor: P(positive class) and the out-of-distribution score of each decoded
+    image (NaN for the skipped ones)."""
+
+    def __init__(self, reference: str, revision: str | None):
+        from .predictor import load_predictor
+
+        self.predictor = load_predictor(reference, revision)
+
+    def __call__(self, batch: dict) -> dict:
+        good = np.array([not reason for reason in batch["reason"]], dtype=bool)
+        probability, ood_score = np.full(len(good), np.nan), np.full(len(good), np.nan)
+        if good.any():
+            probabilities, ood_score[good] = self.predictor.assess(batch["image"][good])
+            probability[good] = probabilities[:, self.predictor.positive_index]
+        return {"path": batch["path"], "probability": probability, "ood_score": ood_score, "reason": batch["reason"]}
+
+
+def model_source(predictor) -> tuple[str, str | None]:
+    """What an actor loads: the model folder's absolute path when the model is a local folder, else the Hub
+    reference at the revision this run resolved (so every actor scores with the same weights)."""
+    if Path(predictor.reference).is_dir():
+        return str(Path(predictor.reference).resolve()), None
+    return predictor.reference, predictor.revision
+
+
+def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors: int | None = None,
+               name: str | None = None):
+    """One model's per-file scores (`pneumo.batch.PART_COLUMNS`, indexed by relative path, in `files` order).
+    Ray Data's progress, when shown, names the run `name`."""
+    import pandas as pd
+
+    from .batch import PART_COLUMNS
+
+    ray = import_ray()
+    rows, relative_of = [], {}
+    for file, size in zip(files, sizes):
+        try:
+            check_file_size(size, str(file.path))  # too large to read whole: refused before Ray reads it
+            relative_of[str(file.path)] = file.relative.as_posix()
+        except ImageTooLargeError as error:
+            rows.append((file.relative.as_posix(), np.nan, np.nan, reason_skipped(error)))
+    if relative_of:
+        # One model replica per node unless told otherwise: TensorFlow spreads one batch over a node's cores.
+        actors = actors or sum(1 for node in ray.nodes() if node["Alive"])
+        scored = (ray.data.read_binary_files(list(relative_of), include_paths=True, filesystem=filesystem)
+                  .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
+                               fn_kwargs={"height": predictor.height, "width": predictor.width,
+                                          "preprocessing": predictor.preprocessing})
+                  .map_batches(Scorer, batch_size=batch_size, batch_format="numpy",
+                               compute=ray.data.ActorPoolStrategy(size=actors),
+                               fn_constructor_args=model_source(predictor), memory=REPLICA_MEMORY))
+        scored.set_name(name or predictor.name)
+        try:
+            for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                rows.extend((relative_of[path], float(probability), float(ood_score), str(reason))
+                            for path, probability, ood_score, reason
+                            in zip(batch["path"], batch["probability"], batch["ood_score"], batch["reason"]))
+        except ray.exceptions.RayError as error:
+            message = pneumo_error_message(error)
+            if message is None:
+                raise
+            raise PneumoError(f"on a Ray worker: {message}") from None
+    scores = pd.DataFrame(rows, columns=PART_COLUMNS).set_index("file")
+    return scores.loc[[file.relative.as_posix() for file in files]]
+
+
+def pneumo_error_message(error: Exception) -> str | None:
+    """The message of the pneumo error a Ray worker raised (a model folder missing on a node, say), or None.
+    Ray passes a worker's exception on only as the text of its traceback, whose last such line it is."""
+    found = re.findall(r"^pneumo\.errors\.\w+: (.+)$", str(error), re.MULTILINE)
+    return found[-1] if found else None
+
+
+def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
+                   gradcam: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
+                   actors: int | None = None, show_progress: bool = True) -> dict[str, dict]:
+    """Score a folder or object-storage URI with every predictor on Ray and write all reports under `out`
+    (those of `pneumo.batch.run_folder`); returns metrics per model.
+
+    Ray starts on this machine without `ray_address`, and ends with the run; with one the run joins that
+    cluster, as it does a Ray already initialised in this process. `actors`: model replicas per model
+    (default: one per node). The predictors here give each model's classes and threshold; every actor loads
+    its own copy from the same folder or Hub revision.
+    """
+    from .batch import nothing_to_score, predictions_and_skipped, unique_names, write_reports
+
+    ray = import_ray()
+    if gradcam and is_uri(folder_or_uri):
+        raise DataFolderError(f"{folder_or_uri}: Grad-CAM overlays need a local folder (they read the images here)")
+    filesystem, files, sizes = list_files(folder_or_uri, shard)
+    if not files:
+        raise nothing_to_score(folder_or_uri, shard)
+    started = start_ray(ray_address)
+    ray.data.DataContext.get_current().enable_progress_bars = show_progress
+    all_predictions, skipped_frames = {}, []
+    try:
+        for name, predictor in zip(unique_names(predictors), predictors):
+            scores = ray_scores(predictor, filesystem, files, sizes, batch_size, actors, name)
+            threshold_used = predictor.threshold if threshold is None else float(threshold)
+            all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
+            skipped_frames.append(skipped)
+    finally:
+        if started:
+            ray.shutdown()
+    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, gradcam)

@@ -1,0 +1,162 @@
+"""The Ray Data engine: the local engine's predictions, skipped files and reports, from files Ray reads.
+
+Ray starts once for this module (a few seconds); each model's run then starts its own actor pool.
+"""
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import synthetic_xray, write_synthetic_class_folders
+from test_batch_eval import BAD_FILES
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """test/normal and test/PNEUMONIA with 5 good images each and every kind of bad file among them, an
+    unlabeled folder whose name starts with "_", and hidden files (never scored)."""
+    root = tmp_path_factory.mktemp("mixed")
+    write_synthetic_class_folders(root / "test", 5, folder_names=("normal", "PNEUMONIA"), seed=60)
+    for name, content in BAD_FILES.items():
+        (root / "test" / "normal" / name).write_bytes(content)
+    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "test" / "PNEUMONIA" / "huge.png")  # over the file limit set below
+    (root / "_unsorted").mkdir()
+    Image.fromarray(synthetic_xray(seed=7)).save(root / "_unsorted" / "scan.png")
+    (root / ".cache").mkdir()
+    Image.fromarray(synthetic_xray(seed=8)).save(root / ".cache" / "hidden.png")
+    (root / "test" / "normal" / ".DS_Store").write_bytes(b"Finder's notes")
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_model_folder, tmp_path_factory):
+    """The tiny model, and a copy with a threshold between its probabilities (so the two disagree)."""
+    from pneumo.predictor import Predictor
+
+    stricter = tmp_path_factory.mktemp("stricter") / "tiny-stricter"
+    shutil.copytree(tiny_model_folder, stricter, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((stricter / "pneumo.json").read_text())
+    (stricter / "pneumo.json").write_text(json.dumps({**config, "name": "tiny-stricter", "threshold": 0.5}))
+    return [Predictor.from_folder(tiny_model_folder), Predictor.from_folder(stricter)]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    from pneumo.batch_ray import import_ray, start_ray
+
+    assert start_ray(), "Ray was already running in the test process"
+    yield
+    import_ray().shutdown()
+
+
+@pytest.fixture(scope="module")
+def both_engines(ray_session, mixed_folder, two_models, tmp_path_factory):
+    """(local engine's output folder, Ray engine's) for the folder, the Ray engine reading it as a file:// URI."""
+    from pneumo import imaging
+    from pneumo.batch import run_folder
+    from pneumo.batch_ray import run_folder_ray
+
+    out = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(imaging, "MAX_FILE_BYTES", 2**20)  # huge.png (1.2 MB) is refused unread by both engines
+        run_folder(mixed_folder, out / "local", two_models, batch_size=4, show_progress=False)
+        run_folder_ray(mixed_folder.as_uri(), out / "ray", two_models, batch_size=4, show_progress=False)
+    return out / "local", out / "ray"
+
+
+def read_csv(path):
+    return pd.read_csv(path, keep_default_na=False, float_precision="round_trip")
+
+
+def assert_same_table(left: pd.DataFrame, right: pd.DataFrame, name: str):
+    """Text and counts exactly; probabilities to 1e-6 (TensorFlow's CPU kernels may round a batch of other
+    images differently) and the out-of-distribution score, which magnifies those digits, to 1e-3 relative."""
+    if "ood_score" in left:
+        assert np.allclose(left.pop("ood_score"), right.pop("ood_score"), rtol=1e-3, atol=0), name
+    pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=0, atol=1e-6, obj=name)
+
+
+def test_the_ray_engine_predicts_what_the_local_engine_predicts(both_engines, two_models):
+    local, ray = both_engines
+    for name in ("tiny-cnn-lstm", "tiny-stricter"):
+        expected = read_csv(local / name / "predictions.csv")
+        assert len(expected) == 11 and "_unsorted/scan.png" in set(expected.file)
+        assert_same_table(read_csv(ray / name / "predictions.csv"), expected, name)
+        metrics = json.loads((ray / name / "metrics.json").read_text())
+        assert (metrics["image_count"], metrics["labeled_count"], metrics["skipped_count"]) == (11, 10, 7)
+
+
+def test_the_same_files_are_skipped_for_the_same_reasons(both_engines):
+    local, ray = both_engines
+    assert (ray / "skipped.csv").read_text() == (local / "skipped.csv").read_text()
+    reasons = read_csv(ray / "skipped.csv").set_index("file").reason
+    assert reasons["test/normal/empty.png"] == "the file is empty"
+    assert reasons["test/PNEUMONIA/huge.png"].startswith("the image is too large to decode safely (1 MB file")
+    assert "too small" in reasons["test/PNEUMONIA/tiny.png"]
+    assert "<uploaded image>" not in "".join(reasons)
+
+
+def test_every_report_is_the_same(both_engines):
+    local, ray = both_engines
+    written = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(ray).as_posix() for p in ray.rglob("*") if p.is_file()) == written
+    for relative in (r for r in written if r.endswith(".csv")):
+        assert_same_table(read_csv(ray / relative), read_csv(local / relative), relative)
+    for relative in (r for r in written if r.endswith("metrics.json")):
+        left, right = (json.loads((folder / relative).read_text()) for folder in (ray, local))
+        assert left.keys() == right.keys()
+        for key, value in right.items():
+            assert left[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float) else value), key
+    ray_run, local_run = (json.loads((folder / "run.json").read_text()) for folder in (ray, local))
+    assert ray_run.pop("folder") == Path(local_run.pop("folder")).as_uri() and ray_run == local_run
+
+
+def test_a_model_a_ray_worker_cannot_load_is_a_one_line_error(ray_session, tiny_model_folder, mixed_folder,
+                                                               tmp_path):
+    """As when a model folder is not at the same path on every node of a cluster."""
+    from pneumo import PneumoError
+    from pneumo.batch_ray import run_folder_ray
+    from pneumo.predictor import Predictor
+
+    copy = tmp_path / "tiny-copy"
+    shutil.copytree(tiny_model_folder, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    predictor = Predictor.from_folder(copy)
+    shutil.rmtree(copy)
+    with pytest.raises(PneumoError, match=re.escape(f"on a Ray worker: {copy}: no such model folder")):
+        run_folder_ray(mixed_folder, tmp_path / "out", [predictor], show_progress=False)
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
+def test_a_storage_uri_is_listed_as_discover_lists_the_folder(mixed_folder, shard):
+    from pneumo.batch import discover
+    from pneumo.batch_ray import list_files
+
+    _, files, sizes = list_files(mixed_folder.as_uri(), shard)
+    assert [f.relative for f in files] == [f.relative for f in discover(mixed_folder, shard)]
+    assert sizes == [f.path.stat().st_size for f in files]
+
+
+def test_an_empty_folder_is_nothing_to_score_before_ray_starts(tmp_path, two_models):
+    from pneumo.batch_ray import run_folder_ray
+    from pneumo.errors import NothingToScoreError
+
+    with pytest.raises(NothingToScoreError, match="no files to score"):
+        run_folder_ray(tmp_path, tmp_path / "out", two_models, ray_address="ray://nowhere:1")
+
+
+def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, mixed_folder, two_models, tmp_path):
+    from pneumo import PneumoError
+    from pneumo.batch_ray import run_folder_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it does where Ray is not installed
+    with pytest.raises(PneumoError, match="pip install -r requirements-ray.txt"):
+        run_folder_ray(mixed_folder, tmp_path, two_models)
