@@ -27,6 +27,22 @@ def _no_pretrained_weights(backbone_weights):
     return {}
 
 
+def pretrained_backbone_options(backbone_weights: str | None) -> dict:
+    """`options_for_training` of an architecture whose backbone can start from pretrained weights."""
+    return {"backbone_weights": backbone_weights}
+
+
+def backbone_weights_note(backbone: str, with_internet: str = "") -> Callable[[dict], str]:
+    """`weights_note` of such an architecture: where its backbone's weights started."""
+    def note(options: dict) -> str:
+        if options.get("backbone_weights") is None:
+            return (f"**Trained from scratch.** The {backbone} backbone starts from random weights: the environment "
+                    "that built this model has no internet and no copy of the ImageNet weights."
+                    + (f" {with_internet}" if with_internet else ""))
+        return f"The backbone started from pretrained weights ({options['backbone_weights']})."
+    return note
+
+
 def _one_stage(options, epochs, head_epochs):
     return [Stage("all layers", epochs)]
 

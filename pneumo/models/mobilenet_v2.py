@@ -8,7 +8,7 @@ from scratch and one started from those weights have the same graph.
 import keras
 from keras import layers
 
-from .architecture import LOGITS_LAYER, Architecture, register
+from .architecture import LOGITS_LAYER, Architecture, backbone_weights_note, pretrained_backbone_options, register
 
 GRADCAM_LAYER = "out_relu"
 
@@ -27,20 +27,9 @@ def build(input_shape=(224, 224, 3), num_classes=2, backbone_weights=None, dense
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 
-def options_for_training(backbone_weights: str | None) -> dict:
-    return {"backbone_weights": backbone_weights}
-
-
 def options_for_rebuild(options: dict) -> dict:
     """The graph does not depend on where the weights started: rebuild without fetching any."""
     return {}
-
-
-def weights_note(options: dict) -> str:
-    if options.get("backbone_weights") is None:
-        return ("**Trained from scratch.** The MobileNetV2 backbone starts from random weights: the environment "
-                "that built this model has no internet and no copy of the ImageNet weights.")
-    return f"The backbone started from pretrained weights ({options['backbone_weights']})."
 
 
 ARCHITECTURE = register(Architecture(
@@ -50,7 +39,7 @@ ARCHITECTURE = register(Architecture(
     gradcam_layer=GRADCAM_LAYER,
     description="keras.applications.MobileNetV2 without its top (inputs scaled to [-1, 1]), then global "
                 "average pooling, dropout, Dense(128, ReLU), dropout and a 2-way softmax",
-    options_for_training=options_for_training,
+    options_for_training=pretrained_backbone_options,
     options_for_rebuild=options_for_rebuild,
-    weights_note=weights_note,
+    weights_note=backbone_weights_note("MobileNetV2"),
 ))

@@ -7,7 +7,8 @@ Flat means the backbone's layers live in the same functional graph as the head, 
 import keras
 from keras import layers
 
-from .architecture import LOGITS_LAYER, Architecture, Stage, register
+from .architecture import (LOGITS_LAYER, Architecture, Stage, backbone_weights_note, pretrained_backbone_options,
+                           register)
 
 GRADCAM_LAYER = "conv5_block3_out"
 # The "caffe" preprocessing ResNet50's ImageNet weights expect: 0..255, BGR, minus the ImageNet mean.
@@ -57,10 +58,6 @@ def set_backbone_trainable(model, trainable_from: str | None):
         layer.trainable = reached
 
 
-def options_for_training(backbone_weights: str | None) -> dict:
-    return {"backbone_weights": backbone_weights}
-
-
 def options_for_rebuild(options: dict) -> dict:
     """Rebuild the trained graph (with the ImageNet input scaling if it was trained with one), no download."""
     return {"imagenet_preprocessing": options.get("backbone_weights") is not None}
@@ -75,14 +72,6 @@ def training_stages(options: dict, epochs: int, head_epochs: int) -> list[Stage]
             Stage("fine-tune conv5", epochs, lambda model: set_backbone_trainable(model, "conv5_"), 0.01)]
 
 
-def weights_note(options: dict) -> str:
-    if options.get("backbone_weights") is None:
-        return ("**Trained from scratch.** The ResNet50 backbone starts from random weights: the environment that "
-                "built this model has no internet and no copy of the ImageNet weights. With internet, "
-                "`--backbone-weights imagenet` trains the two-stage transfer-learning recipe instead.")
-    return f"The backbone started from pretrained weights ({options['backbone_weights']})."
-
-
 ARCHITECTURE = register(Architecture(
     name="resnet50",
     build=build,
@@ -90,10 +79,11 @@ ARCHITECTURE = register(Architecture(
     gradcam_layer=GRADCAM_LAYER,
     description="keras.applications.ResNet50 without its top, then global average pooling, batch "
                 "normalisation, dropout, Dense(256, ReLU), dropout and a 2-way softmax",
-    options_for_training=options_for_training,
+    options_for_training=pretrained_backbone_options,
     options_for_rebuild=options_for_rebuild,
     training_stages=training_stages,
-    weights_note=weights_note,
+    weights_note=backbone_weights_note("ResNet50", "With internet, `--backbone-weights imagenet` trains the "
+                                                   "two-stage transfer-learning recipe instead."),
     # The last map of the conv3 stage: pneumo 0.1's ResNet50 mapped photos, documents and MRI slices to the
     # middle of the X-rays' conv5 features (scores 0.01-0.1), but conv3's set them 3.8 to 45 times past the
     # threshold (docs in pneumo/ood.py).
