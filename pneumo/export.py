@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, model_folder
+from . import __version__, explanation, model_folder
 from .calibration import Calibration, choose_threshold, fit_calibration, threshold_for_sensitivity
 from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of  # defaults for runs of pneumo 0.1
 from .errors import ModelLoadError, PneumoError
@@ -154,7 +154,9 @@ def export_model_folder(out) -> dict:
         "class_names": class_names,
         "positive_class": positive_class,
         "logits_layer": LOGITS_LAYER,
-        "gradcam_layer": arch.gradcam_layer,
+        "explanation": explanation.for_architecture(arch),
+        # pneumo 0.2 reads only this key: a Grad-CAM folder exported now still loads there.
+        **({"gradcam_layer": arch.gradcam_layer} if arch.explanation == explanation.GRADCAM else {}),
         "threshold": threshold,
         "threshold_method": OPERATING_POINTS[DEFAULT_OPERATING_POINT],
         "operating_point": DEFAULT_OPERATING_POINT,

@@ -1,7 +1,9 @@
 """Grad-CAM (Selvaraju et al. 2017): where in the image the evidence for a class lies.
 
 The class score is taken before the softmax (the "logits" layer), and the feature map is the model's last
-convolutional map (its config's `gradcam_layer`).
+convolutional map (its folder's explanation `layer`). A model without one is explained by integrated
+gradients instead (pneumo.integrated_gradients, chosen by pneumo.explanation). This module also draws any
+heatmap over the X-ray.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ class GradCam:
         import keras
         import tensorflow as tf
 
+        from .ood import grid_average
+
         self._model = keras.Model(model.input, [model.get_layer(feature_layer).output,
                                                 model.get_layer(logits_layer).output,
                                                 model.get_layer(pooled_layer or feature_layer).output])
@@ -29,7 +33,7 @@ class GradCam:
                 feature_map, logits, pooled_map = self._model(images, training=False)
                 scores = [logits[:, index] for index in range(classes)]
             gradients = tf.stack([tape.gradient(score, feature_map) for score in scores])
-            return feature_map, logits, gradients, tf.reduce_mean(pooled_map, axis=[1, 2])
+            return feature_map, logits, gradients, grid_average(pooled_map)
 
         self._compute = logits_and_gradients
 
@@ -41,9 +45,14 @@ class GradCam:
         # The mean intensity of the gradient over each feature-map channel: how much that channel matters.
         channel_weights = gradients.mean(axis=(1, 2))
         cams = np.maximum(np.einsum("hwc,kc->khw", feature_map, channel_weights), 0.0)
-        peaks = cams.max(axis=(1, 2), keepdims=True)
-        heatmaps = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0).astype(np.float32)
-        return np.asarray(logits[0], np.float64), heatmaps, np.asarray(pooled[0], np.float64)
+        return np.asarray(logits[0], np.float64), scaled_to_peak(cams), np.asarray(pooled[0], np.float64)
+
+
+def scaled_to_peak(maps: np.ndarray) -> np.ndarray:
+    """Non-negative (classes, rows, cols) maps divided by each one's peak: heatmaps in [0, 1], float32 (a map
+    with no positive value stays all zeros)."""
+    peaks = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peaks, out=np.zeros_like(maps), where=peaks > 0).astype(np.float32)
 
 
 OVERLAY_SIDE = 448  # heatmaps are drawn over the X-ray at this size, sharper than the model's input

@@ -5,7 +5,7 @@
                                 the network in Keras 3's own directory format, so that
                                 keras.saving.load_model("hf://OWNER/NAME") works on a published repo
       pneumo.json               everything else needed to use it: input size, preprocessing, class
-                                names, operating points, calibration, Grad-CAM layer, how it was trained
+                                names, operating points, calibration, explanation method, how it was trained
       ood_reference.npz         the training X-rays' feature distribution (pneumo.ood)
       README.md                 the model card
       metrics_validation.json   metrics on the patient-level validation split (and the hold-out's)
@@ -32,6 +32,7 @@ import json
 from fnmatch import fnmatch
 from pathlib import Path
 
+from . import explanation
 from .errors import ModelLoadError, ModelNotFoundError
 from .files import atomic_write, write_json
 
@@ -56,8 +57,7 @@ METRICS_SPLITS = ("validation", SITE_HOLDOUT_SPLIT, "test")
 # The parts of data_split.csv.
 TRAIN_SPLIT, VALIDATION_SPLIT, HOLDOUT_SPLIT = "train", "validation", "holdout_earliest"
 
-REQUIRED_CONFIG_KEYS = ("architecture", "input", "class_names", "positive_class", "threshold", "calibration",
-                        "gradcam_layer")
+REQUIRED_CONFIG_KEYS = ("architecture", "input", "class_names", "positive_class", "threshold", "calibration")
 # What a Hub download fetches to use a model (either layout), and what a push publishes to document it.
 DOWNLOADED_FILES = [CONFIG_FILE, *NETWORK_FILES, LEGACY_MODEL_FILE, OOD_REFERENCE_FILE, CARD_FILE, "metrics_*.json"]
 PUBLISHED_FILES = [*DOWNLOADED_FILES, ROBUSTNESS_FILE, SCORING_LOG, HISTORY_FILE, CURVES_FILE, SPLIT_FILE]
@@ -88,8 +88,14 @@ def read_config(folder) -> dict:
         raise ModelLoadError(f"{path}: not valid JSON ({error})") from None
     required = (*REQUIRED_CONFIG_KEYS, "model_file") if path.name == LEGACY_CONFIG_FILE else REQUIRED_CONFIG_KEYS
     missing = [key for key in required if key not in config]
+    if "explanation" not in config and "gradcam_layer" not in config:  # a pneumo 0.2 folder names only the latter
+        missing.append("explanation")
     if missing:
         raise ModelLoadError(f"{path}: not a pneumo model config (missing {', '.join(missing)})")
+    method = explanation.settings(config).get("method")
+    if method not in explanation.METHODS:
+        raise ModelLoadError(f"{path}: unknown explanation method {method!r} (pneumo knows "
+                             f"{', '.join(explanation.METHODS)})")
     if config["positive_class"] not in config["class_names"]:
         raise ModelLoadError(f"{path}: positive_class {config['positive_class']!r} is not among class_names")
     return config

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import model_folder
+from . import explanation, model_folder
 from .calibration import Calibration
 from .files import write_text
 
@@ -126,9 +126,10 @@ def hub_metadata(config: dict, metrics: dict):
         for split, values in metrics.items() if split == "test"
         for key, metric_type, name in HUB_METRICS if values.get(key) is not None
     ]
+    method_tag = explanation.display_name(explanation.settings(config)).lower().replace(" ", "-")
     return ModelCardData(
         license="cc-by-4.0", library_name="keras", pipeline_tag="image-classification",
-        tags=["medical-imaging", "chest-x-ray", "pneumonia", "grad-cam", "pneumo", config["architecture"]],
+        tags=["medical-imaging", "chest-x-ray", "pneumonia", method_tag, "pneumo", config["architecture"]],
         datasets=[HUB_DATASET], model_name=f"pneumo-{config['name']}", eval_results=results or None)
 
 
@@ -154,6 +155,7 @@ def render_model_card(folder: Path) -> str:
     metrics = read_metrics(folder)
     training = config["training"]
     size = config["input"]["height"]
+    heatmaps = explanation.settings(config)
     front_matter = "---\n" + hub_metadata(config, {k: v for k, v in metrics.items() if k != "holdout_earliest"}).to_yaml() + "\n---"
     weights_note = training.get("weights_note", "")
     scratch_note = f"\n{weights_note}\n" if weights_note else ""
@@ -175,10 +177,10 @@ For research and teaching only. It has not been cleared or approved by any regul
 to diagnose or to make treatment decisions, and does not replace a radiologist.
 
 ## Intended use
-Show students and researchers how a convolutional model separates pneumonia from normal pediatric
-frontal chest X-rays, and where in the image its evidence lies (Grad-CAM). Out of scope: adults, lateral
-views, other findings (effusion, nodules, tuberculosis, COVID-19), images from other hospitals without
-local validation.
+Show students and researchers how a neural network separates pneumonia from normal pediatric frontal
+chest X-rays, and where in the image its evidence lies ({explanation.display_name(heatmaps)}). Out of scope:
+adults, lateral views, other findings (effusion, nodules, tuberculosis, COVID-19), images from other
+hospitals without local validation.
 
 ## Training data
 {training['data']}: pediatric patients aged 1 to 5 from one hospital (Guangzhou Women and Children's
@@ -206,8 +208,8 @@ Probabilities are `{Calibration.from_config(config['calibration']).describe()}`,
   gap between the validation and test columns above measures that shift.
 - Labels are image-level (bacterial and viral pneumonia merged into PNEUMONIA) and were graded by
   experts without follow-up; some are wrong.
-- Grad-CAM shows where the model looked, not proof of pathology; heatmaps can highlight text markers or
-  borders.
+- The heatmaps show where the model looked, not proof of pathology; they can highlight text markers or
+  borders. They are {explanation.describe(heatmaps)}.
 - {ood_limitation(config)}
 
 ## Files

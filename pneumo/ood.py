@@ -3,9 +3,9 @@
 A public demo receives photos, screenshots, documents and CT slices, and a classifier gives each of them
 a confident probability. This check needs no extra training data:
 
-- **Features**: a convolutional feature map of the model, averaged over its grid: the architecture's
-  `ood_layer`, by default its last one (the Grad-CAM layer). It describes what the network saw before
-  the head squeezed it into two classes.
+- **Features**: a layer of the model averaged over its grid (`grid_average`): the architecture's
+  `ood_layer`, by default its last convolutional map (the Grad-CAM layer); for the row LSTM, its last
+  LSTM's output. It describes what the network saw before the head squeezed it into two classes.
 - **Distance**: the squared Mahalanobis distance of those features from the training split's, with a
   Ledoit-Wolf (shrunk) covariance, so a few thousand images give a stable estimate. Wider feature
   vectors are first projected on their 256 main principal components.
@@ -98,23 +98,33 @@ def out_of_distribution_warning(results: dict[str, dict]) -> str | None:
             "unusual X-ray?). Its predictions mean little for it.")
 
 
+def grid_average(layer_output):
+    """A layer's output (batch, ..., channels) averaged over every axis between the batch and the channels:
+    a convolutional map's rows and columns, a sequence's steps, nothing of a flat vector. (batch, channels)"""
+    import tensorflow as tf
+
+    grid_axes = list(range(1, len(layer_output.shape) - 1))
+    return tf.reduce_mean(layer_output, axis=grid_axes) if grid_axes else layer_output
+
+
 def feature_layer(config: dict) -> str:
-    """The map the check measures for a model: its architecture's choice, else its Grad-CAM layer."""
+    """The layer the check measures for a model: its architecture's choice, else its Grad-CAM layer."""
     from .models import get_architecture
 
-    return get_architecture(config["architecture"]).ood_layer or config["gradcam_layer"]
+    architecture = get_architecture(config["architecture"])
+    return architecture.ood_layer or architecture.gradcam_layer
 
 
 def features_of(model, layer: str, paths, height: int, width: int, preprocessing, batch_size: int = 32) -> np.ndarray:
-    """`layer`'s feature map averaged over its grid, for image files through the model's own preprocessing."""
+    """`layer`'s output averaged over its grid, for image files through the model's own preprocessing."""
     import keras
 
     from .imaging import load_model_input
 
-    pooled = keras.Model(model.input, keras.layers.GlobalAveragePooling2D()(model.get_layer(layer).output))
+    layer_model = keras.Model(model.input, model.get_layer(layer).output)
     batches = (np.stack([load_model_input(p, height, width, preprocessing) for p in paths[i:i + batch_size]])
                for i in range(0, len(paths), batch_size))
-    return np.concatenate([np.asarray(pooled(batch, training=False)) for batch in batches])
+    return np.concatenate([np.asarray(grid_average(layer_model(batch, training=False))) for batch in batches])
 
 
 def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, seed: int = 0) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model_folder
+from . import explanation, model_folder
 from .calibration import Calibration
 from .errors import ModelLoadError, ModelNotFoundError
 from .imaging import ImageSource, Preprocessing, load_model_input
@@ -57,6 +57,8 @@ class Predictor:
         import keras
         import tensorflow as tf
 
+        from .ood import grid_average
+
         self.model = model
         self.folder = Path(folder)
         self.name = config.get("name", self.folder.name)
@@ -73,18 +75,21 @@ class Predictor:
         self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
         self.logits_layer = config.get("logits_layer", LOGITS_LAYER)
         self.feature_reference = self._feature_reference(config)
-        # The map the out-of-distribution check measures (the Grad-CAM layer when the folder has no check).
-        self.ood_layer = (config.get("out_of_distribution") or {}).get("layer") or config["gradcam_layer"]
-        self._gradcam = None
+        self.explanation = explanation.settings(config)
+        # The layer the out-of-distribution check measures. A folder without the check measures nothing: any
+        # layer would do, the Grad-CAM map or else the logits.
+        self.ood_layer = ((config.get("out_of_distribution") or {}).get("layer") or self.explanation.get("layer")
+                          or self.logits_layer)
+        self._explainer = None
         # One traced graph for every batch size: calling a Keras model eagerly costs more than the
         # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
-        # The same pass yields the pooled feature map the out-of-distribution check measures.
+        # The same pass yields the pooled features the out-of-distribution check measures.
         scores = keras.Model(model.input, [model.get_layer(self.logits_layer).output,
                                            model.get_layer(self.ood_layer).output])
 
         def logits_and_features(images):
             logits, feature_map = scores(images, training=False)
-            return logits, tf.reduce_mean(feature_map, axis=[1, 2])
+            return logits, grid_average(feature_map)
 
         self._forward = tf.function(logits_and_features,
                                     input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
@@ -161,23 +166,28 @@ class Predictor:
     def predict_file(self, source: ImageSource) -> Prediction:
         return self.predict_image(self.load_image(source))
 
-    def _gradcam_for(self):
-        if self._gradcam is None:
-            from .gradcam import GradCam
+    @property
+    def explanation_method(self) -> str:
+        """The name of the method that draws this model's heatmaps, as the page and the report print it:
+        "Grad-CAM" or "integrated gradients" (the folder's `explanation`)."""
+        return explanation.display_name(self.explanation)
 
-            self._gradcam = GradCam(self.model, self.config["gradcam_layer"], self.logits_layer, self.ood_layer)
-        return self._gradcam
+    def _explainer_for(self):
+        if self._explainer is None:
+            self._explainer = explanation.explainer(self.model, self.explanation, self.logits_layer, self.ood_layer)
+        return self._explainer
 
     def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
-        """The prediction and the Grad-CAM heatmap of `class_name` (default: the predicted class), from one
-        pass through the model: the pass that yields the gradients also yields the logits."""
-        logits, heatmaps, features = self._gradcam_for().logits_and_heatmaps(image)
+        """The prediction and the heatmap of `class_name` (default: the predicted class), from one pass
+        through the model: the pass that yields the gradients also yields the logits."""
+        logits, heatmaps, features = self._explainer_for().logits_and_heatmaps(image)
         prediction = self._prediction(self.calibration.probabilities(logits[None])[0],
                                       self.ood_scores(features[None])[0])
         return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
 
     def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
-        """Grad-CAM heatmap (feature-map grid, values in [0, 1]) for `class_name` (default: the positive class)."""
+        """The heatmap of `class_name` (default: the positive class), values in [0, 1], on the method's grid:
+        the feature map's for Grad-CAM, the model input's for integrated gradients."""
         return self.predict_and_explain(image, class_name or self.positive_class)[1]
 
 

@@ -1,4 +1,5 @@
-"""Architecture registry: each model builds, exposes logits and its Grad-CAM layer, and round-trips safely."""
+"""Architecture registry: each model builds, exposes logits and how its heatmaps are drawn, and round-trips
+safely."""
 
 import keras
 import numpy as np
@@ -33,6 +34,7 @@ def test_convolutional_models_name_a_spatial_map_for_grad_cam(name):
     arch = get_architecture(name)
     model = arch.build((64, 64, 3), 2)
     assert len(model.get_layer(arch.gradcam_layer).output.shape) == 4
+    assert arch.explanation == "gradcam"
     assert not any(isinstance(layer, keras.Model) for layer in model.layers)  # one flat graph
 
 
@@ -45,6 +47,20 @@ def test_row_lstm_reads_the_image_as_rows_of_all_three_channels():
     dense = [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [250, 120, 64, 28, 2]
     assert get_architecture("row_lstm").default_input_size == 150
+
+
+def test_row_lstm_is_explained_by_integrated_gradients_and_checked_on_its_last_lstm():
+    arch = get_architecture("row_lstm")
+    assert arch.explanation == "integrated_gradients" and arch.gradcam_layer is None
+    model = arch.build((24, 24, 3), 2)
+    assert model.get_layer(arch.ood_layer).output.shape[1:] == (64,)
+
+
+def test_grad_cam_without_a_layer_is_refused_at_registration():
+    from pneumo.models import Architecture
+
+    with pytest.raises(ValueError, match="gradcam_layer"):
+        Architecture(name="no_map", build=build_tiny, default_input_size=48, description="one convolution")
 
 
 def test_cnn_lstm_reads_the_feature_map_as_a_sequence_of_regions():

@@ -43,7 +43,7 @@ def test_wide_features_are_projected_and_the_reference_round_trips(tmp_path):
 
 def test_export_records_the_check_and_both_paths_score_alike(tiny_model_folder):
     config = model_folder.read_config(tiny_model_folder)
-    assert config["out_of_distribution"]["layer"] == config["gradcam_layer"]
+    assert config["out_of_distribution"]["layer"] == config["explanation"]["layer"]
     assert (tiny_model_folder / model_folder.OOD_REFERENCE_FILE).exists()
     predictor = Predictor.from_folder(tiny_model_folder)
     image = predictor.load_image(png_bytes(synthetic_xray(96, seed=5)))

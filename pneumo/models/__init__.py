@@ -1,11 +1,13 @@
 """Architecture registry: one file per architecture, one line here to add it (like timm's registry).
 
-An `Architecture` carries everything specific to it: how to build it, its default input size, its
-Grad-CAM layer, what pretrained backbone weights mean for it and its training stages. Training,
-export and the model card ask it; none of them tests an architecture's name.
+An `Architecture` carries everything specific to it: how to build it, its default input size, how its
+heatmaps are drawn (Grad-CAM on which layer, or integrated gradients), what pretrained backbone weights
+mean for it and its training stages. Training, export and the model card ask it; none of them tests an
+architecture's name.
 
 Every architecture returns a Keras model whose layer named "logits" holds the class scores before the
-softmax (used by calibration and Grad-CAM) and whose `gradcam_layer` is its last convolutional map.
+softmax (used by calibration and the heatmaps); a convolutional one names its last convolutional map as
+its `gradcam_layer`.
 """
 
 from __future__ import annotations

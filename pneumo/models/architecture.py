@@ -52,8 +52,11 @@ class Architecture:
     name: str
     build: Callable  # build(input_shape, num_classes, **options) -> keras.Model
     default_input_size: int
-    gradcam_layer: str
     description: str
+    # How its heatmaps are drawn (pneumo.explanation): "gradcam" on `gradcam_layer`, its last convolutional
+    # map, or "integrated_gradients" for a model without one.
+    gradcam_layer: str | None = None
+    explanation: str = "gradcam"
     # The build options for a training run, from --backbone-weights (None, "imagenet" or a file path).
     options_for_training: Callable[[str | None], dict] = _no_pretrained_weights
     # The build options that rebuild a trained graph without fetching pretrained weights again.
@@ -62,9 +65,15 @@ class Architecture:
     training_stages: Callable = _one_stage
     # A sentence for the model card about where the weights started, or "".
     weights_note: Callable[[dict], str] = field(default=lambda options: "")
-    # The feature map whose grid average the out-of-distribution check measures (pneumo.ood); None: the
-    # Grad-CAM layer.
+    # The layer whose grid average the out-of-distribution check measures (pneumo.ood); None: the Grad-CAM
+    # layer.
     ood_layer: str | None = None
+
+    def __post_init__(self):
+        if self.explanation == "gradcam" and not self.gradcam_layer:
+            raise ValueError(f"architecture {self.name}: Grad-CAM needs a gradcam_layer")
+        if not (self.ood_layer or self.gradcam_layer):
+            raise ValueError(f"architecture {self.name}: name the ood_layer the out-of-distribution check measures")
 
 
 _REGISTRY: dict[str, Architecture] = {}

@@ -1,7 +1,8 @@
 """Pure LSTM over pixel rows, as one of the seed projects built it: the image is read top to bottom as a
 sequence of rows (each row's three channels side by side), by three stacked LSTMs, then a dense stack.
 
-It has no convolutional map, so its heatmap is not Grad-CAM (see `explanation`).
+It has no convolutional map for Grad-CAM: its heatmaps are integrated gradients over the input pixels
+(pneumo.integrated_gradients), and its out-of-distribution features are the last LSTM's output.
 """
 
 import keras
@@ -32,9 +33,9 @@ ARCHITECTURE = register(Architecture(
     name="row_lstm",
     build=build,
     default_input_size=150,
-    gradcam_layer=ROW_SEQUENCE_LAYER,
     description="the image read as 150 rows of 450 values (three channels side by side) by three stacked "
                 "LSTMs (250, 120, 64 units; dropout 0.05, recurrent dropout 0.20), then Dense 250, 120, 64, 28 "
                 "(ReLU) and a 2-way softmax",
+    explanation="integrated_gradients",
     ood_layer="row_lstm3",
 ))

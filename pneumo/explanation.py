@@ -1,0 +1,56 @@
+"""Which method draws a model's heatmaps, as its folder's pneumo.json records it.
+
+    "explanation": {"method": "gradcam", "layer": "last_conv_features"}
+    "explanation": {"method": "integrated_gradients", "steps": 32, "baseline": "black"}
+
+Grad-CAM (pneumo.gradcam) needs a convolutional map; integrated gradients (pneumo.integrated_gradients)
+need none and explain the row LSTM. Both answer `logits_and_heatmaps(image)` with the class scores, one
+heatmap per class in [0, 1] and the pooled out-of-distribution features, so nothing that shows a heatmap
+asks which method drew it. Folders exported before this block (pneumo 0.2) name only a `gradcam_layer`.
+"""
+
+from __future__ import annotations
+
+GRADCAM, INTEGRATED_GRADIENTS = "gradcam", "integrated_gradients"
+METHODS = {GRADCAM: "Grad-CAM", INTEGRATED_GRADIENTS: "integrated gradients"}  # as the page and the card name them
+
+
+def for_architecture(architecture) -> dict:
+    """The block export writes for a model of `architecture` (a pneumo.models.Architecture)."""
+    if architecture.explanation == GRADCAM:
+        return {"method": GRADCAM, "layer": architecture.gradcam_layer}
+    from .integrated_gradients import BASELINE, STEPS
+
+    return {"method": INTEGRATED_GRADIENTS, "steps": STEPS, "baseline": BASELINE}
+
+
+def settings(config: dict) -> dict:
+    """A folder's explanation block; a pneumo 0.2 folder's `gradcam_layer` read as Grad-CAM on that layer."""
+    return config.get("explanation") or {"method": GRADCAM, "layer": config.get("gradcam_layer")}
+
+
+def display_name(block: dict) -> str:
+    return METHODS[block["method"]]
+
+
+def describe(block: dict) -> str:
+    """The method in a phrase, for the model card."""
+    if block["method"] == GRADCAM:
+        return f"Grad-CAM (Selvaraju et al. 2017) on the `{block['layer']}` map"
+    from .integrated_gradients import BASELINE, STEPS
+
+    return (f"integrated gradients (Sundararajan et al. 2017) from a {block.get('baseline', BASELINE)} image in "
+            f"{block.get('steps', STEPS)} steps, which credit bright pixels (opacities, bone, markers) more than "
+            "dark ones")
+
+
+def explainer(model, block: dict, logits_layer: str, pooled_layer: str):
+    """The object whose `logits_and_heatmaps(image)` explains `model` by `block`'s method."""
+    if block["method"] == GRADCAM:
+        from .gradcam import GradCam
+
+        return GradCam(model, block["layer"], logits_layer, pooled_layer)
+    from .integrated_gradients import BASELINE, STEPS, IntegratedGradients
+
+    return IntegratedGradients(model, logits_layer, pooled_layer, steps=int(block.get("steps", STEPS)),
+                               baseline=block.get("baseline", BASELINE))
