@@ -1,9 +1,10 @@
-"""pneumo demo: two models side by side on a pediatric chest X-ray, with Grad-CAM and a PDF report.
+"""pneumo demo: the bundled models side by side on a pediatric chest X-ray, with heatmaps and a PDF report.
 
-    python app.py [--cnn-lstm REF] [--resnet50 REF] [--host 127.0.0.1] [--port 7860] [--share]
+    python app.py [--cnn-lstm REF] [--resnet50 REF] [--<model> REF ...] [--host 127.0.0.1] [--port 7860] [--share]
 
-REF is a model folder or a Hub repo `OWNER/NAME[@REVISION]`; the defaults are the bundled models/
-folders, or the PNEUMO_CNN_LSTM_MODEL / PNEUMO_RESNET50_MODEL environment variables.
+One option per bundled model (pneumo.bundled.BUNDLED_MODELS, named after its environment variable:
+PNEUMO_CNN_LSTM_MODEL -> --cnn-lstm). REF is a model folder or a Hub repo `OWNER/NAME[@REVISION]`; the
+defaults are the bundled models/ folders, or the PNEUMO_*_MODEL environment variables.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import html
 import logging
 import os
+import re
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,10 +23,10 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
-from pneumo.bundled import REPO_ROOT, model_references  # noqa: E402
+from pneumo.bundled import BUNDLED_MODELS, REPO_ROOT, model_references  # noqa: E402
 from pneumo.demo import (PAGE_CSS, analyse, banner_text, compare, decision_panel, details_table,  # noqa: E402
-                         heatmap_caption, load_demo_predictors, model_limits, model_summary, preview, report,
-                         user_message)
+                         heatmap_caption, load_demo_predictors, model_limits, model_summary, models_table, preview,
+                         report, user_message)
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
 from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
@@ -80,30 +82,57 @@ def as_gradio_errors(function):
 
 # The handlers: plain functions of the loaded models and the page's inputs, testable without a browser.
 
+def chosen_models(predictors, names) -> dict:
+    """The models a request names, in its order: each one loaded, none twice."""
+    for name in names:
+        if name not in predictors:
+            raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(predictors)}.", print_exception=False)
+    if len(set(names)) < len(names):
+        raise gr.Error(f"Choose two different models to compare ({names[0]} is chosen twice).",
+                       print_exception=False)
+    return {name: predictors[name] for name in names}
+
+
+def default_pair(predictors) -> list[str]:
+    """The pair compared unless a request names another: the first two models (CNN+LSTM and ResNet50)."""
+    return list(predictors)[:2]
+
+
+def file_stem(name: str) -> str:
+    """A model's name as part of a file name ('CNN+LSTM' -> 'CNN-LSTM', 'Row LSTM' -> 'Row-LSTM')."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+
+
 @as_gradio_errors
-def compare_models(predictors, path):
-    """Every model on one upload: the agreement banner, then label, heatmap and details per model, then all results."""
-    summary, overlays = compare(predictors, path)
-    outputs = [banner_text(summary["models"], model_limits(predictors))]
+def compare_models(predictors, path, model_a=None, model_b=None):
+    """Two models on one upload (default: the first two): the agreement banner, then label, heatmap and details
+    of model A and of model B, then both results."""
+    first, second = default_pair(predictors)
+    pair = chosen_models(predictors, [model_a or first, model_b or second])
+    summary, overlays = compare(pair, path)
+    outputs = [banner_text(summary["models"], model_limits(pair))]
     for name, result in summary["models"].items():
-        outputs += [label_value(result), served_png(overlays[name], f"gradcam-{name}"), result]
+        outputs += [label_value(result), served_png(overlays[name], f"heatmap-{file_stem(name)}"), result]
     return [*outputs, summary]
 
 
 @as_gradio_errors
 def predict(predictors, path, model_name, explain_class):
     """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details."""
-    if model_name not in predictors:
-        raise gr.Error(f"Unknown model {model_name!r}; choose one of {', '.join(predictors)}.", print_exception=False)
-    result, overlay = analyse(predictors[model_name], path, explain_class or None)
-    return label_value(result), served_png(overlay, f"gradcam-{model_name}"), result
+    predictor = chosen_models(predictors, [model_name])[model_name]
+    result, overlay = analyse(predictor, path, explain_class or None)
+    return label_value(result), served_png(overlay, f"heatmap-{file_stem(model_name)}"), result
 
 
 @as_gradio_errors
 def make_report(predictors, path, *values):
-    """The PDF report of one upload with the metadata typed in (nothing of it is logged or kept)."""
+    """The PDF report of one upload by two models (default: the first two), with the metadata typed in
+    (nothing of it is logged or kept). `values`: the METADATA_FIELDS in order, then optionally model A and B."""
     metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
-    return str(report(predictors, path, metadata, REPORTS.new_path("pneumo-report.pdf")))
+    first, second = default_pair(predictors)
+    model_a, model_b = (list(values[len(METADATA_FIELDS):]) + [None, None])[:2]
+    pair = chosen_models(predictors, [model_a or first, model_b or second])
+    return str(report(pair, path, metadata, REPORTS.new_path("pneumo-report.pdf")))
 
 
 @as_gradio_errors
@@ -123,8 +152,29 @@ def compare_page(limits, summary):
 
 
 def model_page(limits, name, result):
-    """What a model's tab shows of /predict's result."""
+    """What the model tab shows of /predict's result."""
     return decision_panel({name: result}, limits), heatmap_caption(result), details_table({name: result})
+
+
+def heatmap_label(predictors, name, slot: str = "") -> str:
+    """A heatmap's label on the page: 'Model A: CNN+LSTM (Grad-CAM)'."""
+    return f"{slot + ': ' if slot else ''}{name} ({predictors[name].explanation_method})"
+
+
+def report_pair(model_a, model_b) -> str:
+    return f"The PDF holds the two models chosen in the Compare tab: **{model_a}** and **{model_b}**."
+
+
+def pair_shown(predictors, model_a, model_b):
+    """What the page says of a newly chosen pair: the two heatmaps' labels and the Report tab's line."""
+    return (gr.update(label=heatmap_label(predictors, model_a, "Model A")),
+            gr.update(label=heatmap_label(predictors, model_b, "Model B")), report_pair(model_a, model_b))
+
+
+def model_shown(predictors, name):
+    """What the model tab says of a newly chosen model: its button, its heatmap's label, its classes."""
+    return (gr.update(value=f"Run {name} on the X-ray above"), gr.update(label=heatmap_label(predictors, name)),
+            gr.update(choices=list(predictors[name].class_names), value=None))
 
 
 def show_whole(element_id: str) -> str:
@@ -141,6 +191,9 @@ def cleared(outputs):
 
 def build_app(predictors) -> gr.Blocks:
     names = list(predictors)
+    if len(names) < 2:
+        raise ValueError("the demo compares two models: load at least two")
+    first, second = default_pair(predictors)
     limits = model_limits(predictors)
     # delete_cache: Gradio's own copies of uploads and heatmaps are purged within the hour.
     with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=(600, 3600)) as demo:
@@ -158,76 +211,95 @@ def build_app(predictors) -> gr.Blocks:
         all_outputs = []  # every result on the page, emptied when a new X-ray is chosen
 
         with gr.Tab("Compare"):
+            # The pair compared here is also the pair in the PDF report.
+            with gr.Row():
+                model_a = gr.Dropdown(names, value=first, label="Model A", elem_id="model-a")
+                model_b = gr.Dropdown(names, value=second, label="Model B", elem_id="model-b")
             compare_button = gr.Button("Compare both models", variant="primary")
             decisions = gr.HTML(elem_id="compare-decisions")
             banner = gr.Markdown(visible=False, label="Agreement")  # for the API; the page draws decisions
-            api_outputs, captions = [banner], []
+            api_outputs, captions, pair_overlays = [banner], [], []
             with gr.Row():
-                for name in names:
+                for slot, name in (("Model A", first), ("Model B", second)):
                     with gr.Column():
-                        overlay = gr.Image(label=f"{name}: Grad-CAM", format="png", interactive=False)
+                        overlay = gr.Image(label=heatmap_label(predictors, name, slot), format="png",
+                                           interactive=False)
+                        pair_overlays.append(overlay)
                         captions.append(gr.HTML())
-                        api_outputs += [DecisionLabel(label=f"{name}: decision and calibrated probabilities",
+                        api_outputs += [DecisionLabel(label=f"{slot}: decision and calibrated probabilities",
                                                       visible=False), overlay,
-                                        gr.JSON(label=f"{name}: details", visible=False)]
+                                        gr.JSON(label=f"{slot}: details", visible=False)]
             details = gr.Markdown(elem_classes="pneumo-details")
-            all_results = gr.JSON(visible=False, label="All models (label, probabilities, agreement)")
+            all_results = gr.JSON(visible=False, label="Both models (label, probabilities, agreement)")
             page = [decisions, *captions, details]
-            everything = [*api_outputs, all_results, *page]
-            all_outputs += everything
-            (compare_button.click(cleared(everything), None, everything, queue=False, api_visibility="private")
-             .then(functools.partial(compare_models, predictors), upload, [*api_outputs, all_results],
-                   api_name="compare")
+            compared = [*api_outputs, all_results, *page]
+            all_outputs += compared
+            (compare_button.click(cleared(compared), None, compared, queue=False, api_visibility="private")
+             .then(functools.partial(compare_models, predictors), [upload, model_a, model_b],
+                   [*api_outputs, all_results], api_name="compare")
              .success(functools.partial(compare_page, limits), all_results, page, api_visibility="private")
              .success(None, js=show_whole("compare-decisions")))
 
-        for index, name in enumerate(names):
-            with gr.Tab(name):
-                model_name = gr.Dropdown(names, value=name, label="Model", visible=False)
-                explain = gr.Radio(predictors[name].class_names, value=None,
-                                   label="Heatmap explains (default: the predicted class)")
-                model_button = gr.Button(f"Run {name} on the X-ray above", variant="primary")
-                decision = gr.HTML(elem_id=f"decisions-{index}")
-                with gr.Row():
-                    overlay = gr.Image(label="Grad-CAM", format="png", interactive=False)
-                    caption = gr.HTML()
-                details = gr.Markdown(elem_classes="pneumo-details")
-                api_outputs = [DecisionLabel(label="Decision and calibrated probabilities", visible=False), overlay,
-                               gr.JSON(label="Details", visible=False)]
-                page = [decision, caption, details]
-                everything = [*api_outputs, *page]
-                all_outputs += everything
-                # One public /predict endpoint (image, model name, class to explain); the other tabs reuse it.
-                (model_button.click(cleared(everything), None, everything, queue=False, api_visibility="private")
-                 .then(functools.partial(predict, predictors), [upload, model_name, explain], api_outputs,
-                       api_name="predict" if index == 0 else f"predict_tab_{index}",
-                       api_visibility="public" if index == 0 else "undocumented")
-                 .success(functools.partial(model_page, limits, name), api_outputs[2], page,
-                          api_visibility="private")
-                 .success(None, js=show_whole(f"decisions-{index}")))
+        # One tab for all the models, with a picker: a tab each would not fit a phone's tab bar beside Compare,
+        # Report and About, and Gradio would fold the last tabs out of sight.
+        with gr.Tab("One model"):
+            model_name = gr.Radio(names, value=first, label="Model", elem_id="model-picker")
+            explain = gr.Radio(predictors[first].class_names, value=None,
+                               label="Heatmap explains (default: the predicted class)")
+            model_button = gr.Button(f"Run {first} on the X-ray above", variant="primary")
+            decision = gr.HTML(elem_id="model-decision")
+            with gr.Row():
+                overlay = gr.Image(label=heatmap_label(predictors, first), format="png", interactive=False)
+                caption = gr.HTML()
+            details = gr.Markdown(elem_classes="pneumo-details")
+            api_outputs = [DecisionLabel(label="Decision and calibrated probabilities", visible=False), overlay,
+                           gr.JSON(label="Details", visible=False)]
+            page = [decision, caption, details]
+            single = [*api_outputs, *page]
+            all_outputs += single
+            (model_button.click(cleared(single), None, single, queue=False, api_visibility="private")
+             .then(functools.partial(predict, predictors), [upload, model_name, explain], api_outputs,
+                   api_name="predict")
+             .success(functools.partial(model_page, limits), [model_name, api_outputs[2]], page,
+                      api_visibility="private")
+             .success(None, js=show_whole("model-decision")))
+            # A result on the page is always the chosen model's.
+            (model_name.change(cleared(single), None, single, queue=False, api_visibility="private")
+             .then(functools.partial(model_shown, predictors), model_name, [model_button, overlay, explain],
+                   queue=False, api_visibility="private"))
 
         with gr.Tab("Report"):
-            gr.Markdown("A PDF of the X-ray above with both models' results. Fill in what you want printed: nothing "
+            gr.Markdown("A PDF of the X-ray above with two models' results. Fill in what you want printed: nothing "
                         "you type is logged or kept on the server, and the PDF is deleted once downloaded.")
+            report_models = gr.Markdown(report_pair(first, second))
             with gr.Row():
                 fields = [gr.Textbox(label=label, lines=3 if key == "notes" else 1) for key, label in METADATA_FIELDS]
             report_button = gr.Button("Create PDF report", variant="primary")
             report_file = gr.File(label="PDF report (one download)")
             all_outputs.append(report_file)
             (report_button.click(cleared([report_file]), None, report_file, queue=False, api_visibility="private")
-             .then(functools.partial(make_report, predictors), [upload, *fields], report_file, api_name="report"))
+             .then(functools.partial(make_report, predictors), [upload, *fields, model_a, model_b], report_file,
+                   api_name="report"))
+
+        # A newly chosen pair: the results of the last one go, and the labels name the new one.
+        for picker in (model_a, model_b):
+            (picker.change(cleared(compared), None, compared, queue=False, api_visibility="private")
+             .then(functools.partial(pair_shown, predictors), [model_a, model_b], [*pair_overlays, report_models],
+                   queue=False, api_visibility="private"))
 
         with gr.Tab("About"):
             targets = ", ".join(f"{TARGET_NAMES[key]} ≥ {value:.2f}" for key, value in TEST_SET_TARGETS.items())
-            gr.Markdown("## The models\n\n" + "\n\n".join(model_summary(p, name) for name, p in predictors.items())
+            methods = " or ".join(dict.fromkeys(p.explanation_method for p in predictors.values()))
+            gr.Markdown("## The models\n\n" + models_table(predictors)
                         + "\n\nMetrics come from each model folder (`metrics_validation.json`, `metrics_test.json`; "
-                        "ECE: expected calibration error). Threshold and calibration were fitted on a patient-level "
-                        "validation split of the training data; the official test set was scored once, at the end. "
-                        f"The project's targets on the official test set: {targets}.\n\n"
-                        "## Limitations\n- One hospital, children aged 1-5.\n"
+                        "ECE: expected calibration error; n/a: not measured). Threshold and calibration were fitted "
+                        "on a patient-level validation split of the training data; the official test set was scored "
+                        f"once, at the end. The project's targets on the official test set: {targets}.\n\n"
+                        + "\n\n".join(model_summary(p, name) for name, p in predictors.items())
+                        + "\n\n## Limitations\n- One hospital, children aged 1-5.\n"
                         "- A verdict is only as good as the error rates above, measured on one hospital's X-rays; "
                         "two models that agree can both be wrong.\n"
-                        "- Grad-CAM shows where a model looked, not where the disease is.\n"
+                        f"- A heatmap ({methods}) shows where a model looked, not where the disease is.\n"
                         "- Any image is treated as a frontal chest X-ray; an out-of-distribution check warns about "
                         "images unlike the training X-rays.")
 
@@ -244,16 +316,23 @@ def launch(demo: gr.Blocks, **options):
                        app_kwargs={"middleware": [Middleware(DeleteOnceServed, files=REPORTS)]}, **options)
 
 
+def model_option(variable: str) -> str:
+    """A bundled model's command-line option, from its environment variable: PNEUMO_CNN_LSTM_MODEL -> --cnn-lstm."""
+    return "--" + variable.removeprefix("PNEUMO_").removesuffix("_MODEL").lower().replace("_", "-")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cnn-lstm", help="model reference for the CNN+LSTM")
-    parser.add_argument("--resnet50", help="model reference for the ResNet50")
+    for name, (variable, _) in BUNDLED_MODELS.items():
+        parser.add_argument(model_option(variable), dest=variable, metavar="REF",
+                            help=f"model reference for the {name} (default: ${variable}, else the bundled folder)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--share", action="store_true", help="ask Gradio for a public link")
     args = parser.parse_args(argv)
+    overrides = {name: getattr(args, variable) for name, (variable, _) in BUNDLED_MODELS.items()}
     try:
-        predictors = load_demo_predictors(model_references({"CNN+LSTM": args.cnn_lstm, "ResNet50": args.resnet50}))
+        predictors = load_demo_predictors(model_references(overrides))
     except PneumoError as error:
         raise SystemExit(f"pneumo: {error}") from None
     share = args.share and share_service_reachable()

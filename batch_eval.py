@@ -1,12 +1,12 @@
 """Score folders of chest X-rays and write confusion matrices, classification reports and predictions.
 
     python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
-                         [--gradcam K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
+                         [--heatmaps K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
     python batch_eval.py merge DIR [DIR ...] --out DIR
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
 any other folder gets predictions only. REF is a model folder or a Hub repo OWNER/NAME[@REVISION]
-(default: the bundled models, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
+(default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ output layout (DIR):
                                  F1, ROC-AUC, ECE, confusion matrix, 95% bootstrap intervals, subgroups
   <model>/classification_report.csv, confusion_matrix.csv
   <model>/confusion_matrix.png, roc_curve.png, reliability_diagram.png   (figures at 200 dpi)
-  <model>/gradcam/               with --gradcam K: the K most confident mistakes, overlaid, and index.csv
+  <model>/heatmaps/              with --heatmaps K: the K most confident mistakes with the model's heatmap
+                                 (Grad-CAM or integrated gradients) overlaid, and index.csv
   comparison.csv, comparison.png every model's metrics side by side
-  disagreements.csv              files on which the models' decisions differ
+  disagreements.csv              files on which any two models' decisions differ, with every model's
+                                 probability and decision
   skipped.csv                    every file that could not be read, with the reason
   run.json                       the folder, shard and models scored (what merge reads)
 
@@ -63,11 +65,12 @@ def parse_score_args(argv):
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder for the reports (created if needed; see the layout below)")
     parser.add_argument("--model", action="append", dest="models", metavar="REF",
-                        help="model folder or Hub repo OWNER/NAME[@REVISION]; repeat for several")
+                        help="model folder or Hub repo OWNER/NAME[@REVISION]; repeat for several (default: every "
+                             "bundled model)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threshold", type=float, help="override every model's own decision threshold")
-    parser.add_argument("--gradcam", type=int, default=0, metavar="K",
-                        help="Grad-CAM overlays of each model's K most confident mistakes")
+    parser.add_argument("--heatmaps", "--gradcam", type=int, default=0, metavar="K",
+                        help="heatmaps of each model's K most confident mistakes (--gradcam: the older name)")
     parser.add_argument("--shard", type=shard_spec, default=(0, 1), metavar="I/N",
                         help="score only the I-th of N deterministic parts of the folder")
     parser.add_argument("--resume", action="store_true",
@@ -114,8 +117,8 @@ def check_engine_options(parser, args) -> None:
         return
     if args.resume:
         parser.error("--resume works with --engine local")
-    if args.gradcam and uri:
-        parser.error("--gradcam needs a local folder")
+    if args.heatmaps and uri:
+        parser.error("--heatmaps needs a local folder")
     from pneumo.batch_ray import import_ray
 
     try:
@@ -159,11 +162,11 @@ def main(argv=None) -> int:
                 from pneumo.batch_ray import run_folder_ray
 
                 metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
-                                         threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
+                                         threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
                                          ray_address=args.ray_address)
             else:
                 metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
-                                     threshold=args.threshold, gradcam=args.gradcam, shard=args.shard,
+                                     threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
                                      resume=args.resume)
         except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
             print(f"batch_eval.py: {error}", file=sys.stderr)

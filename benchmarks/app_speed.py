@@ -2,8 +2,9 @@
 
     python benchmarks/app_speed.py [--port 7870]
 
-  start-up   seconds from `python app.py` to a page that answers (target < 20 s)
-  /compare   median of 20 warm calls through gradio_client: two predictions, two heatmaps (target < 0.7 s)
+  start-up   seconds from `python app.py` (every bundled model loaded) to a page that answers (target < 20 s)
+  /compare   median of 20 warm calls through gradio_client of the documented one-argument call, i.e. the
+             default pair: two predictions, two heatmaps (target < 0.7 s)
   load       16 concurrent clients sending 5 /compare requests each: all must succeed
 """
 

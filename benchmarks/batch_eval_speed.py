@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = (REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50")
 sys.path.insert(0, str(REPO))
+from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
+
+BUNDLED = [folder for _, folder in BUNDLED_MODELS.values()]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -24,6 +24,8 @@ SKIPPED_COLUMNS = ["file", "reason"]
 RUN_FILE = "run.json"
 # Under --out: each model's scores, batch by batch, while a run is under way (see run_folder).
 PARTS_FOLDER = ".parts"
+# Under --out/<model>/: the heatmaps of its most confident mistakes (--heatmaps K) and their index.csv.
+HEATMAPS_FOLDER = "heatmaps"
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def model_record(predictor) -> dict:
 
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
-               gradcam: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True,
+               heatmaps: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True,
                resume: bool = False) -> dict[str, dict]:
     """Score `folder` with every predictor and write all reports under `out`; returns metrics per model.
 
@@ -213,7 +215,7 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
             predictions, skipped = score(predictor, files, threshold, batch_size, bar.update, parts / name)
         all_predictions[name] = predictions
         skipped_frames.append(skipped)
-    all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, gradcam)
+    all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
 
@@ -223,9 +225,10 @@ def nothing_to_score(folder, shard: tuple[int, int]) -> NothingToScoreError:
 
 
 def write_reports(out, folder, shard: tuple[int, int], predictors, all_predictions: dict[str, pd.DataFrame],
-                  skipped_frames: list[pd.DataFrame], gradcam: int = 0) -> dict[str, dict]:
+                  skipped_frames: list[pd.DataFrame], heatmaps: int = 0) -> dict[str, dict]:
     """Every report of a scored folder from each model's predictions and skipped tables (keyed and ordered
-    like `predictors`); returns metrics per model. Both engines end here: this module's and pneumo.batch_ray's."""
+    like `predictors`), with heatmaps of each model's `heatmaps` most confident mistakes; returns metrics per
+    model. Both engines end here: this module's and pneumo.batch_ray's."""
     names = list(all_predictions)
     records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
     skipped = pd.concat(skipped_frames).drop_duplicates("file")
@@ -233,9 +236,10 @@ def write_reports(out, folder, shard: tuple[int, int], predictors, all_predictio
                    for name in names}
     write_run_reports(out, all_predictions, all_metrics, skipped)
     write_json(Path(out) / RUN_FILE, {"folder": str(folder), "shard": list(shard), "models": records})
-    if gradcam:
+    if heatmaps:
         for name, predictor in zip(names, predictors):
-            write_confident_mistakes(Path(out) / name / "gradcam", predictor, all_predictions[name], folder, gradcam)
+            write_confident_mistakes(Path(out) / name / HEATMAPS_FOLDER, predictor, all_predictions[name], folder,
+                                     heatmaps)
     return all_metrics
 
 
@@ -272,11 +276,11 @@ def merge_runs(run_folders, out) -> dict[str, dict]:
 
 
 def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame, root, count: int) -> None:
-    """Grad-CAM overlays of the `count` mistakes the model was most sure of, and an index of them."""
+    """Heatmaps (the model's own method: Grad-CAM or integrated gradients) of the `count` mistakes the model was
+    most sure of, drawn as the demo draws them, and an index of them."""
     import cv2
 
-    from .gradcam import overlay_backdrop, overlay_heatmap
-    from .imaging import read_grayscale
+    from .demo import analyse
 
     probability = probability_column(predictor.positive_class)
     labeled = labeled_part(predictions, predictor.class_names)
@@ -286,11 +290,9 @@ def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame,
     mistakes = mistakes.sort_values(["confidence", "file"], ascending=[False, True]).head(count)
     images = []
     for rank, row in enumerate(mistakes.itertuples(), start=1):
-        gray = read_grayscale(Path(root) / row.file)
-        _, heatmap = predictor.predict_and_explain(predictor.prepare(gray), row.predicted_label)
-        overlay = overlay_heatmap(overlay_backdrop(gray), heatmap)
+        _, overlay = analyse(predictor, Path(root) / row.file, row.predicted_label)
         name = f"{rank:02d}_{Path(row.file).stem}.png"
         encoded = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))[1].tobytes()
         atomic_write(folder / name, lambda tmp, data=encoded: Path(tmp).write_bytes(data))
         images.append(name)
-    write_csv(folder / "index.csv", mistakes.assign(overlay=images))
+    write_csv(folder / "index.csv", mistakes.assign(overlay=images, heatmap_method=predictor.explanation_method))

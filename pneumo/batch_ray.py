@@ -183,7 +183,7 @@ def pneumo_error_message(error: Exception) -> str | None:
 
 
 def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
-                   gradcam: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
+                   heatmaps: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
                    actors: int | None = None, show_progress: bool = True) -> dict[str, dict]:
     """Score a folder or object-storage URI with every predictor on Ray and write all reports under `out`
     (those of `pneumo.batch.run_folder`); returns metrics per model.
@@ -196,8 +196,8 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     from .batch import nothing_to_score, predictions_and_skipped, unique_names, write_reports
 
     ray = import_ray()
-    if gradcam and is_uri(folder_or_uri):
-        raise DataFolderError(f"{folder_or_uri}: Grad-CAM overlays need a local folder (they read the images here)")
+    if heatmaps and is_uri(folder_or_uri):
+        raise DataFolderError(f"{folder_or_uri}: heatmaps need a local folder (they read the images here)")
     filesystem, files, sizes = list_files(folder_or_uri, shard)
     if not files:
         raise nothing_to_score(folder_or_uri, shard)
@@ -213,4 +213,4 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     finally:
         if started:
             ray.shutdown()
-    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, gradcam)
+    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps)

@@ -2,8 +2,8 @@
 
 Running the models: `analyse`, `compare`, `report`. What the page shows of their results: `decision_panel`
 (the banner and each model's verdict with its threshold and measured limits), `heatmap_caption`,
-`details_table` and `model_summary` (the About tab), all HTML or Markdown built from the results the API
-returns, so the page and the API never tell different stories.
+`details_table`, and `models_table` and `model_summary` (the About tab), all HTML or Markdown built from the
+results the API returns, so the page and the API never tell different stories.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .gradcam import colour_scale, overlay_backdrop, overlay_heatmap
 from .imaging import read_grayscale
 from .ood import out_of_distribution_warning
 from .predictor import Predictor, load_predictor
-from .verdicts import (GRADCAM_CAVEAT, MeasuredLimits, agreement, explained_class_warning, limits_sentence,
+from .verdicts import (HEATMAP_CAVEAT, MeasuredLimits, agreement, explained_class_warning, limits_sentence,
                        measured_limits, percent, percent_pair, targets_not_met, verdict)
 
 PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
@@ -55,7 +55,7 @@ def user_message(error: Exception, path) -> str:
 
 
 def analyse(predictor: Predictor, source, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
-    """Prediction (JSON-friendly) and Grad-CAM overlay (uint8 RGB) of one image file by one model."""
+    """Prediction (JSON-friendly) and heatmap overlay (uint8 RGB) of one image file by one model."""
     gray = read_grayscale(source)
     return analyse_gray(predictor, gray, overlay_backdrop(gray), explain_class)
 
@@ -68,18 +68,22 @@ def analyse_gray(predictor: Predictor, gray: np.ndarray, background: np.ndarray,
     prediction, heatmap = predictor.predict_and_explain(predictor.prepare(gray), explain_class)
     overlay = overlay_heatmap(background, heatmap)
     result = prediction.to_dict()
-    result.update(explained_class=explain_class or prediction.label, input_size=[predictor.height, predictor.width],
-                  seconds=round(time.perf_counter() - start, 3))
+    result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
+                  input_size=[predictor.height, predictor.width], seconds=round(time.perf_counter() - start, 3))
     return result, overlay
 
 
-def compare(predictors: dict[str, Predictor], source, gray: np.ndarray | None = None):
-    """Every model on the same image (decoded once), and whether their labels agree.
+def compare(predictors: dict[str, Predictor], source):
+    """Every model of `predictors` on the same image (decoded once), and whether their labels agree.
 
     Returns ({"models": {name: result}, "agree": bool}, {name: overlay}).
     """
-    gray = read_grayscale(source) if gray is None else gray
-    background = overlay_backdrop(gray)
+    gray = read_grayscale(source)
+    return compare_gray(predictors, gray, overlay_backdrop(gray))
+
+
+def compare_gray(predictors: dict[str, Predictor], gray: np.ndarray, background: np.ndarray):
+    """`compare` for an X-ray already decoded, its heatmaps drawn over `background`."""
     results, overlays = {}, {}
     for name, predictor in predictors.items():
         results[name], overlays[name] = analyse_gray(predictor, gray, background)
@@ -88,13 +92,13 @@ def compare(predictors: dict[str, Predictor], source, gray: np.ndarray | None = 
 
 
 def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -> Path:
-    """Compare every model on `source` and write the PDF report to `out_path`."""
+    """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
     from .pdf_report import build_report
 
     gray = read_grayscale(source)
-    summary, overlays = compare(predictors, source, gray)
-    return build_report(out_path, metadata, overlay_backdrop(gray), summary["models"], overlays,
-                        model_limits(predictors))
+    background = overlay_backdrop(gray)
+    summary, overlays = compare_gray(predictors, gray, background)
+    return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))
 
 
 # What the page shows. The classes below are styled by PAGE_CSS; text comes from pneumo.verdicts.
@@ -184,13 +188,13 @@ def _colour_scale_uri() -> str:
 
 
 def heatmap_caption(result: dict) -> str:
-    """Under a heatmap (HTML): its colour scale, what Grad-CAM does not show, and a warning when the class
-    it explains has almost no probability."""
+    """Under a heatmap (HTML): its colour scale and method, what a heatmap does not show, and a warning when
+    the class it explains has almost no probability."""
     warning = explained_class_warning(result)
     return (f'<div class="pneumo-caption"><img src="{_colour_scale_uri()}" alt="colour scale from blue (low) to red '
             f'(high)"><div class="pneumo-scale"><span>low</span><span>contribution to '
-            f'{html.escape(result["explained_class"])}</span><span>high</span></div>'
-            f"<p>{html.escape(GRADCAM_CAVEAT)}</p>"
+            f'{html.escape(result["explained_class"])} ({html.escape(result["heatmap_method"])})</span>'
+            f"<span>high</span></div><p>{html.escape(HEATMAP_CAVEAT)}</p>"
             + (f'<p class="pneumo-heatmap-warning">⚠️ {html.escape(warning)}</p>' if warning else "") + "</div>")
 
 
@@ -208,25 +212,46 @@ def details_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _metric(metrics: dict, key: str) -> str:
-    value = metrics.get(key)
+def _metric(metrics: dict | None, key: str) -> str:
+    value = (metrics or {}).get(key)
     return "n/a" if value is None else f"{value:.3f}"
 
 
+# The About tab's table: (column, metrics key) for each split a model folder records.
+ABOUT_METRICS = [("Accuracy", "accuracy"), ("Sensitivity", "sensitivity"), ("Specificity", "specificity"),
+                 ("Precision", "precision"), ("ROC-AUC", "roc_auc"), ("ECE", "expected_calibration_error")]
+ABOUT_SPLITS = ("validation", "test")  # always shown ("n/a" when not measured); other recorded splits follow
+
+
+def models_table(predictors: dict[str, Predictor]) -> str:
+    """Every model in one Markdown table: what it is, what it sees, how it draws heatmaps, and its metrics on
+    each split its folder records (validation and the official test set, n/a where not measured)."""
+    lines = ["| Model | Architecture | Input | Heatmap | Split (images) | "
+             + " | ".join(column for column, _ in ABOUT_METRICS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(ABOUT_METRICS)]
+    for name, predictor in predictors.items():
+        recorded = model_folder.read_all_metrics(predictor.folder)
+        splits = [*ABOUT_SPLITS, *(split for split in recorded if split not in ABOUT_SPLITS)]
+        about = (f"`{predictor.config['architecture']}`", f"{predictor.height}x{predictor.width} px",
+                 predictor.explanation_method)
+        for row, split in enumerate(splits):
+            metrics = recorded.get(split)
+            images = f" ({metrics['n_images']})" if metrics and metrics.get("n_images") else ""
+            lines.append(f"| {name} | " + " | ".join(about if row == 0 else ("", "", "")) + f" | {split}{images} | "
+                         + " | ".join(_metric(metrics, key) for _, key in ABOUT_METRICS) + " |")
+    return "\n".join(lines)
+
+
 def model_summary(predictor: Predictor, name: str | None = None) -> str:
-    """A model for the About tab (Markdown): what it is, its limits in words, the targets it misses, and the
-    metrics its folder records."""
+    """A model for the About tab (Markdown): what it is, its limits in words and the targets it misses (its
+    metrics are in `models_table`)."""
     config = predictor.config
     limits = measured_limits(predictor.folder, predictor.class_names, predictor.positive_class)
     lines = [f"### {name or predictor.name}",
-             f"{config['architecture']}; it sees the X-ray at {predictor.height}x{predictor.width} pixels; "
-             f"threshold {predictor.threshold:.3f}; calibration temperature {predictor.calibration.temperature:.2f}.",
-             "", f"**In plain words:** {limits_sentence(limits)}", ""]
+             f"{config.get('description') or config['architecture']}; it sees the X-ray at "
+             f"{predictor.height}x{predictor.width} pixels; threshold {predictor.threshold:.3f}; calibration "
+             f"temperature {predictor.calibration.temperature:.2f}; heatmaps by {predictor.explanation_method}.",
+             "", f"**In plain words:** {limits_sentence(limits)}"]
     if missed := targets_not_met(predictor.folder):
-        lines += [f"**Targets not met on the official test set:** {', '.join(missed)}.", ""]
-    for split, metrics in model_folder.read_all_metrics(predictor.folder).items():
-        lines.append(f"- {split} ({metrics.get('n_images', '?')} images): accuracy {_metric(metrics, 'accuracy')}, "
-                     f"sensitivity {_metric(metrics, 'sensitivity')}, specificity {_metric(metrics, 'specificity')}, "
-                     f"precision {_metric(metrics, 'precision')}, ROC-AUC {_metric(metrics, 'roc_auc')}, "
-                     f"ECE {_metric(metrics, 'expected_calibration_error')}")
+        lines += ["", f"**Targets not met on the official test set:** {', '.join(missed)}."]
     return "\n".join(lines)

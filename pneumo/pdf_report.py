@@ -1,5 +1,5 @@
 """The PDF report of one X-ray: patient metadata, the image, each model's decision with its threshold and
-measured limits, whether the models agree, and the Grad-CAM maps.
+measured limits, whether the models agree, and their heatmaps.
 
 Built in memory and written to the path the caller gives; nothing here logs or keeps the metadata.
 """
@@ -18,7 +18,7 @@ from PIL import Image
 
 from .gradcam import colour_scale
 from .ood import out_of_distribution_warning
-from .verdicts import GRADCAM_CAVEAT, agreement, explained_class_warning, limits_sentence, percent, verdict
+from .verdicts import HEATMAP_CAVEAT, agreement, explained_class_warning, limits_sentence, percent, verdict
 
 DISCLAIMER = ("Research and teaching software, not a medical device. These predictions must not be used to "
               "diagnose or treat any patient and do not replace a radiologist. The models were trained on "
@@ -101,8 +101,9 @@ def _column_widths(pdf, rows: list[list[str]], total: float, padding: float) -> 
 
 def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, overlays: dict, limits: dict | None = None,
                  generated: dt.datetime | None = None) -> Path:
-    """Write the report PDF. `results[name]` is the demo's JSON result, `overlays[name]` its Grad-CAM image and
-    `limits[name]` the model's `verdicts.MeasuredLimits` (None when its folder records none)."""
+    """Write the report PDF. `results[name]` is the demo's JSON result, `overlays[name]` its heatmap image and
+    `limits[name]` the model's `verdicts.MeasuredLimits` (None when its folder records none). The X-ray and the
+    heatmaps are drawn three to a row."""
     from fpdf import FPDF
 
     limits = limits if limits is not None else {name: None for name in results}
@@ -170,8 +171,9 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     pdf.set_font("DejaVu", "", 9)
     padding = 1
     widths = _column_widths(pdf, rows, width, padding)
-    with pdf.table(col_widths=widths, width=sum(widths), align="LEFT", text_align="LEFT", line_height=5,
-                   padding=padding) as table:
+    # min: widths that fill the page can add up to a rounding error more than it, which fpdf2 refuses.
+    with pdf.table(col_widths=widths, width=min(sum(widths), width), align="LEFT", text_align="LEFT",
+                   line_height=5, padding=padding) as table:
         for row in rows:
             table.row(row)
     if long_revisions:
@@ -183,18 +185,20 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     pdf.ln(2)
 
     side = (width - 10) / 3
-    if pdf.get_y() + side + 30 > pdf.page_break_trigger:
-        pdf.add_page()
-    top = pdf.get_y()
+    panels = [("X-ray", _as_image(xray))] + [
+        (f"{name} {result.get('heatmap_method', 'heatmap')} ({result['explained_class']})", _as_image(overlays[name]))
+        for name, result in results.items()]
     pdf.set_font("DejaVu", "", 9)
-    panels = [("X-ray", _as_image(xray))] + [(f"{name} Grad-CAM ({results[name]['explained_class']})",
-                                               _as_image(overlays[name])) for name in results]
-    for column, (caption, image) in enumerate(panels):
-        x = pdf.l_margin + column * (side + 5)
-        pdf.image(image, x=x, y=top, w=side, h=side)
-        pdf.set_xy(x, top + side + 1)
-        pdf.multi_cell(side, 4, caption)
-    pdf.set_y(top + side + 10)
+    for start in range(0, len(panels), 3):
+        if pdf.get_y() + side + 30 > pdf.page_break_trigger:
+            pdf.add_page()
+        top = pdf.get_y()
+        for column, (caption, image) in enumerate(panels[start:start + 3]):
+            x = pdf.l_margin + column * (side + 5)
+            pdf.image(image, x=x, y=top, w=side, h=side)
+            pdf.set_xy(x, top + side + 1)
+            pdf.multi_cell(side, 4, caption)
+        pdf.set_y(top + side + 10)
     scale_x = pdf.l_margin + side + 5
     pdf.set_font("DejaVu", "", 8)
     pdf.set_x(pdf.l_margin)
@@ -208,7 +212,7 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
         if warning := explained_class_warning(result):
             paragraph(f"{name}: {warning}", size=8, bold=True, colour=(150, 0, 0), height=4)
     positive = next(iter(results.values()))["positive_class"] if results else "the positive class"
-    paragraph(f"{GRADCAM_CAVEAT} Probabilities are calibrated on each model's validation split; a model calls an "
+    paragraph(f"{HEATMAP_CAVEAT} Probabilities are calibrated on each model's validation split; a model calls an "
               f"X-ray {positive} when that probability reaches the model's own threshold.", size=8, height=4)
     out_path = Path(out_path)
     pdf.output(str(out_path))

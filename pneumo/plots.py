@@ -118,7 +118,8 @@ def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Pat
 def plot_comparison(models: dict[str, dict], metric_names, path: Path) -> None:
     """Every model's metrics side by side (`models`: display name -> metrics), with 95% bootstrap intervals as
     error bars and each model's number of labeled images; the legend sits above the bars, never over one."""
-    figure, axis = plt.subplots(figsize=(7.5, 4))
+    # Wider for more models, so that every bar keeps room for its value.
+    figure, axis = plt.subplots(figsize=(7.5 + 1.5 * max(len(models) - 2, 0), 4))
     width = 0.8 / len(models)
     positions = np.arange(len(metric_names))
     for offset, (name, metrics) in enumerate(models.items()):
@@ -131,7 +132,7 @@ def plot_comparison(models: dict[str, dict], metric_names, path: Path) -> None:
         axis.bar_label(bars, fmt="%.2f", label_type="center", fontsize=7, color="white")
     axis.set_xticks(positions + width * (len(models) - 1) / 2, [m.replace("_", "-") for m in metric_names])
     axis.set_ylim(0, 1.05)
-    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 3), fontsize=8, frameon=False)
+    axis.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 4), fontsize=8, frameon=False)
     figure.suptitle("Models compared on the same images (error bars: 95% bootstrap intervals)", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)

@@ -20,9 +20,10 @@ LIMIT_SPLITS = {"test": "the official test set",
 # The project's goals on the official test set (see README, "Results"); the About tab lists the ones not met.
 TEST_SET_TARGETS = {"accuracy": 0.93, "roc_auc": 0.97, "specificity": 0.88}
 TARGET_NAMES = {"accuracy": "accuracy", "roc_auc": "ROC-AUC", "specificity": "specificity"}
-# Below this probability the explained class has almost no evidence, and its Grad-CAM map is mostly noise.
+# Below this probability the explained class has almost no evidence, and its heatmap is mostly noise.
 NEAR_ZERO_PROBABILITY = 0.01
-GRADCAM_CAVEAT = "Grad-CAM shows where the model looked, not where the disease is."
+# True of every heatmap method the models use (Grad-CAM, integrated gradients).
+HEATMAP_CAVEAT = "The heatmap shows where the model looked, not where the disease is."
 
 
 def percent(probability: float, decimals: int | None = None) -> str:
@@ -150,11 +151,13 @@ def agreement(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]
     where it was measured (false alarms behind a positive answer, misses behind a negative one)."""
     labels = {result["label"] for result in results.values()}
     errors = _errors_behind(results, limits)
+    every = "both" if len(results) == 2 else "all"
     if len(labels) > 1:
         says = "; ".join(f"{name} says {result['label']}" for name, result in results.items())
         return Agreement(False, f"The models disagree on this image ({says}).",
-                         f"Treat both answers with caution and have the X-ray read by a clinician: {errors}")
-    return Agreement(True, f"Both models agree: {labels.pop()}.", f"Agreement is not confirmation: {errors}")
+                         f"Treat {every} answers with caution and have the X-ray read by a clinician: {errors}")
+    return Agreement(True, f"{every.capitalize()} models agree: {labels.pop()}.",
+                     f"Agreement is not confirmation: {errors}")
 
 
 def _errors_behind(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> str:

@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pneumo.bundled import BUNDLED_MODELS as BUNDLED_BY_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-BUNDLED_MODELS = [REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"]
+# The folders that ship with pneumo (pneumo.bundled lists them once).
+BUNDLED_MODELS = [folder for _, folder in BUNDLED_BY_NAME.values()]
 
 
 def example_images():
@@ -142,14 +145,44 @@ def legacy_model_folder(tiny_model_folder, tmp_path_factory):
     return legacy_copy(tiny_model_folder, tmp_path_factory.mktemp("legacy") / "tiny-legacy")
 
 
+def copy_with_threshold(folder, destination, name: str, threshold: float) -> Path:
+    """A copy of a model folder under another name and with another decision threshold."""
+    destination = Path(destination)
+    shutil.copytree(folder, destination, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((destination / "pneumo.json").read_text())
+    config.update(name=name, threshold=threshold)
+    (destination / "pneumo.json").write_text(json.dumps(config))
+    return destination
+
+
 @pytest.fixture(scope="session")
-def app_url():
-    """The demo on the bundled models, served on a loopback port for the length of the test session."""
-    import app
+def stricter_model(tiny_model_folder, tmp_path_factory):
+    """The tiny model with a decision threshold between its probabilities, so the two disagree on some images."""
+    return copy_with_threshold(tiny_model_folder, tmp_path_factory.mktemp("stricter") / "tiny-stricter",
+                               "tiny-stricter", 0.5)
+
+
+# The demo's models in the tests: the bundled pair first (the default comparison), then two tiny ones.
+EXTRA_DEMO_MODELS = ("Tiny", "Tiny strict")
+
+
+@pytest.fixture(scope="session")
+def demo_predictors(tiny_model_folder, stricter_model):
+    """What the demo loads in the tests: the bundled models, and two tiny ones (so that a choice of models is
+    tested with more than two)."""
     from pneumo.bundled import model_references
     from pneumo.demo import load_demo_predictors
 
-    demo = app.build_app(load_demo_predictors(model_references()))
+    return load_demo_predictors({**model_references(), EXTRA_DEMO_MODELS[0]: str(tiny_model_folder),
+                                 EXTRA_DEMO_MODELS[1]: str(stricter_model)})
+
+
+@pytest.fixture(scope="session")
+def app_url(demo_predictors):
+    """The demo on `demo_predictors`, served on a loopback port for the length of the test session."""
+    import app
+
+    demo = app.build_app(demo_predictors)
     app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import app
-from conftest import BUNDLED_MODELS, EXAMPLES, bomb_png, example_images, png_bytes, true_label
+from conftest import BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, bomb_png, example_images, png_bytes, true_label
 
 # A name in three scripts, one of which (Linear B) no font of a Debian machine covers.
 UNUSUAL_NAME = "王秀英 Ζωή 𐀀𐀁"
@@ -67,6 +67,30 @@ def test_the_api_names_are_stable(client):
     assert {"/predict", "/compare", "/report"} <= set(endpoints)
 
 
+def parameters(client, endpoint) -> list[dict]:
+    return client.view_api(print_info=False, return_format="dict")["named_endpoints"][endpoint]["parameters"]
+
+
+def test_compare_and_report_take_an_optional_pair_of_models_defaulting_to_the_first_two(client, demo_predictors):
+    """The documented calls (no models named) keep working: gradio_client fills in the defaults the API states."""
+    names = list(demo_predictors)
+    assert len(names) == 4 and names[:2] == ["CNN+LSTM", "ResNet50"]
+    for endpoint, required in (("/compare", 1), ("/report", 7)):
+        listed = parameters(client, endpoint)
+        assert len(listed) == required + 2
+        assert not any(parameter["parameter_has_default"] for parameter in listed[:1])
+        assert [(p["label"], p["parameter_default"]) for p in listed[required:]] == [("Model A", "CNN+LSTM"),
+                                                                                     ("Model B", "ResNet50")]
+        for parameter in listed[required:]:
+            assert all(name in parameter["python_type"]["type"] for name in names), parameter
+
+
+def test_predict_offers_every_loaded_model_by_name(client, demo_predictors):
+    model = parameters(client, "/predict")[1]
+    assert model["label"] == "Model" and model["parameter_default"] == "CNN+LSTM"
+    assert all(name in model["python_type"]["type"] for name in demo_predictors)
+
+
 def test_predict_returns_label_probabilities_threshold_model_and_revision(client):
     image = EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"
     label, overlay, details = client.predict(handle(image), "ResNet50", None, api_name="/predict")
@@ -79,6 +103,21 @@ def test_predict_returns_label_probabilities_threshold_model_and_revision(client
 def test_predict_can_explain_the_other_class(client):
     _, _, details = client.predict(handle(example_images()[0]), "CNN+LSTM", "PNEUMONIA", api_name="/predict")
     assert details["explained_class"] == "PNEUMONIA" and details["model"] == "cnn-lstm"
+    assert details["heatmap_method"] == "Grad-CAM"
+
+
+def test_predict_runs_a_model_past_the_first_two(client, tiny_model_folder):
+    label, overlay, details = client.predict(handle(example_images()[0]), EXTRA_DEMO_MODELS[0], None,
+                                             api_name="/predict")
+    assert details["model"] == tiny_model_folder.name and details["input_size"] == [64, 64]
+    assert label["label"] == details["label"] and Image.open(overlay).size == (448, 448)
+
+
+def test_predict_refuses_a_model_that_is_not_loaded(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(handle(example_images()[0]), "VGG16", None, api_name="/predict")
 
 
 def test_compare_returns_both_models_and_both_heatmaps(client):
@@ -93,6 +132,57 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
             "explained_class", "seconds", "positive_class", "input_size"} <= set(cnn) and cnn["input_size"][0] > 0
     for overlay in (cnn_overlay, res_overlay):
         assert Image.open(overlay).size == (448, 448)
+
+
+def test_compare_runs_the_pair_it_is_given_in_that_order(client, tiny_model_folder):
+    image = EXAMPLES / "pneumonia_person64_virus_122.jpeg"
+    banner, a_label, a_overlay, a, b_label, b_overlay, b, summary = client.predict(
+        handle(image), EXTRA_DEMO_MODELS[1], EXTRA_DEMO_MODELS[0], api_name="/compare")
+    assert list(summary["models"]) == [EXTRA_DEMO_MODELS[1], EXTRA_DEMO_MODELS[0]]
+    assert a["model"] == "tiny-stricter" and b["model"] == tiny_model_folder.name
+    assert a["threshold"] == pytest.approx(0.5) and a_label["label"] == a["label"]
+    assert summary["agree"] == (a["label"] == b["label"]) and all(name in banner for name in EXTRA_DEMO_MODELS)
+    # By keyword, one model named: the other keeps its default.
+    *_, summary = client.predict(handle(image), model_b=EXTRA_DEMO_MODELS[0], api_name="/compare")
+    assert list(summary["models"]) == ["CNN+LSTM", EXTRA_DEMO_MODELS[0]]
+
+
+@pytest.mark.parametrize("pair, message", [(("ResNet50", "ResNet50"), "Choose two different models"),
+                                           (("ResNet50", "VGG16"), "not in the list of choices")])
+def test_compare_refuses_a_model_twice_or_one_not_loaded(client, pair, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(handle(example_images()[0]), *pair, api_name="/compare")
+
+
+def test_the_handlers_compare_the_first_two_models_unless_told_otherwise(demo_predictors):
+    import gradio as gr
+
+    image = str(example_images()[0])
+    outputs = app.compare_models(demo_predictors, image)
+    assert len(outputs) == 8 and list(outputs[-1]["models"]) == ["CNN+LSTM", "ResNet50"]
+    outputs = app.compare_models(demo_predictors, image, "Tiny strict", "CNN+LSTM")
+    assert list(outputs[-1]["models"]) == ["Tiny strict", "CNN+LSTM"]
+    assert outputs[3]["heatmap_method"] == "Grad-CAM" and outputs[2].endswith("heatmap-Tiny-strict.png")
+    for pair, message in ((("CNN+LSTM", "CNN+LSTM"), "Choose two different models"),
+                          (("VGG16", "ResNet50"), "Unknown model 'VGG16'; choose one of CNN+LSTM, ResNet50, Tiny")):
+        with pytest.raises(gr.Error, match=re.escape(message)):
+            app.compare_models(demo_predictors, image, *pair)
+    with pytest.raises(gr.Error, match="Unknown model"):
+        app.predict(demo_predictors, image, "VGG16", None)
+
+
+def test_the_about_tab_tables_every_model_with_its_heatmap_method_and_metrics(app_url, demo_predictors):
+    config = json.loads(urllib.request.urlopen(f"{app_url.rstrip('/')}/config", timeout=30).read())
+    about = next(component["props"]["value"] for component in config["components"]
+                 if "| Model | Architecture |" in str(component.get("props", {}).get("value")))
+    rows = [line for line in about.splitlines() if line.startswith("| ") and "Architecture" not in line]
+    for name in demo_predictors:
+        validation, test = [row for row in rows if row.startswith(f"| {name} |")][:2]
+        assert "Grad-CAM" in validation and "validation" in validation and "test" in test
+    # The bundled models were scored on the official test set; the tiny ones were not.
+    assert "| test (624) | 0.838 |" in about and re.search(r"\| Tiny( \| ){4}test \| n/a \|", about)
 
 
 def pdf_text(path) -> str:
@@ -119,8 +209,10 @@ def test_report_is_a_pdf_with_the_metadata_and_both_predictions_deleted_once_dow
                          "2026-11-20", "Dr. Okafor", "cough for 3 days", api_name="/report")
     text = pdf_text(pdf)
     for expected in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
-                     "not a medical device", "PNEUMONIA", "threshold", "Grad-CAM shows where the model looked"):
+                     "not a medical device", "PNEUMONIA", "threshold", "The heatmap shows where the model looked",
+                     "CNN+LSTM Grad-CAM", "ResNet50 Grad-CAM"):
         assert expected in words(text), expected
+    assert "Tiny" not in text
     # Probabilities at a sensible precision: never a bare 1.000 / 0.000 (nor 100% / 0%).
     assert not re.search(r"\b[01]\.000\b|\b100%|(?<![.\d<])0%", text)
     # Table words are whole: no column is narrower than its longest word.
@@ -130,6 +222,14 @@ def test_report_is_a_pdf_with_the_metadata_and_both_predictions_deleted_once_dow
     while report_folders() - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not report_folders() - before
+
+
+def test_the_report_holds_the_pair_it_is_given(client):
+    pdf = client.predict(handle(example_images()[0]), "", "", "", "", "", "", EXTRA_DEMO_MODELS[0], "ResNet50",
+                         api_name="/report")
+    text = words(pdf_text(pdf))
+    assert f"{EXTRA_DEMO_MODELS[0]}: PNEUMONIA" in text and "ResNet50: PNEUMONIA" in text
+    assert "CNN+LSTM" not in text and EXTRA_DEMO_MODELS[1] not in text
 
 
 def test_the_report_says_when_the_models_disagree_with_each_models_verdict_and_measured_limits(

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,8 @@ import pytest
 from PIL import Image
 
 import batch_eval
-from conftest import REPO, bomb_png, synthetic_xray, truncated_jpeg, write_synthetic_class_folders
+from conftest import (REPO, bomb_png, copy_with_threshold, synthetic_xray, truncated_jpeg,
+                      write_synthetic_class_folders)
 
 BAD_FILES = {
     "empty.png": b"",
@@ -57,6 +57,11 @@ def test_a_labeled_folder_gets_predictions_metrics_and_every_report(labeled_fold
     report = pd.read_csv(model_dir / "classification_report.csv", index_col=0)
     assert list(report.index) == ["NORMAL", "PNEUMONIA", "accuracy", "macro avg", "weighted avg"]
     assert report.loc["accuracy", "f1-score"] == pytest.approx(metrics["accuracy"])
+    # --gradcam, the older name of --heatmaps: the most confident mistakes with the model's own heatmap method.
+    mistakes = pd.read_csv(model_dir / "heatmaps" / "index.csv")
+    assert len(mistakes) == min(2, int((predictions.true_label != predictions.predicted_label).sum()))
+    assert set(mistakes.heatmap_method) <= {"Grad-CAM"}
+    assert all((model_dir / "heatmaps" / name).exists() for name in mistakes.overlay)
 
 
 def test_every_bad_file_is_skipped_with_its_reason(labeled_folder, tiny_model_folder, tmp_path):
@@ -86,18 +91,6 @@ def test_an_unlabeled_folder_gets_predictions_only(tiny_model_folder, tmp_path):
     assert not (out / tiny_model_folder.name / "confusion_matrix.csv").exists()
 
 
-@pytest.fixture(scope="module")
-def stricter_model(tiny_model_folder, tmp_path_factory):
-    """The tiny model with a decision threshold between its probabilities, so the two disagree on some images."""
-    folder = tmp_path_factory.mktemp("stricter") / "tiny-stricter"
-    shutil.copytree(tiny_model_folder, folder, ignore=shutil.ignore_patterns("checkpoints"))
-    config = json.loads((folder / "pneumo.json").read_text())
-    config["name"] = "tiny-stricter"
-    config["threshold"] = 0.5
-    (folder / "pneumo.json").write_text(json.dumps(config))
-    return folder
-
-
 def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, tiny_model_folder, stricter_model,
                                                                 tmp_path):
     run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", stricter_model)
@@ -109,6 +102,33 @@ def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, 
     listed = pd.read_csv(tmp_path / "disagreements.csv")
     assert list(listed.file) == expected
     assert list(listed[f"{tiny_model_folder.name} predicted_label"]) == list(first.loc[expected, "predicted_label"])
+
+
+def test_without_a_model_every_bundled_model_is_scored_compared_and_any_two_disagreeing_listed(
+        labeled_folder, tiny_model_folder, stricter_model, tmp_path, monkeypatch):
+    from pneumo import batch_reports, bundled
+
+    eager = copy_with_threshold(tiny_model_folder, tmp_path / "tiny-eager", "tiny-eager", 0.0)  # all PNEUMONIA
+    shown = {"Tiny": ("PNEUMO_TEST_TINY_MODEL", tiny_model_folder),
+             "Strict": ("PNEUMO_TEST_STRICT_MODEL", stricter_model), "Eager": ("PNEUMO_TEST_EAGER_MODEL", eager)}
+    monkeypatch.setattr(bundled, "BUNDLED_MODELS", shown)
+    figures = []
+    monkeypatch.setattr(batch_reports, "plot_comparison",
+                        lambda models, metric_names, path: figures.append(list(models)))
+    assert run(labeled_folder, "--out", tmp_path / "out") == 0
+    names = [tiny_model_folder.name, "tiny-stricter", "tiny-eager"]
+    comparison = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert list(comparison.model) == names and list(comparison.images) == [12] * 3
+    assert figures == [list(shown)]  # the figure names them as the demo does
+    labels = pd.DataFrame({name: pd.read_csv(tmp_path / "out" / name / "predictions.csv").set_index("file")
+                           .predicted_label for name in names})
+    assert set(labels["tiny-eager"]) == {"PNEUMONIA"}
+    expected = sorted(labels.index[labels.nunique(axis=1) > 1])
+    listed = pd.read_csv(tmp_path / "out" / "disagreements.csv")
+    assert list(listed.file) == expected and expected
+    for name in names:
+        assert list(listed[f"{name} predicted_label"]) == list(labels.loc[expected, name])
+        assert listed[f"{name} probability_pneumonia"].between(0, 1).all()
 
 
 def test_threshold_overrides_every_models_own(labeled_folder, tiny_model_folder, tmp_path):

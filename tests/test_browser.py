@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLES, synthetic_xray, write_dicom
+from conftest import EXAMPLES, EXTRA_DEMO_MODELS, synthetic_xray, write_dicom
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # "PNEUMONIA 85%, below this model's 87% threshold → NORMAL"
@@ -91,7 +91,8 @@ def test_compare_shows_each_verdict_with_its_threshold_the_banner_and_both_heatm
     assert ("Agreement is not confirmation" if kind == "agree" else "The models disagree") in banner.inner_text()
     tab = visible_tab(page)
     assert tab.locator("img[src*='gradio_api/file=']").count() == 2
-    assert tab.get_by_text("Grad-CAM shows where the model looked, not where the disease is.").count() == 2
+    assert tab.get_by_text("The heatmap shows where the model looked, not where the disease is.").count() == 2
+    assert [cards.nth(i).get_attribute("data-model") for i in range(2)] == ["CNN+LSTM", "ResNet50"]
     assert tab.locator(".pneumo-details table tr").count() == 3  # a header and a row per model
     assert '"probabilities"' not in tab.inner_text()  # no raw JSON on the page
     if os.environ.get("PNEUMO_SCREENSHOT"):
@@ -132,14 +133,45 @@ def test_a_dicom_upload_is_shown_as_the_models_read_it(page, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown)).convert("L")), preview(dicom))
 
 
-def test_a_models_tab_runs_on_the_xray_chosen_above(page):
+def test_the_model_tab_runs_the_chosen_model_on_the_xray_chosen_above(page):
     choose(page, EXAMPLES / "pneumonia_person64_virus_122.jpeg")
-    page.get_by_role("tab", name="ResNet50").click()
-    page.get_by_role("button", name="Run ResNet50 on the X-ray above").click()
-    card = page.locator("#decisions-1 .pneumo-verdict")
+    page.get_by_role("tab", name="One model").click()
+    tab = visible_tab(page)
+    tab.get_by_role("radio", name="ResNet50").check()
+    tab.get_by_role("button", name="Run ResNet50 on the X-ray above").click()
+    card = page.locator("#model-decision .pneumo-verdict")
     card.wait_for(state="visible")
+    assert card.get_attribute("data-model") == "ResNet50"
     assert VERDICT.search(" ".join(card.inner_text().split()))
-    assert visible_tab(page).get_by_text("Grad-CAM shows where the model looked").count() == 1
+    assert tab.get_by_text("The heatmap shows where the model looked").count() == 1
+    assert tab.get_by_text("ResNet50 (Grad-CAM)").count() >= 1  # the heatmap's label
+
+
+def pick(page, picker_id: str, name: str):
+    """Choose `name` in one of the Compare tab's model dropdowns."""
+    page.locator(f"#{picker_id} input").click()
+    page.locator("[role=option]").filter(has_text=re.compile(rf"^\W*{re.escape(name)}$")).click()
+    page.wait_for_function("([id, name]) => document.querySelector(`#${id} input`).value === name",
+                           arg=[picker_id, name])
+
+
+def test_a_pair_picked_in_the_compare_tab_is_compared_and_goes_into_the_report(browser, app_url):
+    page = open_page(browser, app_url, {"width": 1280, "height": 1400})
+    try:
+        page.get_by_role("tab", name="Compare").click()
+        pick(page, "model-a", EXTRA_DEMO_MODELS[1])
+        tab = visible_tab(page)
+        tab.get_by_text(f"Model A: {EXTRA_DEMO_MODELS[1]} (Grad-CAM)").first.wait_for()  # the heatmap's label
+        choose(page, EXAMPLES / "normal_IM-0039-0001.jpeg")
+        page.get_by_role("button", name="Compare both models").click()
+        cards = page.locator("#compare-decisions .pneumo-verdict")
+        cards.nth(1).wait_for(state="visible")
+        assert [cards.nth(i).get_attribute("data-model") for i in range(2)] == [EXTRA_DEMO_MODELS[1], "ResNet50"]
+        assert tab.locator(".pneumo-details table tr").count() == 3
+        page.get_by_role("tab", name="Report").click()
+        visible_tab(page).get_by_text(f"{EXTRA_DEMO_MODELS[1]} and ResNet50").wait_for()
+    finally:
+        page.close()
 
 
 def test_the_browser_keeps_no_history_of_runs(page, app_url):
@@ -161,6 +193,9 @@ def test_on_a_phone_both_verdicts_are_on_screen_together(browser, app_url):
             "return cards.length === 2 && cards.every(card => { const box = card.getBoundingClientRect(); "
             "return box.top >= 0 && box.bottom <= window.innerHeight; }); }")
         assert cards.count() == 2
+        # One model tab with a picker rather than a tab per model: every tab fits the phone's tab bar.
+        assert all(phone.get_by_role("tab", name=name).is_visible() for name in ("Compare", "One model", "Report",
+                                                                                 "About"))
         if os.environ.get("PNEUMO_PHONE_SCREENSHOT"):
             phone.screenshot(path=os.environ["PNEUMO_PHONE_SCREENSHOT"])
     finally:

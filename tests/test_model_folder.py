@@ -107,11 +107,14 @@ def test_upgrade_rewrites_a_legacy_folder_in_the_keras_layout(legacy_model_folde
     assert model_folder.upgrade(copy) is False
 
 
-def test_the_model_summary_survives_a_missing_metric(folder):
-    from pneumo.demo import model_summary
+def test_the_about_table_survives_a_missing_metric(folder):
+    from pneumo.demo import models_table
     from pneumo.predictor import Predictor
 
     metrics = json.loads((folder / "metrics_validation.json").read_text())
     metrics["specificity"] = None
     model_folder.write_metrics(folder, "validation", metrics)
-    assert "specificity n/a" in model_summary(Predictor.from_folder(folder))
+    header, _, validation, test = [[cell.strip() for cell in row.strip("|").split("|")]
+                                   for row in models_table({"Tiny": Predictor.from_folder(folder)}).splitlines()]
+    assert validation[header.index("Specificity")] == "n/a" and validation[header.index("Accuracy")] != "n/a"
+    assert test[header.index("Split (images)")] == "test" and set(test[header.index("Accuracy"):]) == {"n/a"}

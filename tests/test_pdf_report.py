@@ -10,10 +10,10 @@ from pneumo import pdf_report
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-def result(probability, threshold=0.5, revision=None):
+def result(probability, threshold=0.5, revision=None, heatmap_method="Grad-CAM"):
     return {"label": "PNEUMONIA" if probability >= threshold else "NORMAL", "positive_class": "PNEUMONIA",
             "probabilities": {"NORMAL": 1 - probability, "PNEUMONIA": probability}, "threshold": threshold,
-            "explained_class": "PNEUMONIA", "revision": revision}
+            "explained_class": "PNEUMONIA", "revision": revision, "heatmap_method": heatmap_method}
 
 
 def build(tmp_path, metadata, results):
@@ -50,3 +50,13 @@ def test_the_report_says_whether_the_models_agree(tmp_path, agree):
     assert ("Both models agree: PNEUMONIA." in text) == agree
     assert ("The models disagree on this image (A says PNEUMONIA; B says NORMAL)." in text) != agree
     assert "how often these models are wrong is not recorded" in text
+
+
+def test_four_models_each_get_a_heatmap_panel_titled_with_its_method(tmp_path):
+    results = {"CNN+LSTM": result(0.9), "ResNet50": result(0.8),
+               "Row LSTM": result(0.7, heatmap_method="integrated gradients"), "MobileNetV2": result(0.6)}
+    text = " ".join(build(tmp_path, {}, results).split())
+    assert "All models agree: PNEUMONIA." in text
+    for title in ("CNN+LSTM Grad-CAM (PNEUMONIA)", "Row LSTM integrated gradients (PNEUMONIA)",
+                  "MobileNetV2 Grad-CAM (PNEUMONIA)", "The heatmap shows where the model looked"):
+        assert title in text, title
