@@ -138,3 +138,13 @@ def test_a_new_architecture_is_one_registration_away(synthetic_dataset, tmp_path
     image = predictor.load_image(next((synthetic_dataset / "train" / "PNEUMONIA").iterdir()))
     prediction, heatmap = predictor.predict_and_explain(image)
     assert prediction.label in predictor.class_names and heatmap.shape == (48, 48)
+
+
+def test_row_lstm_gates_remember_up_to_the_whole_sequence():
+    """Chrono initialisation: forget-gate biases log(U(1, T - 1)), input-gate biases their negatives."""
+    model = get_architecture("row_lstm").build((40, 40, 3), 2, lstm_units=(16, 8), dense_units=(8,))
+    for name, units in (("row_lstm1", 16), ("row_lstm2", 8)):
+        bias = np.asarray(model.get_layer(name).cell.bias)
+        forget = bias[units:2 * units]
+        assert forget.min() >= 0 and forget.max() <= np.log(39) and forget.std() > 0.3
+        np.testing.assert_allclose(bias[:units], -forget)
