@@ -40,7 +40,7 @@ def chrono_initialise(model, sequence_length: int, seed: int = 0):
     of a 150-row sequence then remembers only the bottom rows of the image (below the lungs), and the seeds'
     model, trained with our recipe, stayed at chance (training loss 0.69, validation AUC 0.60-0.72 after nine
     epochs). Chrono gates span memories of 1 to T steps: the same model reached validation AUC 0.90 within
-    180 steps (runs/row-lstm-probe.log in docs/recipe-evidence.md).
+    180 steps (docs/recipe-evidence.md).
     """
     rng = np.random.default_rng(seed)
     for layer in model.layers:
