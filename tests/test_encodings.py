@@ -1,13 +1,13 @@
 """One radiograph, every way it can reach us: each bundled model gives the same probability within 0.02.
 
-The X-ray (train/PNEUMONIA/person841_virus_1481.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from
+The X-ray (train/PNEUMONIA/person1490_virus_2596.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from
 the validation split, the one nearest every bundled model's threshold (tests/data/pick_near_threshold_xray.py;
 a saturated image would pass whatever the decoder did). Models trained before the intensity normalisation
 existed (`decoder_scale`) are known to fail: a 16-bit PNG holding 12-bit data reaches them almost black.
 
 A 2048 px bicubic upscale is not the same image: shrinking it back blurs it slightly (a full decode of a
-lossless PNG copy moves as much as the JPEG). The released ResNet50 moves 0.028 on it, past the 0.02 goal:
-a known shortfall, kept visible as a strict xfail.
+lossless PNG copy moves as much as the JPEG). The released ResNet50 moves 0.024 on it and the MobileNetV2
+0.036, past the 0.02 goal: known shortfalls, kept visible as strict xfails.
 """
 
 
@@ -88,7 +88,8 @@ def encoded(tmp_path_factory):
 
 UPSCALED = "upscaled_2048.jpg"
 # Models known to move more than 0.02 on the upscaled copy (see the module docstring).
-RESAMPLING_SENSITIVE = {"resnet50"}
+# How far each of these moves on the upscaled copy (a known shortfall each).
+RESAMPLING_SENSITIVE = {"resnet50": 0.024, "mobilenet-v2": 0.036}
 
 
 def spread_over(predictor, encoded, names) -> tuple[float, dict]:
@@ -107,7 +108,8 @@ def test_every_encoding_of_one_xray_gets_the_same_probability(predictor, encoded
 
 def test_a_2048_px_upscaled_copy_gets_the_same_probability(predictor, encoded, request):
     if predictor.name in RESAMPLING_SENSITIVE:
-        request.node.add_marker(pytest.mark.xfail(strict=True, reason="moves 0.028 on the upscaled copy"))
+        request.node.add_marker(pytest.mark.xfail(
+            strict=True, reason=f"moves {RESAMPLING_SENSITIVE[predictor.name]:.3f} on the upscaled copy"))
     spread, probabilities = spread_over(predictor, encoded, ["gray.png", UPSCALED])
     assert spread <= 0.02, probabilities
 

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from pneumo import model_folder  # noqa: E402
+from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
 from pneumo.predictor import Predictor  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chest_xray"
@@ -26,7 +27,7 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
-folders = [REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"]
+folders = [folder for _, folder in BUNDLED_MODELS.values()]
 split = pd.read_csv(folders[0] / "data_split.csv")
 validation = split[split.split == model_folder.VALIDATION_SPLIT].path.tolist()
 distances = []

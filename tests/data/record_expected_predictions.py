@@ -1,4 +1,9 @@
-"""Record each bundled model's P(PNEUMONIA) on the example X-rays (run after retraining a bundled model)."""
+"""Record each bundled model's P(PNEUMONIA) on the example X-rays (run after retraining or adding a bundled model).
+
+    python tests/data/record_expected_predictions.py [--all]
+
+Models already recorded keep their values (recorded at their release) unless --all.
+"""
 
 import json
 import sys
@@ -7,12 +12,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
 from pneumo.predictor import Predictor  # noqa: E402
 
-expected = {}
-for folder in (REPO / "models" / "cnn-lstm", REPO / "models" / "resnet50"):
+RECORD = Path(__file__).parent / "expected_predictions.json"
+expected = {} if "--all" in sys.argv or not RECORD.exists() else json.loads(RECORD.read_text())
+for _, folder in BUNDLED_MODELS.values():
     predictor = Predictor.from_folder(folder)
+    if predictor.name in expected:
+        continue
     expected[predictor.name] = {image.name: predictor.predict_file(image).positive_probability
                                 for image in sorted((REPO / "examples").glob("*.jpeg"))}
-(Path(__file__).parent / "expected_predictions.json").write_text(json.dumps(expected, indent=2) + "\n")
+RECORD.write_text(json.dumps(expected, indent=2) + "\n")
 print(json.dumps(expected, indent=2))
