@@ -1,12 +1,15 @@
 """The models that ship with pneumo, by display name, and how a user points them elsewhere.
 
 The demo and `batch_eval.py` both read this list: adding a bundled model is one line here.
+PNEUMO_MODELS (comma-separated display names) narrows it, e.g. on a Space deployed with fewer model repos.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .errors import ModelLoadError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Display name -> (environment variable naming another model reference, bundled folder).
@@ -16,12 +19,25 @@ BUNDLED_MODELS = {
     "MobileNetV2": ("PNEUMO_MOBILENET_V2_MODEL", REPO_ROOT / "models" / "mobilenet-v2"),
 }
 
+SELECTION_VARIABLE = "PNEUMO_MODELS"
+
+
+def selected_models() -> list[str]:
+    """The bundled models to load, in BUNDLED_MODELS' order: those PNEUMO_MODELS names, else all of them."""
+    listed = [name.strip() for name in os.environ.get(SELECTION_VARIABLE, "").split(",") if name.strip()]
+    unknown = [name for name in listed if name not in BUNDLED_MODELS]
+    if unknown:
+        raise ModelLoadError(f"{SELECTION_VARIABLE} names {', '.join(unknown)}; the bundled models are "
+                             f"{', '.join(BUNDLED_MODELS)}")
+    return [name for name in BUNDLED_MODELS if name in listed] if listed else list(BUNDLED_MODELS)
+
 
 def model_references(overrides: dict | None = None) -> dict[str, str]:
-    """Each bundled model's reference: an override, else its environment variable, else the bundled folder."""
+    """Each selected bundled model's reference: an override, else its environment variable, else the bundled
+    folder."""
     overrides = overrides or {}
     return {name: overrides.get(name) or os.environ.get(variable) or str(folder)
-            for name, (variable, folder) in BUNDLED_MODELS.items()}
+            for name, (variable, folder) in BUNDLED_MODELS.items() if name in selected_models()}
 
 
 def display_name(reference, folder=None) -> str | None:

@@ -12,7 +12,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from .bundled import BUNDLED_MODELS, REPO_ROOT
+from .bundled import BUNDLED_MODELS, REPO_ROOT, SELECTION_VARIABLE
 from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError, PneumoError, SpaceDeployError
 from .model_folder import (CARD_FILE, CONFIG_FILE, DOWNLOADED_FILES, NETWORK_FILES, OOD_REFERENCE_FILE,
                            files_to_publish, metrics_path)
@@ -208,7 +208,8 @@ def deploy_space(space_id: str, model_repo_ids, *, private: bool = False, dry_ru
     requirements.txt, the examples and a README.md that names the model repos (space_card); and set the
     Space variables through which app.py loads those repos instead of the bundled folders.
 
-    `model_repo_ids` follow BUNDLED_MODELS' order (CNN+LSTM, then ResNet50). Files of an earlier deploy under
+    `model_repo_ids` follow BUNDLED_MODELS' order (CNN+LSTM, ResNet50, ...); fewer repos than bundled models
+    deploy a demo of the first ones only (PNEUMO_MODELS names them). Files of an earlier deploy under
     SPACE_MANAGED_FOLDERS that the working tree no longer has are deleted in the same commit. `private`
     applies to a Space this call creates. Arguments and files are checked before any network call; a dry run
     makes none and returns the plan, which a deploy returns too, with the deleted files and the commit.
@@ -217,12 +218,14 @@ def deploy_space(space_id: str, model_repo_ids, *, private: bool = False, dry_ru
 
     _check_repo_id(space_id, "the Space")
     model_repo_ids = list(model_repo_ids)
-    if len(model_repo_ids) != len(BUNDLED_MODELS):
-        raise SpaceDeployError(f"{space_id}: give {len(BUNDLED_MODELS)} model repos, for {', '.join(BUNDLED_MODELS)} "
-                               f"in that order; got {len(model_repo_ids)}")
+    if not 1 <= len(model_repo_ids) <= len(BUNDLED_MODELS):
+        raise SpaceDeployError(f"{space_id}: give 1 to {len(BUNDLED_MODELS)} model repos, for "
+                               f"{', '.join(BUNDLED_MODELS)} in that order; got {len(model_repo_ids)}")
     for repo_id in model_repo_ids:
         _check_repo_id(repo_id, "a model")
-    variables = {variable: repo_id for (variable, _), repo_id in zip(BUNDLED_MODELS.values(), model_repo_ids)}
+    shown = dict(zip(BUNDLED_MODELS, model_repo_ids))
+    variables = {BUNDLED_MODELS[name][0]: repo_id for name, repo_id in shown.items()}
+    variables[SELECTION_VARIABLE] = ",".join(shown)
     files = space_files(root)
     card = space_card(model_repo_ids, root)
     readme = str(card).encode()
@@ -236,9 +239,11 @@ def deploy_space(space_id: str, model_repo_ids, *, private: bool = False, dry_ru
     with _upload_errors(space_id, SpaceDeployError):
         api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         # Before the commit, so that the build the commit starts already finds the models.
-        for name, (variable, _) in BUNDLED_MODELS.items():
-            api.add_space_variable(space_id, variable, variables[variable],
+        for name in shown:
+            api.add_space_variable(space_id, BUNDLED_MODELS[name][0], shown[name],
                                    description=f"The {name} model app.py loads: a Hub repo id")
+        api.add_space_variable(space_id, SELECTION_VARIABLE, variables[SELECTION_VARIABLE],
+                               description="The models the demo shows")
         stale = sorted(path for path in api.list_repo_files(space_id, repo_type="space")
                        if path.startswith(SPACE_MANAGED_FOLDERS) and path not in files)
         operations = [*(CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(file))
@@ -271,7 +276,8 @@ def main(argv=None) -> int:
     space_parser = commands.add_parser("deploy-space", help="publish the demo from the working tree to a Gradio Space")
     space_parser.add_argument("space_id", help="OWNER/NAME of the Space")
     space_parser.add_argument("--models", required=True, help="the published model repos, comma-separated, in "
-                                                               f"this order: {', '.join(BUNDLED_MODELS)}")
+                                                               f"this order: {', '.join(BUNDLED_MODELS)} (the "
+                                                               "first ones only: a demo of those)")
     space_parser.add_argument("--private", action="store_true", help="make a new Space private")
     space_parser.add_argument("--dry-run", action="store_true", help="print the plan; upload nothing")
     args = parser.parse_args(argv)

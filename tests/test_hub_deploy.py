@@ -16,12 +16,14 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, SpaceCard
 
 from conftest import REPO
 from loopback_hub import LoopbackHub, client_env
-from pneumo.errors import SpaceDeployError
+from pneumo.bundled import BUNDLED_MODELS, model_references
+from pneumo.errors import ModelLoadError, SpaceDeployError
 from pneumo.hub import deploy_space
 
 SPACE = "owner/pneumo-demo"
+# Two repos: a demo of the first two bundled models, whichever others are bundled.
 MODELS = ["owner/pneumo-cnn-lstm", "owner/pneumo-resnet50"]
-VARIABLES = {"PNEUMO_CNN_LSTM_MODEL": MODELS[0], "PNEUMO_RESNET50_MODEL": MODELS[1]}
+VARIABLES = {"PNEUMO_CNN_LSTM_MODEL": MODELS[0], "PNEUMO_RESNET50_MODEL": MODELS[1], "PNEUMO_MODELS": "CNN+LSTM,ResNet50"}
 MODEL_FILES = {"pneumo.json", "config.json", "metadata.json", "model.weights.h5", "ood_reference.npz", "README.md",
                "metrics_validation.json", "metrics_test.json"}
 # The repository's README as it stands before the models are published (fixed here: the real one is edited).
@@ -140,6 +142,26 @@ def test_the_space_variables_point_the_app_at_the_model_repos_before_the_commit(
     assert [name for name, _, _ in api.calls].index("create_commit") == len(api.calls) - 1
 
 
+def test_a_repo_for_every_bundled_model_shows_them_all(tree):
+    repo_ids = [f"owner/pneumo-{n}" for n in range(len(BUNDLED_MODELS))]
+    plan = deploy_space(SPACE, repo_ids, dry_run=True, root=tree, api=RecordingApi())
+    assert plan["variables"] == {**{variable: repo_id for (variable, _), repo_id
+                                    in zip(BUNDLED_MODELS.values(), repo_ids)},
+                                 "PNEUMO_MODELS": ",".join(BUNDLED_MODELS)}
+
+
+def test_the_app_on_the_space_loads_the_models_its_variables_name(monkeypatch):
+    monkeypatch.setenv("PNEUMO_MODELS", VARIABLES["PNEUMO_MODELS"])
+    monkeypatch.delenv("PNEUMO_CNN_LSTM_MODEL", raising=False)
+    monkeypatch.setenv("PNEUMO_RESNET50_MODEL", MODELS[1])
+    assert model_references() == {"CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1]), "ResNet50": MODELS[1]}
+    monkeypatch.setenv("PNEUMO_MODELS", "ResNet50, CNN+LSTM")  # the bundled order, whatever the listed one
+    assert list(model_references()) == ["CNN+LSTM", "ResNet50"]
+    monkeypatch.setenv("PNEUMO_MODELS", "CNN+LSTM,VGG16")
+    with pytest.raises(ModelLoadError, match="PNEUMO_MODELS names VGG16"):
+        model_references()
+
+
 def test_files_an_earlier_deploy_left_are_deleted_in_the_same_commit(tree):
     left = ["pneumo/hub.py", "pneumo/old_module.py", "pneumo/models/old_arch.py", "examples/old.jpeg",
             ".gitattributes", "README.md", "notes/kept.md"]
@@ -166,8 +188,9 @@ def test_dry_run_returns_the_plan_and_makes_no_call(tree):
 
 
 @pytest.mark.parametrize("space_id, models, complaint", [
-    (SPACE, MODELS[:1], "give 2 model repos"),
-    (SPACE, [*MODELS, "owner/third"], "give 2 model repos"),
+    (SPACE, [], f"give 1 to {len(BUNDLED_MODELS)} model repos"),
+    (SPACE, [*MODELS, *(f"owner/extra-{n}" for n in range(len(BUNDLED_MODELS)))],
+     f"give 1 to {len(BUNDLED_MODELS)} model repos"),
     (SPACE, [MODELS[0], "pneumo-resnet50"], "OWNER/NAME"),
     (SPACE, [MODELS[0], "owner/pneumo-resnet50@v1"], "not a Hub repo id"),
     (SPACE, [MODELS[0], ""], "not a Hub repo id"),

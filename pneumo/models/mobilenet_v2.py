@@ -52,4 +52,8 @@ ARCHITECTURE = register(Architecture(
     options_for_training=pretrained_backbone_options,
     options_for_rebuild=options_for_rebuild,
     weights_note=backbone_weights_note("MobileNetV2"),
+    # The 14x14 stage's last residual output: the pooled out_relu features left four of the six non-X-rays
+    # below the threshold (0.19-0.83); block_9_add flagged all six (2.9 to 88) and 0.5% of the hold-out
+    # X-rays (docs/experiments/ood_layer.py; pneumo/ood.py).
+    ood_layer="block_9_add",
 ))

@@ -1,0 +1,53 @@
+"""Which layer should a model's out-of-distribution check measure? For each candidate layer, fit the check as
+pneumo.ood does (2,000 training images, threshold at the validation split's 99th percentile) and print the
+scores of the six non-X-rays of tests/test_ood.py and the fraction of the hold-out X-rays flagged.
+Chosen on training, validation and hold-out images only: the official test set is not read.
+
+    PYTHONPATH=.:tests python docs/experiments/ood_layer.py models/mobilenet-v2 out_relu,block_13_expand_relu
+"""
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pneumo import model_folder
+from pneumo.imaging import Preprocessing
+from pneumo.ood import FeatureReference, TRAINING_SAMPLE, grid_average
+from pneumo.predictor import Predictor
+from test_ood import not_chest_xrays
+
+ROOT = Path("../shared/data/chest_xray")
+folder, layers = Path(sys.argv[1]), sys.argv[2].split(",")
+config = model_folder.read_config(folder)
+network = model_folder.load_network(folder, config)
+predictor = Predictor.from_folder(folder)
+features_model = keras.Model(network.input, [network.get_layer(layer).output for layer in layers])
+preprocessing = Preprocessing.from_config(config.get("preprocessing"))
+
+
+def features(inputs: np.ndarray) -> list[np.ndarray]:
+    outputs = [[] for _ in layers]
+    for start in range(0, len(inputs), 32):
+        for collected, output in zip(outputs, features_model(inputs[start:start + 32], training=False)):
+            collected.append(np.asarray(grid_average(output)))
+    return [np.concatenate(collected) for collected in outputs]
+
+
+def of_files(paths) -> list[np.ndarray]:
+    return features(np.stack([predictor.load_image(ROOT / path) for path in paths]))
+
+
+split = pd.read_csv(folder / model_folder.SPLIT_FILE)
+training = split[split.split == model_folder.TRAIN_SPLIT].sample(TRAINING_SAMPLE, random_state=0)
+validation = split[split.split == model_folder.VALIDATION_SPLIT]
+holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
+pictures = not_chest_xrays()
+others = features(np.stack([predictor.load_image(data) for data in pictures.values()]))
+for layer, train_f, val_f, hold_f, other_f in zip(layers, of_files(training.path), of_files(validation.path),
+                                                  of_files(holdout.path), others):
+    reference = FeatureReference.fit(train_f, val_f)
+    scores = dict(zip(pictures, reference.scores(other_f).round(2)))
+    print(f"{layer} ({train_f.shape[1]} features): hold-out flagged {(reference.scores(hold_f) > 1).mean():.3f}, "
+          f"non-X-rays {scores}", flush=True)
