@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 from . import model_folder
+from .bundled import BUNDLED_MODELS, SELECTION_VARIABLE
+from .errors import ModelNotFoundError
 from .gradcam import colour_scale, overlay_backdrop, overlay_heatmap
 from .imaging import read_grayscale
 from .ood import out_of_distribution_warning
@@ -31,7 +33,19 @@ PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
 
 
 def load_demo_predictors(references: dict[str, str]) -> dict[str, Predictor]:
-    return {name: load_predictor(reference) for name, reference in references.items()}
+    """Each named model, loaded once. A bundled model whose folder is missing (a Space deployed before that
+    model was bundled, say) is refused with the two ways out: its Hub repo, or PNEUMO_MODELS without it."""
+    predictors = {}
+    for name, reference in references.items():
+        try:
+            predictors[name] = load_predictor(reference)
+        except ModelNotFoundError as error:
+            if reference != str(BUNDLED_MODELS.get(name, (None, None))[1]):
+                raise
+            raise ModelNotFoundError(f"{error}: set {BUNDLED_MODELS[name][0]} to the {name}'s Hub repo, or "
+                                     f"{SELECTION_VARIABLE} to the models to load (e.g. "
+                                     f"{','.join(other for other in references if other != name)})") from None
+    return predictors
 
 
 def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits | None]:

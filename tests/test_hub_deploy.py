@@ -162,6 +162,17 @@ def test_the_app_on_the_space_loads_the_models_its_variables_name(monkeypatch):
         model_references()
 
 
+def test_a_space_missing_a_bundled_folder_says_how_to_point_at_it_or_leave_it_out(monkeypatch, tmp_path):
+    from pneumo import bundled
+    from pneumo.demo import load_demo_predictors
+
+    variable, _ = BUNDLED_MODELS["ResNet50"]
+    monkeypatch.setitem(bundled.BUNDLED_MODELS, "ResNet50", (variable, tmp_path / "resnet50"))
+    with pytest.raises(ModelLoadError, match=f"set {variable} to the ResNet50's Hub repo, or PNEUMO_MODELS to the "
+                                             r"models to load \(e.g. CNN\+LSTM\)"):
+        load_demo_predictors({"CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1]), "ResNet50": str(tmp_path / "resnet50")})
+
+
 def test_files_an_earlier_deploy_left_are_deleted_in_the_same_commit(tree):
     left = ["pneumo/hub.py", "pneumo/old_module.py", "pneumo/models/old_arch.py", "examples/old.jpeg",
             ".gitattributes", "README.md", "notes/kept.md"]
