@@ -17,6 +17,7 @@ BUNDLED_MODELS = {
     "CNN+LSTM": ("PNEUMO_CNN_LSTM_MODEL", REPO_ROOT / "models" / "cnn-lstm"),
     "ResNet50": ("PNEUMO_RESNET50_MODEL", REPO_ROOT / "models" / "resnet50"),
     "MobileNetV2": ("PNEUMO_MOBILENET_V2_MODEL", REPO_ROOT / "models" / "mobilenet-v2"),
+    "Row LSTM": ("PNEUMO_ROW_LSTM_MODEL", REPO_ROOT / "models" / "row-lstm"),
 }
 
 SELECTION_VARIABLE = "PNEUMO_MODELS"

@@ -1,13 +1,16 @@
 """One radiograph, every way it can reach us: each bundled model gives the same probability within 0.02.
 
-The X-ray (train/PNEUMONIA/person1490_virus_2596.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from
-the validation split, the one nearest every bundled model's threshold (tests/data/pick_near_threshold_xray.py;
-a saturated image would pass whatever the decoder did). Models trained before the intensity normalisation
-existed (`decoder_scale`) are known to fail: a 16-bit PNG holding 12-bit data reaches them almost black.
+The X-ray (train/NORMAL/IM-0348-0001.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from the
+validation split, the one nearest every bundled model's threshold (tests/data/pick_near_threshold_xray.py,
+re-run whenever a bundled model changes; a saturated image would pass whatever the decoder did). Models
+trained before the intensity normalisation existed (`decoder_scale`) are known to fail: a 16-bit PNG holding
+12-bit data reaches them almost black.
 
 A 2048 px bicubic upscale is not the same image: shrinking it back blurs it slightly (a full decode of a
-lossless PNG copy moves as much as the JPEG). The released ResNet50 moves 0.024 on it and the MobileNetV2
-0.036, past the 0.02 goal: known shortfalls, kept visible as strict xfails.
+lossless PNG copy moves as much as the JPEG). On this X-ray the released CNN+LSTM moves 0.066 and the
+MobileNetV2 0.113, and the MobileNetV2's reduced JPEG decode is 0.034 from its full decode; on the X-ray picked
+before the row LSTM joined (train/PNEUMONIA/person1490_virus_2596.jpeg) they moved 0.017, 0.036 and 0.010, and
+the ResNet50 0.024 (0.005 here). Known shortfalls past the 0.02 goal, kept visible as strict xfails.
 """
 
 
@@ -89,7 +92,8 @@ def encoded(tmp_path_factory):
 UPSCALED = "upscaled_2048.jpg"
 # Models known to move more than 0.02 on the upscaled copy (see the module docstring).
 # How far each of these moves on the upscaled copy (a known shortfall each).
-RESAMPLING_SENSITIVE = {"resnet50": 0.024, "mobilenet-v2": 0.036}
+RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.113}  # moves on the upscale, this X-ray
+REDUCED_DECODE_SENSITIVE = {"mobilenet-v2": 0.034}  # reduced vs full decode of the upscale, this X-ray
 
 
 def spread_over(predictor, encoded, names) -> tuple[float, dict]:
@@ -122,9 +126,13 @@ def test_the_exif_rotation_is_undone_before_the_model_sees_the_image(encoded):
     assert np.abs(rotated - upright).mean() < 0.02
 
 
-def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(predictor, encoded):
+def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(predictor, encoded, request):
     """libjpeg's 1/2..1/8 scale decode: a 2048 px JPEG reaches the model decoded no larger than it needs."""
     from pneumo.imaging import read_grayscale
+
+    if predictor.name in REDUCED_DECODE_SENSITIVE:
+        request.node.add_marker(pytest.mark.xfail(
+            strict=True, reason=f"moves {REDUCED_DECODE_SENSITIVE[predictor.name]:.3f} from the full decode"))
 
     side = 2 * max(predictor.height, predictor.width)  # REDUCED_DECODE_FACTOR
     reduced = read_grayscale(encoded / "upscaled_2048.jpg", min_side=side)
