@@ -181,7 +181,10 @@ def test_the_about_tab_tables_every_model_with_its_heatmap_method_and_metrics(ap
     rows = [line for line in about.splitlines() if line.startswith("| ") and "Architecture" not in line]
     for name in demo_predictors:
         validation, test = [row for row in rows if row.startswith(f"| {name} |")][:2]
-        assert "Grad-CAM" in validation and "validation" in validation and "test" in test
+        assert demo_predictors[name].explanation_method in validation
+        assert "validation" in validation and "test" in test
+    assert {predictor.explanation_method for predictor in demo_predictors.values()} == {"Grad-CAM",
+                                                                                       "integrated gradients"}
     # The bundled models were scored on the official test set; the tiny ones were not.
     assert "| test (624) | 0.838 |" in about and re.search(r"\| Tiny( \| ){4}test \| n/a \|", about)
 

@@ -137,8 +137,11 @@ def test_a_folder_naming_only_a_gradcam_layer_is_explained_by_grad_cam_as_before
 
 
 @pytest.mark.parametrize("folder", BUNDLED_MODELS, ids=lambda folder: folder.name)
-def test_the_released_folders_are_explained_by_grad_cam(folder):
-    assert Predictor.from_folder(folder).explanation_method == "Grad-CAM"
+def test_the_released_folders_are_explained_by_their_architectures_method(folder):
+    """Grad-CAM where the architecture has a convolutional map to read, integrated gradients where not."""
+    architecture = get_architecture(model_folder.read_config(folder)["architecture"])
+    expected = "Grad-CAM" if architecture.explanation == "gradcam" else "integrated gradients"
+    assert Predictor.from_folder(folder).explanation_method == expected
 
 
 @pytest.mark.parametrize("explanation, words", [({"method": "saliency"}, "unknown explanation method 'saliency'"),
