@@ -36,9 +36,9 @@ def selected_models() -> list[str]:
 def model_references(overrides: dict | None = None) -> dict[str, str]:
     """Each selected bundled model's reference: an override, else its environment variable, else the bundled
     folder."""
-    overrides = overrides or {}
+    overrides, selected = overrides or {}, selected_models()
     return {name: overrides.get(name) or os.environ.get(variable) or str(folder)
-            for name, (variable, folder) in BUNDLED_MODELS.items() if name in selected_models()}
+            for name, (variable, folder) in BUNDLED_MODELS.items() if name in selected}
 
 
 def display_name(reference, folder=None) -> str | None:

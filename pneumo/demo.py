@@ -40,9 +40,10 @@ def load_demo_predictors(references: dict[str, str]) -> dict[str, Predictor]:
         try:
             predictors[name] = load_predictor(reference)
         except ModelNotFoundError as error:
-            if reference != str(BUNDLED_MODELS.get(name, (None, None))[1]):
+            variable, folder = BUNDLED_MODELS.get(name, (None, None))
+            if reference != str(folder):
                 raise
-            raise ModelNotFoundError(f"{error}: set {BUNDLED_MODELS[name][0]} to the {name}'s Hub repo, or "
+            raise ModelNotFoundError(f"{error}: set {variable} to the {name}'s Hub repo, or "
                                      f"{SELECTION_VARIABLE} to the models to load (e.g. "
                                      f"{','.join(other for other in references if other != name)})") from None
     return predictors

@@ -13,18 +13,15 @@ import numpy as np
 import pandas as pd
 
 from pneumo import model_folder
-from pneumo.imaging import Preprocessing
 from pneumo.ood import FeatureReference, TRAINING_SAMPLE, grid_average
 from pneumo.predictor import Predictor
 from test_ood import not_chest_xrays
 
 ROOT = Path("../shared/data/chest_xray")
 folder, layers = Path(sys.argv[1]), sys.argv[2].split(",")
-config = model_folder.read_config(folder)
-network = model_folder.load_network(folder, config)
 predictor = Predictor.from_folder(folder)
+network = predictor.model
 features_model = keras.Model(network.input, [network.get_layer(layer).output for layer in layers])
-preprocessing = Preprocessing.from_config(config.get("preprocessing"))
 
 
 def features(inputs: np.ndarray) -> list[np.ndarray]:
