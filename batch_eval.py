@@ -5,7 +5,8 @@
     python batch_eval.py merge DIR [DIR ...] --out DIR
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
-any other folder gets predictions only. REF is a model folder or a Hub repo OWNER/NAME[@REVISION]
+any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo.ensemble --write;
+scored from its members' probabilities when they are scored too) or a Hub repo OWNER/NAME[@REVISION]
 (default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
 """
 
@@ -154,7 +155,9 @@ def main(argv=None) -> int:
         from pneumo.bundled import model_references
 
         try:
-            predictors = [load_predictor(reference) for reference in args.models or model_references().values()]
+            predictors = []
+            for reference in args.models or model_references().values():
+                predictors.append(load_predictor(reference, loaded=predictors))  # an ensemble reuses its members
         except PneumoError as error:
             parser.error(str(error))
         try:

@@ -64,7 +64,7 @@ def shard_of(relative_path: str, count: int) -> int:
 def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
     """Yield (file, class probabilities or None, out-of-distribution score (NaN without a reference),
     error message or None) in order, decoding in parallel with inference."""
-    dataset = (loaded_images([f.path for f in files], predictor.load_image, (predictor.height, predictor.width, 3),
+    dataset = (loaded_images([f.path for f in files], predictor.load_image, predictor.input_shape,
                              tolerate=InvalidImageError)
                .batch(batch_size).prefetch(2))
     position = 0
@@ -83,13 +83,21 @@ def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
 
 def score(predictor, files: list[ImageFile], threshold: float | None = None, batch_size: int = 32,
           progress=None, parts: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(predictions, skipped) tables for one model. `progress(n)` is called as images are done.
+    """(predictions, skipped) tables for one model. `progress(n)` is called as images are done; `parts` as
+    in `file_scores`."""
+    threshold = predictor.threshold if threshold is None else float(threshold)
+    return predictions_and_skipped(predictor, files, file_scores(predictor, files, batch_size, progress, parts),
+                                   threshold)
+
+
+def file_scores(predictor, files: list[ImageFile], batch_size: int = 32, progress=None,
+                parts: Path | None = None) -> pd.DataFrame:
+    """Each file's P(positive), out-of-distribution score and reason skipped (PART_COLUMNS, indexed by file).
 
     With `parts` (a folder), each batch's scores reach the disk there as one CSV file, written atomically,
     as the run goes; files already in it (from an interrupted run) are not scored again. Their batches
     were whole and the rest are batched as before, so the tables equal an uninterrupted run's.
     """
-    threshold = predictor.threshold if threshold is None else float(threshold)
     done = read_parts(parts) if parts else pd.DataFrame(columns=PART_COLUMNS)
     already = set(done.file)
     todo = [f for f in files if f.relative.as_posix() not in already]
@@ -108,8 +116,22 @@ def score(predictor, files: list[ImageFile], threshold: float | None = None, bat
             if progress:
                 progress(len(batch))
             batch = []
-    scores = pd.concat(batches, ignore_index=True).set_index("file").loc[[f.relative.as_posix() for f in files]]
-    return predictions_and_skipped(predictor, files, scores, threshold)
+    return pd.concat(batches, ignore_index=True).set_index("file").loc[[f.relative.as_posix() for f in files]]
+
+
+def ensemble_file_scores(predictor, scored: dict[int, pd.DataFrame]) -> pd.DataFrame | None:
+    """An ensemble's file scores from its members' (`scored`, by id of the predictor), when this run scored
+    every member: the same numbers as scoring it afresh, without running each member twice. None for a single
+    model, or an ensemble with a member not scored."""
+    members = getattr(predictor, "members", None)
+    if not members or any(id(member) not in scored for member in members):
+        return None
+    frames = [scored[id(member)] for member in members]
+    positive = np.stack([frame.probability.to_numpy(float) for frame in frames], axis=1)
+    reasons = [next((reason for reason in row if reason), "") for row in zip(*(frame.reason for frame in frames))]
+    return pd.DataFrame({"probability": predictor.combine(positive)[:, predictor.positive_index],
+                         "ood_score": np.mean([frame.ood_score.to_numpy(float) for frame in frames], axis=0),
+                         "reason": reasons}, index=frames[0].index)
 
 
 # One row per file in a part: P(positive class) and the out-of-distribution score, or why it was skipped.
@@ -209,11 +231,17 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     else:
         shutil.rmtree(parts, ignore_errors=True)  # a new run: what an earlier one left is not ours
         write_json(parts / RUN_FILE, settings)
-    all_predictions, skipped_frames = {}, []
+    all_predictions, skipped_frames, scored = {}, [], {}
     for name, predictor in zip(names, predictors):
         with tqdm(total=len(files), desc=name, unit="img", disable=not show_progress) as bar:
-            predictions, skipped = score(predictor, files, threshold, batch_size, bar.update, parts / name)
-        all_predictions[name] = predictions
+            scores = ensemble_file_scores(predictor, scored)
+            if scores is None:
+                scores = file_scores(predictor, files, batch_size, bar.update, parts / name)
+            else:
+                bar.update(len(files))
+        scored[id(predictor)] = scores
+        threshold_used = predictor.threshold if threshold is None else float(threshold)
+        all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
         skipped_frames.append(skipped)
     all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps)
     shutil.rmtree(parts, ignore_errors=True)

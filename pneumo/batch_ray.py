@@ -193,7 +193,7 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     (default: one per node). The predictors here give each model's classes and threshold; every actor loads
     its own copy from the same folder or Hub revision.
     """
-    from .batch import nothing_to_score, predictions_and_skipped, unique_names, write_reports
+    from .batch import ensemble_file_scores, nothing_to_score, predictions_and_skipped, unique_names, write_reports
 
     ray = import_ray()
     if heatmaps and is_uri(folder_or_uri):
@@ -203,10 +203,16 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
         raise nothing_to_score(folder_or_uri, shard)
     started = start_ray(ray_address)
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    all_predictions, skipped_frames = {}, []
+    all_predictions, skipped_frames, scored = {}, [], {}
     try:
         for name, predictor in zip(unique_names(predictors), predictors):
-            scores = ray_scores(predictor, filesystem, files, sizes, batch_size, actors, name)
+            scores = ensemble_file_scores(predictor, scored)
+            if scores is None and getattr(predictor, "members", None):
+                raise PneumoError(f"{predictor.folder}: the Ray engine scores an ensemble from its members; give "
+                                  "them with --model before it, or use --engine local")
+            if scores is None:
+                scores = ray_scores(predictor, filesystem, files, sizes, batch_size, actors, name)
+            scored[id(predictor)] = scores
             threshold_used = predictor.threshold if threshold is None else float(threshold)
             all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
             skipped_frames.append(skipped)

@@ -27,7 +27,7 @@ import numpy as np
 from . import model_folder
 from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
 from .data import list_labeled_images, loaded_images, split_by_patient
-from .errors import DataFolderError, InvalidImageError, PneumoError
+from .errors import DataFolderError, InvalidImageError, ModelLoadError, PneumoError
 from .metrics import expected_calibration_error, full_metrics
 from .modelcard import write_model_card
 from .predictor import load_predictor
@@ -63,6 +63,8 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
     if out.exists() and any(out.iterdir()):
         raise DataFolderError(f"{out}: already exists and is not empty; choose a new --out folder")
     predictor = load_predictor(source)
+    if predictor.model is None:
+        raise ModelLoadError(f"{source}: an ensemble; refit it with python -m pneumo.ensemble, or refit its members")
     images = list_labeled_images(data, predictor.class_names)
     logits, skipped = site_logits(predictor, list(images.path))
     readable = images[~images.path.isin([error.split(": ", 1)[0] for error in skipped])].reset_index(drop=True)

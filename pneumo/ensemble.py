@@ -1,12 +1,19 @@
-"""Whether an ensemble of model folders beats each of them, on the validation evidence only.
+"""Ensembles of model folders: whether one beats each member on the validation evidence, and the ensemble
+folder that the demo and `batch_eval.py` use when it does.
 
     python -m pneumo.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray
+    python -m pneumo.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray --write models/ensemble
 
 The ensemble is the mean of the members' calibrated P(pneumonia). Every member must have been trained on
 the same `data_split.csv`, so they share one validation split and one earliest-acquisitions hold-out. Each
 member and each combination of two or more members is scored on the selection criterion the models were
 chosen on (`robustness.CRITERION`: clean validation, the same images under one strong perturbation each,
 and the hold-out). The table is printed and written to `--out` (CSV). The test set is never read here.
+
+`--write` makes an ensemble folder of all the members given: no network of its own, a `pneumo.json` of
+`"kind": "ensemble"` that names each member's folder and the SHA-256 of the weights it was fitted with, and
+its own temperature, class bias and threshold, fitted on the mean's validation probabilities like a single
+model's (`pneumo.calibration`). `pneumo.load_predictor` reads it as an `EnsemblePredictor`.
 """
 
 from __future__ import annotations
@@ -19,7 +26,171 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import model_folder
+from .errors import ModelLoadError, ModelNotFoundError
+from .imaging import ImageSource
+from .predictor import Predictor
+
 SETS = ("clean", "perturbed", "holdout")
+
+
+# The mean's probabilities are read as 2-class log-probabilities by the calibration, kept off 0 and 1.
+PROBABILITY_FLOOR = 1e-7
+EXPLANATION = "mean of the members' heatmaps"
+
+
+def mean_log_probabilities(mean_positive, positive_index: int) -> np.ndarray:
+    """The mean P(positive) as two-class log-probabilities (n, 2): the "logits" its calibration scales."""
+    mean_positive = np.clip(np.asarray(mean_positive, dtype=np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    logits = np.empty((len(mean_positive), 2))
+    logits[:, positive_index] = np.log(mean_positive)
+    logits[:, 1 - positive_index] = np.log1p(-mean_positive)
+    return logits
+
+
+class EnsemblePredictor(Predictor):
+    """The calibrated mean of its members' calibrated P(positive), with its own threshold.
+
+    Its model input is every member's own input, flattened and concatenated (`prepare`), so each member sees
+    exactly what it sees alone and `pneumo.batch` streams it like any model's. An X-ray is decoded once, at the
+    resolution the largest member asks for. The out-of-distribution score is the mean of the members' (each
+    is 1 at its own threshold); the heatmap is the mean of the members' heatmaps of the same class, each
+    resized to the largest member's input and the mean scaled to [0, 1].
+    """
+
+    def __init__(self, members: list[Predictor], config: dict, folder, reference: str | None = None):
+        from .calibration import Calibration
+
+        self.members = list(members)
+        self.model = None  # no network of its own: see members
+        self.folder = Path(folder)
+        self.config = config
+        self.name = config.get("name", self.folder.name)
+        self.reference = reference or str(folder)
+        self.revision = None
+        self.class_names = list(config["class_names"])
+        self.positive_class = config["positive_class"]
+        self.positive_index = self.class_names.index(self.positive_class)
+        self.threshold = float(config["threshold"])
+        self.calibration = Calibration.from_config(config["calibration"])
+        self.explanation = {"method": model_folder.ENSEMBLE_KIND}
+        self.feature_reference = None
+        self.height = max(member.height for member in self.members)
+        self.width = max(member.width for member in self.members)
+        self._sizes = [int(np.prod(member.input_shape)) for member in self.members]
+
+    @classmethod
+    def from_folder(cls, folder, loaded=()) -> "EnsemblePredictor":
+        """The ensemble in `folder`: each member from `loaded` when one of those predictors has the weights the
+        ensemble was fitted with, else from the member folder it names (relative to `folder`)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelNotFoundError(f"{folder}: no such model folder")
+        config = read_ensemble_config(folder)
+        by_weights = {model_folder.model_file_sha256(p.folder): p for p in loaded if p.model is not None}
+        members = []
+        for member in config["members"]:
+            predictor = by_weights.get(member["model_sha256"])
+            if predictor is None:
+                member_folder = folder / member["folder"]
+                if not member_folder.is_dir():
+                    raise ModelNotFoundError(f"{folder}: its member {member['name']} ({member_folder}) is missing")
+                if model_folder.model_file_sha256(member_folder) != member["model_sha256"]:
+                    raise ModelLoadError(f"{folder}: the weights in {member_folder} are not the ones the ensemble was "
+                                         f"fitted with; refit it (python -m pneumo.ensemble ... --write {folder})")
+                predictor = Predictor.from_folder(member_folder)
+            members.append(predictor)
+        check_members(members)
+        if members[0].class_names != list(config["class_names"]):
+            raise ModelLoadError(f"{folder}: its classes {config['class_names']} are not its members' "
+                                 f"{members[0].class_names}")
+        return cls(members, config, folder)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (sum(self._sizes),)
+
+    def prepare(self, gray: np.ndarray) -> np.ndarray:
+        return np.concatenate([member.prepare(gray).ravel() for member in self.members]).astype(np.float32)
+
+    def load_image(self, source: ImageSource) -> np.ndarray:
+        from .imaging import REDUCED_DECODE_FACTOR, read_grayscale
+
+        return self.prepare(read_grayscale(source, min_side=REDUCED_DECODE_FACTOR * max(self.height, self.width)))
+
+    def member_inputs(self, images: np.ndarray) -> list[np.ndarray]:
+        """The members' own inputs, (n, height, width, 3) each, from a batch of ensemble inputs (n, size)."""
+        images = np.asarray(images, dtype=np.float32)
+        parts = np.split(images, np.cumsum(self._sizes)[:-1], axis=-1)
+        return [part.reshape(len(images), *member.input_shape) for part, member in zip(parts, self.members)]
+
+    def combine(self, member_positive: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (n, 2) from the members' P(positive) (n, members)."""
+        return self.calibration.probabilities(mean_log_probabilities(np.mean(member_positive, axis=1),
+                                                                     self.positive_index))
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """The members' mean as two-class log-probabilities (before the ensemble's calibration)."""
+        positive = np.stack([member.probabilities(part)[:, member.positive_index]
+                             for member, part in zip(self.members, self.member_inputs(images))], axis=1)
+        return mean_log_probabilities(positive.mean(axis=1), self.positive_index)
+
+    def assess(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        positive, ood_scores = [], []
+        for member, part in zip(self.members, self.member_inputs(images)):
+            probabilities, scores = member.assess(part)
+            positive.append(probabilities[:, member.positive_index])
+            ood_scores.append(scores)
+        return self.combine(np.stack(positive, axis=1)), np.mean(ood_scores, axis=0)
+
+    def explained_assessment(self, image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        import cv2
+
+        positive, ood_scores, heatmaps = [], [], []
+        for member, part in zip(self.members, self.member_inputs(image[None])):
+            probabilities, ood_score, member_heatmaps = member.explained_assessment(part[0])
+            positive.append(probabilities[member.positive_index])
+            ood_scores.append(ood_score)
+            heatmaps.append([cv2.resize(np.asarray(member_heatmaps[member.class_names.index(name)], np.float32),
+                                        (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+                             for name in self.class_names])
+        mean = np.mean(heatmaps, axis=0)  # (classes, height, width)
+        peaks = mean.reshape(len(mean), -1).max(axis=1)
+        mean = np.where(peaks[:, None, None] > 0, mean / np.maximum(peaks, 1e-12)[:, None, None], 0.0)
+        return self.combine(np.array([positive]))[0], float(np.mean(ood_scores)), mean
+
+    @property
+    def explanation_method(self) -> str:
+        methods = ", ".join(dict.fromkeys(member.explanation_method for member in self.members))
+        return f"{EXPLANATION} ({methods})"
+
+
+def read_ensemble_config(folder) -> dict:
+    """An ensemble folder's pneumo.json, checked to hold what using it needs."""
+    import json
+
+    path = Path(folder) / model_folder.CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: cannot be read ({error})") from None
+    missing = [key for key in ("members", "class_names", "positive_class", "threshold", "calibration")
+               if key not in config]
+    if missing or config.get("kind") != model_folder.ENSEMBLE_KIND:
+        raise ModelLoadError(f"{path}: not a pneumo ensemble config (missing {', '.join(missing) or 'kind'})")
+    return config
+
+
+def check_members(members) -> None:
+    """Members of one ensemble must speak of the same two classes."""
+    first = members[0]
+    for member in members[1:]:
+        if member.class_names != first.class_names or member.positive_class != first.positive_class:
+            raise ModelLoadError(f"{member.folder} has classes {member.class_names} (positive "
+                                 f"{member.positive_class}); {first.folder} has {first.class_names}")
+    if len(first.class_names) != 2:
+        raise ModelLoadError("an ensemble averages P(positive) of binary models; "
+                             f"{first.folder} has {len(first.class_names)} classes")
 
 
 def shared_split(folders) -> pd.DataFrame:
@@ -90,7 +261,84 @@ def combination_table(labels, probabilities) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["criterion", "size"], ascending=[False, True], ignore_index=True)
 
 
+def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
+    """Write the ensemble folder `out` of all `folders` from their scores (`member_scores`): its calibration,
+    operating points and validation metrics, fitted like a single model's on the shared validation split, the
+    hold-out's metrics, its selection criterion, the data split and its model card. Returns its config."""
+    import os
+    import shutil
+
+    from . import __version__
+    from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
+    from .data import subgroup_of
+    from .errors import DataFolderError
+    from .export import DEFAULT_OPERATING_POINT, OPERATING_POINTS
+    from .metrics import expected_calibration_error, full_metrics
+    from .modelcard import write_model_card
+    from .robustness import CRITERION, selection_scores
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not model_folder.is_ensemble(out):
+        raise DataFolderError(f"{out}: exists and is not an ensemble folder; write the ensemble elsewhere")
+    configs = [model_folder.read_config(folder) for folder in folders]
+    classes = {(tuple(config["class_names"]), config["positive_class"]) for config in configs}
+    if len(classes) > 1 or len(configs[0]["class_names"]) != 2:
+        raise ModelLoadError(f"an ensemble averages P(positive) of binary models with the same classes; these have "
+                             f"{sorted(classes)}")
+    class_names, positive_class = list(configs[0]["class_names"]), configs[0]["positive_class"]
+    positive_index = class_names.index(positive_class)
+    names = [config.get("name", Path(folder).name) for config, folder in zip(configs, folders)]
+    split = shared_split(folders)
+    parts = {name: split[split.split == part] for name, part in
+             (("clean", model_folder.VALIDATION_SPLIT), ("holdout", model_folder.HOLDOUT_SPLIT))}
+    mean = {part: np.mean([probabilities[name][part] for name in names], axis=0) for part in labels}
+    validation_classes = np.where(labels["clean"] == 1, positive_index, 1 - positive_index)
+    calibration = fit_calibration(mean_log_probabilities(mean["clean"], positive_index), validation_classes)
+    calibrated = {name: calibration.probabilities(mean_log_probabilities(values, positive_index))[:, positive_index]
+                  for name, values in mean.items()}
+    operating_points = {"youden": choose_threshold(labels["clean"], calibrated["clean"]),
+                        "sensitivity_95": threshold_for_sensitivity(labels["clean"], calibrated["clean"], 0.95)}
+    threshold = operating_points[DEFAULT_OPERATING_POINT]
+    metrics = full_metrics(labels["clean"], calibrated["clean"], threshold, [subgroup_of(p) for p in parts["clean"].path])
+    metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(labels["clean"], mean["clean"])
+    metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
+    if "holdout" in labels:
+        metrics["holdout_earliest"] = full_metrics(labels["holdout"], calibrated["holdout"], threshold,
+                                                   [subgroup_of(p) for p in parts["holdout"].path])
+    criterion = selection_scores(*[(labels[name], calibrated[name]) if name in labels else None for name in SETS])
+    out.mkdir(parents=True, exist_ok=True)
+    config = {
+        "pneumo_version": __version__,
+        "kind": model_folder.ENSEMBLE_KIND,
+        "name": out.name,
+        "architecture": "ensemble",
+        "description": (f"the mean of the calibrated P({positive_class}) of {', '.join(names)}, recalibrated with "
+                        "its own temperature and class bias"),
+        "members": [{"name": name, "folder": os.path.relpath(Path(folder).resolve(), out.resolve()),
+                     "model_sha256": model_folder.model_file_sha256(folder), "input": config["input"]}
+                    for name, folder, config in zip(names, folders, configs)],
+        "class_names": class_names,
+        "positive_class": positive_class,
+        "threshold": threshold,
+        "threshold_method": OPERATING_POINTS[DEFAULT_OPERATING_POINT],
+        "operating_point": DEFAULT_OPERATING_POINT,
+        "operating_points": operating_points,
+        "calibration": calibration.to_config("validation split"),
+        "explanation": {"method": model_folder.ENSEMBLE_KIND, "description": EXPLANATION},
+        "training": {"data": f"the members' shared data split ({model_folder.SPLIT_FILE})",
+                     "validation_images": int(len(parts["clean"])), "holdout_images": int(len(parts["holdout"])),
+                     "selection_criterion": {**CRITERION, **{key: round(float(value), 4)
+                                                             for key, value in criterion.items()}}},
+    }
+    model_folder.write_config(out, config)
+    model_folder.write_metrics(out, "validation", metrics)
+    shutil.copyfile(Path(folders[0]) / model_folder.SPLIT_FILE, out / model_folder.SPLIT_FILE)
+    write_model_card(out)
+    return config
+
+
 def main(argv=None) -> int:
+    from .calibration import Calibration
     from .errors import PneumoError
     from .files import write_csv
 
@@ -98,11 +346,16 @@ def main(argv=None) -> int:
     parser.add_argument("models", nargs="+", help="two or more model folders trained on the same data split")
     parser.add_argument("--data", required=True, help="the dataset root the folders were trained on (holding train/)")
     parser.add_argument("--out", type=Path, help="write the table to this CSV file")
+    parser.add_argument("--write", type=Path, metavar="FOLDER",
+                        help="write the ensemble of all the models given to this folder (pneumo.json, metrics, card)")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("an ensemble needs two or more model folders")
     try:
-        table = combination_table(*member_scores(args.models, args.data))
+        labels, probabilities = member_scores(args.models, args.data)
+        table = combination_table(labels, probabilities)
+        if args.write:
+            config = fit_ensemble(args.models, args.data, labels, probabilities, args.write)
     except PneumoError as error:
         print(f"pneumo.ensemble: {error}", file=sys.stderr)
         return 1
@@ -115,6 +368,9 @@ def main(argv=None) -> int:
     verdict = "beats" if everyone.criterion > best_single else "does not beat"
     print(f"\nall {len(args.models)} models: criterion {everyone.criterion:.4f}, which {verdict} the best single "
           f"model ({best_single:.4f})")
+    if args.write:
+        print(f"wrote {args.write}: threshold {config['threshold']:.3f}, "
+              f"{Calibration.from_config(config['calibration']).describe()}")
     return 0
 
 

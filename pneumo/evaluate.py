@@ -19,7 +19,7 @@ from .batch import discover, model_record, score
 from .batch_reports import model_metrics
 from .errors import PneumoError
 from .modelcard import write_model_card
-from .predictor import Predictor
+from .predictor import Predictor, load_predictor
 
 
 def evaluate_folder(predictor: Predictor, folder) -> dict:
@@ -31,13 +31,13 @@ def evaluate_folder(predictor: Predictor, folder) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="model folder")
+    parser.add_argument("model", help="model folder (or ensemble folder)")
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ subfolders")
     parser.add_argument("--split", default="test", help="name recorded in metrics_<split>.json")
     args = parser.parse_args(argv)
     folder = Path(args.model)
     try:
-        metrics = evaluate_folder(Predictor.from_folder(folder), args.data)
+        metrics = evaluate_folder(load_predictor(folder), args.data)
     except PneumoError as error:
         print(f"pneumo.evaluate: {error}", file=sys.stderr)
         return 1

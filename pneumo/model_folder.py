@@ -37,6 +37,8 @@ from .errors import ModelLoadError, ModelNotFoundError
 from .files import atomic_write, write_json
 
 CONFIG_FILE = "pneumo.json"
+# An ensemble folder's pneumo.json has "kind": "ensemble" (pneumo.ensemble): members, no network of its own.
+ENSEMBLE_KIND = "ensemble"
 # The network, as Keras writes a model to a directory (model.save(folder, zipped=False)).
 KERAS_CONFIG_FILE, KERAS_METADATA_FILE, WEIGHTS_FILE = "config.json", "metadata.json", "model.weights.h5"
 NETWORK_FILES = (KERAS_CONFIG_FILE, KERAS_METADATA_FILE, WEIGHTS_FILE)
@@ -71,6 +73,14 @@ def is_legacy(folder) -> bool:
             and (folder / LEGACY_CONFIG_FILE).exists())
 
 
+def is_ensemble(folder) -> bool:
+    """Whether `folder` holds an ensemble's pneumo.json (rather than a single model's)."""
+    try:
+        return json.loads((Path(folder) / CONFIG_FILE).read_text()).get("kind") == ENSEMBLE_KIND
+    except (OSError, ValueError, AttributeError):
+        return False  # no or no valid pneumo.json: reading it as a single model's says what is wrong
+
+
 def config_path(folder) -> Path:
     """Where the folder's pneumo metadata lives: pneumo.json, or config.json in a legacy folder."""
     return Path(folder) / (LEGACY_CONFIG_FILE if is_legacy(folder) else CONFIG_FILE)
@@ -86,6 +96,9 @@ def read_config(folder) -> dict:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ModelLoadError(f"{path}: not valid JSON ({error})") from None
+    if config.get("kind") == ENSEMBLE_KIND:
+        raise ModelLoadError(f"{folder}: an ensemble of model folders, not a single model; pneumo.load_predictor "
+                             "and batch_eval.py --model load it")
     required = (*REQUIRED_CONFIG_KEYS, "model_file") if path.name == LEGACY_CONFIG_FILE else REQUIRED_CONFIG_KEYS
     missing = [key for key in required if key not in config]
     if "explanation" not in config and "gradcam_layer" not in config:  # a pneumo 0.2 folder names only the latter
@@ -176,9 +189,11 @@ def write_metrics(folder, split: str, metrics: dict) -> None:
 
 
 def model_file_sha256(folder, config: dict | None = None) -> str:
-    """SHA-256 of the network's files, in order (the graph and the weights; a legacy folder's model.keras)."""
+    """SHA-256 of the network's files, in order (the graph and the weights; a legacy folder's model.keras). An
+    ensemble's is its pneumo.json's: the members' hashes and its own calibration and threshold."""
     digest = hashlib.sha256()
-    for path in network_files(folder, config):
+    files = [Path(folder) / CONFIG_FILE] if is_ensemble(folder) else network_files(folder, config)
+    for path in files:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -151,6 +151,8 @@ def training_notes_text(training: dict) -> str:
 
 
 def render_model_card(folder: Path) -> str:
+    if model_folder.is_ensemble(folder):
+        return render_ensemble_card(folder)
     config = model_folder.read_config(folder)
     metrics = read_metrics(folder)
     training = config["training"]
@@ -216,6 +218,54 @@ Probabilities are `{Calibration.from_config(config['calibration']).describe()}`,
 {network_files_text(config)} (input size,
 preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.csv`,
 `training_curves.png`, `data_split.csv` (which training images were held out for validation).
+"""
+
+
+def render_ensemble_card(folder: Path) -> str:
+    """The card of an ensemble folder (pneumo.ensemble): its members, its own fit and its metrics."""
+    import json
+
+    config = json.loads((Path(folder) / model_folder.CONFIG_FILE).read_text())
+    metrics = read_metrics(folder)
+    criterion = config["training"]["selection_criterion"]
+    members = "\n".join(f"- `{member['name']}` (`{member['folder']}`, weights SHA-256 {member['model_sha256'][:12]}..., "
+                        f"input {member['input']['height']}x{member['input']['width']})" for member in config["members"])
+    metrics_section = (metrics_table(metrics) + subgroup_table(metrics)) if metrics else "No metrics recorded yet."
+    return f"""# pneumo {config['name']}: an ensemble of {len(config['members'])} models
+
+{config['description'][0].upper() + config['description'][1:]}. Part of pneumo, research and teaching software.
+
+## Not a medical device
+For research and teaching only. It has not been cleared or approved by any regulator, must not be used
+to diagnose or to make treatment decisions, and does not replace a radiologist.
+
+## Members
+{members}
+
+Each member reads the X-ray through its own preprocessing at its own input size, as it does alone; the
+folder holds no network. A member whose weights differ from the hash above is refused.
+
+## Decision threshold and calibration
+The members' calibrated P(PNEUMONIA) are averaged; the mean is read as two-class log-probabilities and
+recalibrated: `{Calibration.from_config(config['calibration']).describe()}`, fitted on the shared validation
+split. PNEUMONIA is predicted when the result is at least {config['threshold']:.3f}
+({config['threshold_method']}).{operating_points_text(config)}
+
+Selection criterion ({criterion['description']}): {criterion['criterion']:.4f}. `python -m pneumo.ensemble`
+prints it for every member and every mean of two or more members.
+
+## Metrics
+{metrics_section}
+
+## Heatmaps and out-of-distribution check
+The heatmap is the {config['explanation']['description']} of the same class, each resized to the largest
+member's input, the mean scaled to [0, 1]: it shows where the members looked together, not proof of
+pathology. The out-of-distribution score is the mean of the members' scores (each is 1 at its own threshold).
+
+## Limitations
+Those of its members (their model cards): one hospital, one pediatric population, image-level labels. The
+official test set is known to differ from train/; the gap between the validation and test columns above
+measures that shift. Averaging models trained on the same data does not remove the errors they share.
 """
 
 

@@ -117,6 +117,11 @@ class Predictor:
         """A decoded grayscale plane as this model's input (its own preprocessing)."""
         return self.preprocessing.model_input(gray, self.height, self.width)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one model input (what `prepare` and `load_image` return)."""
+        return (self.height, self.width, 3)
+
     def load_image(self, source: ImageSource) -> np.ndarray:
         """`source` as this model's input, through the one image path."""
         return load_model_input(source, self.height, self.width, self.preprocessing)
@@ -177,12 +182,16 @@ class Predictor:
             self._explainer = explanation.explainer(self.model, self.explanation, self.logits_layer, self.ood_layer)
         return self._explainer
 
-    def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
-        """The prediction and the heatmap of `class_name` (default: the predicted class), from one pass
-        through the model: the pass that yields the gradients also yields the logits."""
+    def explained_assessment(self, image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """One image's calibrated class probabilities, out-of-distribution score and one heatmap per class, from
+        one pass through the model: the pass that yields the gradients also yields the logits."""
         logits, heatmaps, features = self._explainer_for().logits_and_heatmaps(image)
-        prediction = self._prediction(self.calibration.probabilities(logits[None])[0],
-                                      self.ood_scores(features[None])[0])
+        return self.calibration.probabilities(logits[None])[0], self.ood_scores(features[None])[0], heatmaps
+
+    def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the heatmap of `class_name` (default: the predicted class)."""
+        probabilities, ood_score, heatmaps = self.explained_assessment(image)
+        prediction = self._prediction(probabilities, ood_score)
         return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
 
     def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
@@ -191,11 +200,18 @@ class Predictor:
         return self.predict_and_explain(image, class_name or self.positive_class)[1]
 
 
-def load_predictor(reference, revision: str | None = None) -> Predictor:
-    """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`."""
+def load_predictor(reference, revision: str | None = None, loaded=()) -> Predictor:
+    """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`.
+
+    An ensemble folder (pneumo.ensemble) takes its members from `loaded` (predictors already loaded) where
+    their weights are the ones it was fitted with, and loads the others from its own member folders.
+    """
+    from .ensemble import EnsemblePredictor
     from .hub import is_hub_reference, resolve_model_folder
 
     if Path(reference).is_dir() or not is_hub_reference(str(reference)):
+        if model_folder.is_ensemble(reference):
+            return EnsemblePredictor.from_folder(reference, loaded)
         return Predictor.from_folder(reference)
     folder, resolved_revision = resolve_model_folder(str(reference), revision)
     return Predictor.from_folder(folder, reference=str(reference), revision=resolved_revision)

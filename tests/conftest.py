@@ -125,6 +125,22 @@ def tiny_model_folder(synthetic_dataset, tmp_path_factory):
     return out
 
 
+TINY_ROW_LSTM_SIDE = 24
+
+
+@pytest.fixture(scope="session")
+def row_lstm_folder(synthetic_dataset, tmp_path_factory):
+    """A row_lstm trained for 1 epoch at 24x24 on the synthetic set, exported like a released model (one batch
+    holds the whole training split: the LSTMs' training step, slow to trace, is traced once). It shares the
+    tiny CNN+LSTM's data split, so the two make an ensemble."""
+    from pneumo.train import main
+
+    out = tmp_path_factory.mktemp("models") / "tiny-row-lstm"
+    assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
+                 "--input-size", str(TINY_ROW_LSTM_SIDE), "--batch-size", "64", "--validation-fraction", "0.25"]) == 0
+    return out
+
+
 def legacy_copy(folder, destination) -> Path:
     """`folder` rewritten in pneumo 0.1's layout: pneumo's metadata in config.json, the network in model.keras."""
     from pneumo import model_folder

@@ -1,13 +1,22 @@
 """The ensemble evidence: members on one data split, each alone and every mean of two or more, on the
-criterion the models were chosen on."""
+criterion the models were chosen on; and the ensemble folder `--write` makes, as the library and
+`batch_eval.py` use it."""
+
+import json
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import batch_eval
 from conftest import copy_with_threshold
-from pneumo.ensemble import combination_table, main, member_scores
-from pneumo.errors import DataFolderError
+from pneumo import load_predictor, model_folder
+from pneumo.calibration import Calibration
+from pneumo.ensemble import EnsemblePredictor, combination_table, main, member_scores
+from pneumo.errors import DataFolderError, ModelLoadError
+from pneumo.imaging import read_grayscale
+from pneumo.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +60,117 @@ def test_the_command_writes_the_table_and_says_whether_all_models_beat_the_best(
     assert main([str(tiny_model_folder), str(twin), "--data", str(synthetic_dataset), "--out", str(out)]) == 0
     assert len(pd.read_csv(out)) == 3
     assert "does not beat the best single model" in capsys.readouterr().out  # identical members cannot
+
+
+@pytest.fixture(scope="module")
+def ensemble_folder(tiny_model_folder, row_lstm_folder, synthetic_dataset, tmp_path_factory):
+    """The ensemble of two members that differ in input size (64 and 24 px) and heatmap method, side by side
+    with them (as models/ would hold it)."""
+    models = tmp_path_factory.mktemp("ensemble-models")
+    members = [shutil.copytree(folder, models / folder.name, ignore=shutil.ignore_patterns("checkpoints"))
+               for folder in (tiny_model_folder, row_lstm_folder)]
+    out = models / "tiny-ensemble"
+    assert main([*map(str, members), "--data", str(synthetic_dataset), "--write", str(out)]) == 0
+    return out
+
+
+def validation_images(folder, data_root) -> list:
+    split = pd.read_csv(folder / model_folder.SPLIT_FILE)
+    return [data_root / path for path in split[split.split == model_folder.VALIDATION_SPLIT].path]
+
+
+def test_the_written_folder_names_its_members_their_weights_and_its_own_fit(ensemble_folder, synthetic_dataset):
+    config = json.loads((ensemble_folder / model_folder.CONFIG_FILE).read_text())
+    assert config["kind"] == "ensemble"
+    assert [member["folder"] for member in config["members"]] == ["../tiny-cnn-lstm", "../tiny-row-lstm"]
+    for member in config["members"]:
+        assert member["model_sha256"] == model_folder.model_file_sha256(ensemble_folder / member["folder"])
+    assert 0.0 <= config["threshold"] <= 1.0 and config["calibration"]["fitted_on"] == "validation split"
+    metrics = model_folder.read_metrics(ensemble_folder, "validation")
+    assert metrics["n_images"] == len(validation_images(ensemble_folder, synthetic_dataset))
+    assert metrics["threshold"] == config["threshold"]
+    card = (ensemble_folder / model_folder.CARD_FILE).read_text()
+    assert "tiny-cnn-lstm" in card and "tiny-row-lstm" in card and "Validation" in card
+    with pytest.raises(ModelLoadError, match="an ensemble"):
+        Predictor.from_folder(ensemble_folder)  # single-model readers say what it is
+
+
+def test_an_ensemble_predicts_the_recalibrated_mean_of_its_members(ensemble_folder, synthetic_dataset):
+    ensemble = load_predictor(ensemble_folder)
+    assert isinstance(ensemble, EnsemblePredictor) and [m.name for m in ensemble.members] == ["tiny-cnn-lstm",
+                                                                                              "tiny-row-lstm"]
+    calibration = Calibration.from_config(ensemble.config["calibration"])
+    for path in validation_images(ensemble_folder, synthetic_dataset)[:4]:
+        alone = [member.predict_file(path) for member in ensemble.members]
+        mean = np.mean([prediction.positive_probability for prediction in alone])
+        expected = calibration.probabilities(np.log([[1 - mean, mean]]))[0, 1]
+        prediction = ensemble.predict_file(path)
+        assert prediction.positive_probability == pytest.approx(expected, abs=1e-5)
+        assert prediction.label == ("PNEUMONIA" if expected >= ensemble.threshold else "NORMAL")
+        assert prediction.ood_score == pytest.approx(np.mean([p.ood_score for p in alone]), rel=1e-4)
+
+
+def test_an_ensembles_heatmap_is_its_members_mean_on_the_largest_input(ensemble_folder, synthetic_dataset):
+    ensemble = load_predictor(ensemble_folder)
+    gray = read_grayscale(validation_images(ensemble_folder, synthetic_dataset)[0])
+    prediction, heatmap = ensemble.predict_and_explain(ensemble.prepare(gray))
+    assert heatmap.shape == (64, 64) and heatmap.min() >= 0 and heatmap.max() == pytest.approx(1.0)
+    assert prediction.positive_probability == pytest.approx(
+        ensemble.predict_image(ensemble.prepare(gray)).positive_probability, abs=1e-5)
+    assert "Grad-CAM" in ensemble.explanation_method and "integrated gradients" in ensemble.explanation_method
+
+
+def test_batch_eval_scores_an_ensemble_from_its_members_as_it_would_afresh(ensemble_folder, synthetic_dataset,
+                                                                          tmp_path):
+    members = [ensemble_folder.parent / name for name in ("tiny-cnn-lstm", "tiny-row-lstm")]
+    together, alone = tmp_path / "together", tmp_path / "alone"
+    assert batch_eval.main([str(synthetic_dataset / "train"), "--out", str(together), "--model", str(members[0]),
+                            "--model", str(members[1]), "--model", str(ensemble_folder)]) == 0
+    assert batch_eval.main([str(synthetic_dataset / "train"), "--out", str(alone), "--model",
+                            str(ensemble_folder)]) == 0
+    derived = pd.read_csv(together / "tiny-ensemble" / "predictions.csv")
+    scored = pd.read_csv(alone / "tiny-ensemble" / "predictions.csv")
+    assert len(derived) == 48 and list(derived.file) == list(scored.file)
+    assert np.allclose(derived.probability_pneumonia, scored.probability_pneumonia, atol=1e-5)
+    assert list(pd.read_csv(together / "comparison.csv").model) == ["tiny-cnn-lstm", "tiny-row-lstm", "tiny-ensemble"]
+
+
+def test_an_ensemble_refuses_members_whose_weights_are_not_the_ones_it_was_fitted_with(ensemble_folder,
+                                                                                       tiny_model_folder, tmp_path):
+    models = shutil.copytree(ensemble_folder.parent, tmp_path / "models")
+    model_folder.save_network(model_folder.load_network(models / "tiny-row-lstm"), models / "tiny-cnn-lstm")
+    with pytest.raises(ModelLoadError, match="not the ones the ensemble was fitted with"):
+        load_predictor(models / "tiny-ensemble")
+    # Loaded predictors with the fitted weights are reused wherever they come from.
+    original = Predictor.from_folder(tiny_model_folder)
+    ensemble = EnsemblePredictor.from_folder(models / "tiny-ensemble", loaded=[original])
+    assert ensemble.members[0] is original
+
+
+def test_writing_over_a_folder_that_is_not_an_ensemble_is_refused(tiny_model_folder, twin, synthetic_dataset,
+                                                                  capsys):
+    assert main([str(tiny_model_folder), str(twin), "--data", str(synthetic_dataset), "--write", str(twin)]) == 1
+    assert "not an ensemble folder" in capsys.readouterr().err
+
+
+def test_an_ensembles_test_scoring_is_logged_with_the_hash_of_its_fit(ensemble_folder, synthetic_dataset, tmp_path):
+    from pneumo.evaluate import main as evaluate
+
+    copy = shutil.copytree(ensemble_folder.parent, tmp_path / "models") / ensemble_folder.name
+    assert evaluate([str(copy), "--data", str(synthetic_dataset / "train"), "--split", "test"]) == 0
+    log = pd.read_csv(copy / model_folder.SCORING_LOG)
+    assert list(log.model_sha256) == [model_folder.model_file_sha256(copy)] and list(log.n_images) == [48]
+    assert "Official test set" in (copy / model_folder.CARD_FILE).read_text()
+
+
+def test_commands_that_need_one_network_refuse_an_ensemble_and_say_so(ensemble_folder, synthetic_dataset, tmp_path,
+                                                                      capsys):
+    from pneumo.calibrate import main as calibrate
+    from pneumo.robustness import main as robustness
+
+    assert calibrate([str(ensemble_folder), "--data", str(synthetic_dataset / "train"),
+                      "--out", str(tmp_path / "site")]) == 1
+    assert robustness([str(ensemble_folder), "--data", str(synthetic_dataset)]) == 1
+    errors = capsys.readouterr().err
+    assert "pneumo.calibrate" in errors and "pneumo.robustness" in errors and errors.count("ensemble") >= 2
+    assert not (tmp_path / "site").exists()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import BUNDLED_MODELS, png_bytes, synthetic_xray
+from conftest import BUNDLED_MODELS, TINY_ROW_LSTM_SIDE as SIDE, png_bytes, synthetic_xray
 from pneumo import model_folder
 from pneumo.errors import ModelLoadError
 from pneumo.gradcam import overlay_backdrop, overlay_heatmap
@@ -16,20 +16,6 @@ from pneumo.integrated_gradients import IntegratedGradients
 from pneumo.models import get_architecture, logits_model
 from pneumo.ood import grid_average
 from pneumo.predictor import Predictor
-
-SIDE = 24
-
-
-@pytest.fixture(scope="module")
-def row_lstm_folder(synthetic_dataset, tmp_path_factory):
-    """A row_lstm trained for 1 epoch at 24x24 on the synthetic set, exported like a released model (one batch
-    holds the whole training split: the LSTMs' training step, slow to trace, is traced once)."""
-    from pneumo.train import main
-
-    out = tmp_path_factory.mktemp("models") / "tiny-row-lstm"
-    assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
-                 "--input-size", str(SIDE), "--batch-size", "64", "--validation-fraction", "0.25"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
