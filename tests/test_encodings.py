@@ -8,10 +8,16 @@ trained before the intensity normalisation existed (`decoder_scale`) are known t
 
 A 2048 px bicubic upscale is not the same image: shrinking it back blurs it slightly (a full decode of a
 lossless PNG copy moves as much as the JPEG). On this X-ray the released CNN+LSTM moves 0.066 and the
-MobileNetV2 0.113, and the MobileNetV2's reduced JPEG decode is 0.034 from its full decode; on the X-ray picked
-before the row LSTM joined (train/PNEUMONIA/person1490_virus_2596.jpeg) they moved 0.017, 0.036 and 0.010, and
-the ResNet50 0.024 (0.005 here; `docs/experiments/resampling_moves.py` measures both X-rays). Known
-shortfalls past the 0.02 goal, kept visible as strict xfails.
+MobileNetV2 0.118, and the MobileNetV2's reduced JPEG decode is 0.026 from its full decode; on the X-ray picked
+before the row LSTM joined (train/PNEUMONIA/person1490_virus_2596.jpeg) they move 0.017, 0.001 and 0.008, and
+the ResNet50 0.024 (0.005 here; `docs/experiments/resampling_moves.py` measures both X-rays).
+
+The released MobileNetV2 (all 15 epochs) also moves with a plain JPEG re-encode (quality 95) of this X-ray:
+0.594 for rgb.jpg against 0.622 lossless, 0.639 for the EXIF-rotated JPEG (spread 0.045; its epoch-9 model
+stayed within 0.02 here). Over the whole validation split (`docs/experiments/reencoding_moves.py`) a JPEG
+re-encode moves it past 0.02 on 1.2% of the X-rays (largest 0.050), its epoch-9 model on 0.5% (largest 0.055),
+the CNN+LSTM on 0.2% (largest 0.021), the ResNet50 and the row LSTM on none (largest 0.009 and 0.004).
+Known shortfalls past the 0.02 goal, kept visible as strict xfails.
 """
 
 
@@ -92,8 +98,9 @@ def encoded(tmp_path_factory):
 
 UPSCALED = "upscaled_2048.jpg"
 # Known shortfalls on this X-ray (see the module docstring): how far each model moves past the 0.02 goal.
-RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.113}  # the upscaled copy vs the original
-REDUCED_DECODE_SENSITIVE = {"mobilenet-v2": 0.034}  # reduced vs full decode of the upscaled copy
+RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.118}  # the upscaled copy vs the original
+REDUCED_DECODE_SENSITIVE = {"mobilenet-v2": 0.026}  # reduced vs full decode of the upscaled copy
+REENCODING_SENSITIVE = {"mobilenet-v2": 0.045}  # the spread over every other encoding (JPEG re-encodes)
 
 
 def spread_over(predictor, encoded, names) -> tuple[float, dict]:
@@ -106,6 +113,9 @@ def spread_over(predictor, encoded, names) -> tuple[float, dict]:
 def test_every_encoding_of_one_xray_gets_the_same_probability(predictor, encoded, request):
     if predictor.preprocessing.intensity["method"] == "decoder_scale":
         request.node.add_marker(pytest.mark.xfail(strict=True, reason="trained before the intensity normalisation"))
+    if predictor.name in REENCODING_SENSITIVE:
+        request.node.add_marker(pytest.mark.xfail(
+            strict=True, reason=f"spreads {REENCODING_SENSITIVE[predictor.name]:.3f} over the JPEG re-encodes"))
     spread, probabilities = spread_over(predictor, encoded, [name for name in VARIANTS if name != UPSCALED])
     assert spread <= 0.02, probabilities
 
