@@ -23,9 +23,9 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
-from pneumo.bundled import BUNDLED_MODELS, REPO_ROOT, model_references  # noqa: E402
+from pneumo.bundled import BUNDLED_MODELS, REPO_ROOT, load_models, model_references  # noqa: E402
 from pneumo.demo import (PAGE_CSS, analyse, banner_text, compare, decision_panel, details_table,  # noqa: E402
-                         heatmap_caption, load_demo_predictors, model_limits, model_summary, models_table, preview,
+                         heatmap_caption, model_limits, model_summary, models_table, preview,
                          report, user_message)
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
@@ -332,7 +332,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     overrides = {name: getattr(args, variable) for name, (variable, _) in BUNDLED_MODELS.items()}
     try:
-        predictors = load_demo_predictors(model_references(overrides))
+        predictors = load_models(model_references(overrides))
     except PneumoError as error:
         raise SystemExit(f"pneumo: {error}") from None
     share = args.share and share_service_reachable()

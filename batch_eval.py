@@ -151,13 +151,11 @@ def main(argv=None) -> int:
         parser, args = parse_score_args(argv)
         check_engine_options(parser, args)
         check_writable(parser, args.out)
-        from pneumo import load_predictor
-        from pneumo.bundled import model_references
+        from pneumo.bundled import load_models, model_references
 
         try:
-            predictors = []
-            for reference in args.models or model_references().values():
-                predictors.append(load_predictor(reference, loaded=predictors))  # an ensemble reuses its members
+            # Numbered by position: the same model may be given twice. An ensemble reuses its members.
+            predictors = list(load_models(dict(enumerate(args.models)) if args.models else model_references()).values())
         except PneumoError as error:
             parser.error(str(error))
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, ModelNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Display name -> (environment variable naming another model reference, bundled folder).
@@ -49,3 +49,23 @@ def display_name(reference, folder=None) -> str | None:
                                          and Path(bundled).resolve() == Path(folder).resolve()):
             return name
     return None
+
+
+def load_models(references: dict[str, str]) -> dict:
+    """Each named model (name -> reference, as `model_references` gives them), loaded once. A bundled model whose
+    folder is missing (a Space deployed before that model was bundled, say) is refused with the two ways out:
+    its Hub repo, or PNEUMO_MODELS without it."""
+    from .predictor import load_predictor
+
+    predictors = {}
+    for name, reference in references.items():
+        try:
+            predictors[name] = load_predictor(reference, loaded=list(predictors.values()))
+        except ModelNotFoundError as error:
+            variable, folder = BUNDLED_MODELS.get(name, (None, None))
+            if reference != str(folder):
+                raise
+            raise ModelNotFoundError(f"{error}: set {variable} to the {name}'s Hub repo, or "
+                                     f"{SELECTION_VARIABLE} to the models to load (e.g. "
+                                     f"{','.join(other for other in references if other != name)})") from None
+    return predictors

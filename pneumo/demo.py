@@ -20,33 +20,14 @@ import numpy as np
 from PIL import Image
 
 from . import model_folder
-from .bundled import BUNDLED_MODELS, SELECTION_VARIABLE
-from .errors import ModelNotFoundError
 from .gradcam import colour_scale, overlay_backdrop, overlay_heatmap
 from .imaging import read_grayscale
 from .ood import out_of_distribution_warning
-from .predictor import Predictor, load_predictor
+from .predictor import Predictor
 from .verdicts import (HEATMAP_CAVEAT, MeasuredLimits, agreement, explained_class_warning, limits_sentence,
                        measured_limits, percent, percent_pair, targets_not_met, verdict)
 
 PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
-
-
-def load_demo_predictors(references: dict[str, str]) -> dict[str, Predictor]:
-    """Each named model, loaded once. A bundled model whose folder is missing (a Space deployed before that
-    model was bundled, say) is refused with the two ways out: its Hub repo, or PNEUMO_MODELS without it."""
-    predictors = {}
-    for name, reference in references.items():
-        try:
-            predictors[name] = load_predictor(reference)
-        except ModelNotFoundError as error:
-            variable, folder = BUNDLED_MODELS.get(name, (None, None))
-            if reference != str(folder):
-                raise
-            raise ModelNotFoundError(f"{error}: set {variable} to the {name}'s Hub repo, or "
-                                     f"{SELECTION_VARIABLE} to the models to load (e.g. "
-                                     f"{','.join(other for other in references if other != name)})") from None
-    return predictors
 
 
 def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits | None]:

@@ -187,9 +187,9 @@ def demo_predictors(tiny_model_folder, stricter_model):
     """What the demo loads in the tests: the bundled models, and two tiny ones (so that a choice of models is
     tested with more than two)."""
     from pneumo.bundled import model_references
-    from pneumo.demo import load_demo_predictors
+    from pneumo.bundled import load_models
 
-    return load_demo_predictors({**model_references(), EXTRA_DEMO_MODELS[0]: str(tiny_model_folder),
+    return load_models({**model_references(), EXTRA_DEMO_MODELS[0]: str(tiny_model_folder),
                                  EXTRA_DEMO_MODELS[1]: str(stricter_model)})
 
 

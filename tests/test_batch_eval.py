@@ -216,6 +216,19 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_missing_bundled_folder_says_how_to_point_at_it_or_leave_it_out(labeled_folder, tiny_model_folder,
+                                                                          tmp_path, monkeypatch, capsys):
+    from pneumo import bundled
+
+    shown = {"Tiny": ("PNEUMO_TEST_TINY_MODEL", tiny_model_folder),
+             "Gone": ("PNEUMO_TEST_GONE_MODEL", tmp_path / "gone")}
+    monkeypatch.setattr(bundled, "BUNDLED_MODELS", shown)
+    with pytest.raises(SystemExit) as exit_status:
+        run(labeled_folder, "--out", tmp_path / "out")
+    assert exit_status.value.code == 2
+    assert "set PNEUMO_TEST_GONE_MODEL to the Gone's Hub repo, or PNEUMO_MODELS" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def large_folder(tmp_path_factory):
     """Enough images that a run scoring one at a time lasts a few seconds, with bad files among them."""

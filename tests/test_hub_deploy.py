@@ -164,13 +164,13 @@ def test_the_app_on_the_space_loads_the_models_its_variables_name(monkeypatch):
 
 def test_a_space_missing_a_bundled_folder_says_how_to_point_at_it_or_leave_it_out(monkeypatch, tmp_path):
     from pneumo import bundled
-    from pneumo.demo import load_demo_predictors
+    from pneumo.bundled import load_models
 
     variable, _ = BUNDLED_MODELS["ResNet50"]
     monkeypatch.setitem(bundled.BUNDLED_MODELS, "ResNet50", (variable, tmp_path / "resnet50"))
     with pytest.raises(ModelLoadError, match=f"set {variable} to the ResNet50's Hub repo, or PNEUMO_MODELS to the "
                                              r"models to load \(e.g. CNN\+LSTM\)"):
-        load_demo_predictors({"CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1]), "ResNet50": str(tmp_path / "resnet50")})
+        load_models({"CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1]), "ResNet50": str(tmp_path / "resnet50")})
 
 
 def test_files_an_earlier_deploy_left_are_deleted_in_the_same_commit(tree):
