@@ -120,16 +120,24 @@ def feature_layer(config: dict) -> str:
     return architecture.ood_layer or architecture.gradcam_layer
 
 
-def features_of(model, layer: str, paths, height: int, width: int, preprocessing, batch_size: int = 32) -> np.ndarray:
-    """`layer`'s output averaged over its grid, for image files through the model's own preprocessing."""
+def features_of(model, layers: list[str], sources, height: int, width: int, preprocessing,
+                batch_size: int = 32) -> list[np.ndarray]:
+    """Each of `layers`' output averaged over its grid (one array per layer, a row per source), for image files
+    or bytes through the model's own preprocessing, in one pass per batch."""
     import keras
 
     from .imaging import load_model_input
 
-    layer_model = keras.Model(model.input, model.get_layer(layer).output)
-    batches = (np.stack([load_model_input(p, height, width, preprocessing) for p in paths[i:i + batch_size]])
-               for i in range(0, len(paths), batch_size))
-    return np.concatenate([np.asarray(grid_average(layer_model(batch, training=False))) for batch in batches])
+    layer_model = keras.Model(model.input, [model.get_layer(layer).output for layer in layers])
+    collected = [[] for _ in layers]
+    for start in range(0, len(sources), batch_size):
+        batch = np.stack([load_model_input(source, height, width, preprocessing)
+                          for source in sources[start:start + batch_size]])
+        outputs = layer_model(batch, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]  # Keras unwraps a single output
+        for features, output in zip(collected, outputs):
+            features.append(np.asarray(grid_average(output)))
+    return [np.concatenate(features) for features in collected]
 
 
 def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, seed: int = 0) -> dict:
@@ -147,8 +155,8 @@ def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, see
     validation = split[split.split == model_folder.VALIDATION_SPLIT]
     model, layer = model_folder.load_network(folder, config), feature_layer(config)
     shape = (config["input"]["height"], config["input"]["width"], Preprocessing.from_config(config.get("preprocessing")))
-    reference = FeatureReference.fit(features_of(model, layer, [str(data_root / p) for p in training.path], *shape),
-                                     features_of(model, layer, [str(data_root / p) for p in validation.path], *shape))
+    reference = FeatureReference.fit(*(features_of(model, [layer], [str(data_root / p) for p in part.path], *shape)[0]
+                                       for part in (training, validation)))
     reference.save(folder / model_folder.OOD_REFERENCE_FILE)
     block = {"method": METHOD, "layer": layer, "file": model_folder.OOD_REFERENCE_FILE,
              "training_images": len(training), "validation_images": len(validation),

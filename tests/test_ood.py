@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from conftest import BUNDLED_MODELS, REPO, example_images, png_bytes, synthetic_xray
 from pneumo import model_folder
 from pneumo.errors import ModelLoadError
-from pneumo.ood import MAX_DIMENSIONS, FeatureReference
+from pneumo.ood import MAX_DIMENSIONS, FeatureReference, features_of
 from pneumo.predictor import Predictor
 
 TEST_SET = REPO.parent / "shared" / "data" / "chest_xray" / "test"
@@ -52,6 +52,18 @@ def test_export_records_the_check_and_both_paths_score_alike(tiny_model_folder):
     assert plain.ood_score == pytest.approx(explained.ood_score, rel=1e-3)
     result = plain.to_dict()
     assert result["out_of_distribution"] == (plain.ood_score > 1) and result["ood_score"] == round(plain.ood_score, 3)
+
+
+def test_features_of_several_layers_in_one_pass_equal_each_layer_alone(tiny_model_folder):
+    predictor = Predictor.from_folder(tiny_model_folder)
+    sources = [png_bytes(synthetic_xray(96, seed=seed)) for seed in range(3)]
+    shape = (predictor.height, predictor.width, predictor.preprocessing)
+    layers = [predictor.ood_layer, predictor.logits_layer]
+    together = features_of(predictor.model, layers, sources, *shape, batch_size=2)
+    for layer, features in zip(layers, together):
+        alone = features_of(predictor.model, [layer], sources, *shape)[0]
+        assert features.shape == alone.shape and features.shape[0] == 3
+        assert np.allclose(features, alone, atol=1e-5)
 
 
 def test_a_folder_whose_reference_is_missing_is_refused(tiny_model_folder, tmp_path):

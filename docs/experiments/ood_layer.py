@@ -8,32 +8,27 @@ Chosen on training, validation and hold-out images only: the official test set i
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
 from pneumo import model_folder
-from pneumo.ood import FeatureReference, TRAINING_SAMPLE, grid_average
+from pneumo.ood import FeatureReference, TRAINING_SAMPLE, features_of
 from pneumo.predictor import Predictor
 from test_ood import not_chest_xrays
 
 ROOT = Path("../shared/data/chest_xray")
 folder, layers = Path(sys.argv[1]), sys.argv[2].split(",")
 predictor = Predictor.from_folder(folder)
-network = predictor.model
-features_model = keras.Model(network.input, [network.get_layer(layer).output for layer in layers])
 
 
-def features(inputs: np.ndarray) -> list[np.ndarray]:
-    outputs = [[] for _ in layers]
-    for start in range(0, len(inputs), 32):
-        for collected, output in zip(outputs, features_model(inputs[start:start + 32], training=False)):
-            collected.append(np.asarray(grid_average(output)))
-    return [np.concatenate(collected) for collected in outputs]
+def features(sources) -> list[np.ndarray]:
+    """Every candidate layer's features of image files or bytes, one array per layer."""
+    return features_of(predictor.model, layers, list(sources), predictor.height, predictor.width,
+                       predictor.preprocessing)
 
 
 def of_files(paths) -> list[np.ndarray]:
-    return features(np.stack([predictor.load_image(ROOT / path) for path in paths]))
+    return features(str(ROOT / path) for path in paths)
 
 
 split = pd.read_csv(folder / model_folder.SPLIT_FILE)
@@ -41,7 +36,7 @@ training = split[split.split == model_folder.TRAIN_SPLIT].sample(TRAINING_SAMPLE
 validation = split[split.split == model_folder.VALIDATION_SPLIT]
 holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
 pictures = not_chest_xrays()
-others = features(np.stack([predictor.load_image(data) for data in pictures.values()]))
+others = features(pictures.values())
 for layer, train_f, val_f, hold_f, other_f in zip(layers, of_files(training.path), of_files(validation.path),
                                                   of_files(holdout.path), others):
     reference = FeatureReference.fit(train_f, val_f)
