@@ -307,6 +307,8 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
                                                    [subgroup_of(p) for p in parts["holdout"].path])
     criterion = selection_scores(*[(labels[name], calibrated[name]) if name in labels else None for name in SETS])
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("metrics_*.json"):  # an earlier fit's; its test_scorings.csv lines stay, with their hash
+        stale.unlink()
     config = {
         "pneumo_version": __version__,
         "kind": model_folder.ENSEMBLE_KIND,

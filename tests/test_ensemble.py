@@ -161,6 +161,11 @@ def test_an_ensembles_test_scoring_is_logged_with_the_hash_of_its_fit(ensemble_f
     log = pd.read_csv(copy / model_folder.SCORING_LOG)
     assert list(log.model_sha256) == [model_folder.model_file_sha256(copy)] and list(log.n_images) == [48]
     assert "Official test set" in (copy / model_folder.CARD_FILE).read_text()
+    # A refit drops the earlier fit's test metrics and keeps its logged scoring.
+    members = [str(copy.parent / name) for name in ("tiny-row-lstm", "tiny-cnn-lstm")]
+    assert main([*members, "--data", str(synthetic_dataset), "--write", str(copy)]) == 0
+    assert model_folder.read_metrics(copy, "test") is None and len(pd.read_csv(copy / model_folder.SCORING_LOG)) == 1
+    assert model_folder.model_file_sha256(copy) != log.model_sha256[0]
 
 
 def test_commands_that_need_one_network_refuse_an_ensemble_and_say_so(ensemble_folder, synthetic_dataset, tmp_path,
