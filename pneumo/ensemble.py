@@ -1,5 +1,5 @@
 """Ensembles of model folders: whether one beats each member on the validation evidence, and the ensemble
-folder that the demo and `batch_eval.py` use when it does.
+folder that `batch_eval.py` and the library score like a model folder.
 
     python -m pneumo.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray
     python -m pneumo.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray --write models/ensemble
@@ -269,11 +269,10 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
     import shutil
 
     from . import __version__
-    from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
     from .data import subgroup_of
     from .errors import DataFolderError
-    from .export import DEFAULT_OPERATING_POINT, OPERATING_POINTS
-    from .metrics import expected_calibration_error, full_metrics
+    from .export import DEFAULT_OPERATING_POINT, OPERATING_POINTS, fit_on_validation
+    from .metrics import full_metrics
     from .modelcard import write_model_card
     from .robustness import CRITERION, selection_scores
 
@@ -292,16 +291,11 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
     parts = {name: split[split.split == part] for name, part in
              (("clean", model_folder.VALIDATION_SPLIT), ("holdout", model_folder.HOLDOUT_SPLIT))}
     mean = {part: np.mean([probabilities[name][part] for name in names], axis=0) for part in labels}
-    validation_classes = np.where(labels["clean"] == 1, positive_index, 1 - positive_index)
-    calibration = fit_calibration(mean_log_probabilities(mean["clean"], positive_index), validation_classes)
+    calibration, operating_points, threshold, metrics = fit_on_validation(
+        mean_log_probabilities(mean["clean"], positive_index),
+        np.where(labels["clean"] == 1, positive_index, 1 - positive_index), positive_index, parts["clean"].path)
     calibrated = {name: calibration.probabilities(mean_log_probabilities(values, positive_index))[:, positive_index]
                   for name, values in mean.items()}
-    operating_points = {"youden": choose_threshold(labels["clean"], calibrated["clean"]),
-                        "sensitivity_95": threshold_for_sensitivity(labels["clean"], calibrated["clean"], 0.95)}
-    threshold = operating_points[DEFAULT_OPERATING_POINT]
-    metrics = full_metrics(labels["clean"], calibrated["clean"], threshold, [subgroup_of(p) for p in parts["clean"].path])
-    metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(labels["clean"], mean["clean"])
-    metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
     if "holdout" in labels:
         metrics["holdout_earliest"] = full_metrics(labels["holdout"], calibrated["holdout"], threshold,
                                                    [subgroup_of(p) for p in parts["holdout"].path])

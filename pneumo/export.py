@@ -99,6 +99,24 @@ def split_metrics(model, split: pd.DataFrame, data_root, size, preprocessing, ca
                         [subgroup_of(p) for p in split.path])
 
 
+def fit_on_validation(logits, labels, positive_index: int, paths) -> tuple[Calibration, dict, float, dict]:
+    """What a model folder fits on its validation split, from the logits and class indices of its images:
+    the calibration, the operating points, the default one's threshold and the validation metrics (with
+    subgroups from the file `paths`, and the calibration error before calibration)."""
+    labels = np.asarray(labels)
+    calibration = fit_calibration(logits, labels)
+    probabilities = calibration.probabilities(logits)[:, positive_index]
+    labels = (labels == positive_index).astype(int)  # metrics speak of the positive class against the rest
+    operating_points = {"youden": choose_threshold(labels, probabilities),
+                        "sensitivity_95": threshold_for_sensitivity(labels, probabilities, 0.95)}
+    threshold = operating_points[DEFAULT_OPERATING_POINT]
+    metrics = full_metrics(labels, probabilities, threshold, [subgroup_of(p) for p in paths])
+    metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(
+        labels, Calibration().probabilities(logits)[:, positive_index])
+    metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
+    return calibration, operating_points, threshold, metrics
+
+
 def export_model_folder(out) -> dict:
     import keras
 
@@ -125,17 +143,8 @@ def export_model_folder(out) -> dict:
     split = pd.read_csv(out / model_folder.SPLIT_FILE)
     validation = split[split.split == "validation"]
     logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size, preprocessing)
-    labels = validation.label.to_numpy()
-    calibration = fit_calibration(logits, labels)
-    probabilities = calibration.probabilities(logits)[:, positive_index]
-    labels = (labels == positive_index).astype(int)  # metrics speak of the positive class against the rest
-    operating_points = {"youden": choose_threshold(labels, probabilities),
-                        "sensitivity_95": threshold_for_sensitivity(labels, probabilities, 0.95)}
-    threshold = operating_points[DEFAULT_OPERATING_POINT]
-    metrics = full_metrics(labels, probabilities, threshold, [subgroup_of(p) for p in validation.path])
-    metrics["expected_calibration_error_before_calibration"] = expected_calibration_error(
-        labels, Calibration().probabilities(logits)[:, positive_index])
-    metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
+    calibration, operating_points, threshold, metrics = fit_on_validation(logits, validation.label.to_numpy(),
+                                                                          positive_index, validation.path)
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
     if holdout.label.nunique() == 2:
         metrics["holdout_earliest"] = split_metrics(model, holdout, args["data"], size, preprocessing, calibration,

@@ -223,9 +223,9 @@ preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.
 
 def render_ensemble_card(folder: Path) -> str:
     """The card of an ensemble folder (pneumo.ensemble): its members, its own fit and its metrics."""
-    import json
+    from .ensemble import read_ensemble_config
 
-    config = json.loads((Path(folder) / model_folder.CONFIG_FILE).read_text())
+    config = read_ensemble_config(folder)
     metrics = read_metrics(folder)
     criterion = config["training"]["selection_criterion"]
     members = "\n".join(f"- `{member['name']}` (`{member['folder']}`, weights SHA-256 {member['model_sha256'][:12]}..., "
