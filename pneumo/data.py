@@ -181,13 +181,13 @@ def training_batches(paths, labels, size: int, batch_size: int = 32, *, preproce
 
     import keras
 
+    from .imaging import decode_many_for_model
     from .perturbations import random_acquisition
-    from .robustness import decode_all
 
     labels = np.asarray(labels, dtype=np.int32)
     if num_classes:
         labels = np.eye(num_classes, dtype=np.float32)[labels]
-    grays = decode_all(paths)
+    grays = decode_many_for_model(paths, size, size)
 
     class TrainingBatches(keras.utils.PyDataset):
         def __init__(self):

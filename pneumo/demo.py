@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from . import model_folder
-from .gradcam import colour_scale, overlay_backdrop, overlay_heatmap
-from .imaging import read_grayscale
+from .gradcam import OVERLAY_SIDE, colour_scale, overlay_backdrop, overlay_heatmap
+from .imaging import DecodedFile
 from .ood import out_of_distribution_warning
 from .predictor import Predictor
 from .verdicts import (HEATMAP_CAVEAT, MeasuredLimits, agreement, explained_class_warning, limits_sentence,
@@ -37,7 +37,7 @@ def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits |
 
 def preview(source) -> np.ndarray:
     """The X-ray as the models read it (DICOM windowed and inverted as needed), uint8, at most PREVIEW_SIDE."""
-    gray = read_grayscale(source)
+    gray = DecodedFile(source).plane(PREVIEW_SIDE)
     scale = PREVIEW_SIDE / max(gray.shape)
     if scale < 1:
         gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
@@ -50,18 +50,24 @@ def user_message(error: Exception, path) -> str:
     return str(error).replace(str(path), Path(path).name)
 
 
+def heatmap_backdrop(decoded: DecodedFile) -> np.ndarray:
+    """The X-ray the heatmaps are drawn over (a display: the models read their own decodes)."""
+    return overlay_backdrop(decoded.plane(OVERLAY_SIDE))
+
+
 def analyse(predictor: Predictor, source, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
     """Prediction (JSON-friendly) and heatmap overlay (uint8 RGB) of one image file by one model."""
-    gray = read_grayscale(source)
-    return analyse_gray(predictor, gray, overlay_backdrop(gray), explain_class)
+    decoded = DecodedFile(source)
+    return analyse_decoded(predictor, decoded, heatmap_backdrop(decoded), explain_class)
 
 
-def analyse_gray(predictor: Predictor, gray: np.ndarray, background: np.ndarray,
-                 explain_class: str | None = None) -> tuple[dict, np.ndarray]:
-    """`analyse` for an X-ray already decoded: one pass through the model gives the prediction and the
-    heatmap, drawn over `background`."""
+def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.ndarray,
+                    explain_class: str | None = None) -> tuple[dict, np.ndarray]:
+    """`analyse` for a file already read: one pass through the model gives the prediction and the heatmap,
+    drawn over `background`. The model's input comes through the one image path (`Predictor.load_image`),
+    so the demo's probability is batch_eval.py's for the same file."""
     start = time.perf_counter()
-    prediction, heatmap = predictor.predict_and_explain(predictor.prepare(gray), explain_class)
+    prediction, heatmap = predictor.predict_and_explain(predictor.load_image(decoded), explain_class)
     overlay = overlay_heatmap(background, heatmap)
     result = prediction.to_dict()
     result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
@@ -74,15 +80,15 @@ def compare(predictors: dict[str, Predictor], source):
 
     Returns ({"models": {name: result}, "agree": bool}, {name: overlay}).
     """
-    gray = read_grayscale(source)
-    return compare_gray(predictors, gray, overlay_backdrop(gray))
+    decoded = DecodedFile(source)
+    return compare_decoded(predictors, decoded, heatmap_backdrop(decoded))
 
 
-def compare_gray(predictors: dict[str, Predictor], gray: np.ndarray, background: np.ndarray):
-    """`compare` for an X-ray already decoded, its heatmaps drawn over `background`."""
+def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, background: np.ndarray):
+    """`compare` for a file already read, its heatmaps drawn over `background`."""
     results, overlays = {}, {}
     for name, predictor in predictors.items():
-        results[name], overlays[name] = analyse_gray(predictor, gray, background)
+        results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
     labels = {result["label"] for result in results.values()}
     return {"models": results, "agree": len(labels) == 1}, overlays
 
@@ -91,9 +97,9 @@ def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -
     """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
     from .pdf_report import build_report
 
-    gray = read_grayscale(source)
-    background = overlay_backdrop(gray)
-    summary, overlays = compare_gray(predictors, gray, background)
+    decoded = DecodedFile(source)
+    background = heatmap_backdrop(decoded)
+    summary, overlays = compare_decoded(predictors, decoded, background)
     return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))
 
 

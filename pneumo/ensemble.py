@@ -28,7 +28,6 @@ import pandas as pd
 
 from . import model_folder
 from .errors import ModelLoadError, ModelNotFoundError
-from .imaging import ImageSource
 from .predictor import Predictor
 
 SETS = ("clean", "perturbed", "holdout")
@@ -51,7 +50,7 @@ def mean_log_probabilities(mean_positive, positive_index: int) -> np.ndarray:
 class EnsemblePredictor(Predictor):
     """The calibrated mean of its members' calibrated P(positive), with its own threshold.
 
-    Its model input is every member's own input, flattened and concatenated (`prepare`), so each member sees
+    Its model input is every member's own input, flattened and concatenated (`load_image`), so each member sees
     exactly what it sees alone and `pneumo.batch` streams it like any model's. An X-ray is decoded once, at the
     resolution the largest member asks for. The out-of-distribution score is the mean of the members' (each
     is 1 at its own threshold); the heatmap is the mean of the members' heatmaps of the same class, each
@@ -110,13 +109,12 @@ class EnsemblePredictor(Predictor):
     def input_shape(self) -> tuple[int, ...]:
         return (sum(self._sizes),)
 
-    def prepare(self, gray: np.ndarray) -> np.ndarray:
-        return np.concatenate([member.prepare(gray).ravel() for member in self.members]).astype(np.float32)
+    def load_image(self, source) -> np.ndarray:
+        """Each member's own input through the one image path, read once, side by side."""
+        from .imaging import DecodedFile
 
-    def load_image(self, source: ImageSource) -> np.ndarray:
-        from .imaging import REDUCED_DECODE_FACTOR, read_grayscale
-
-        return self.prepare(read_grayscale(source, min_side=REDUCED_DECODE_FACTOR * max(self.height, self.width)))
+        decoded = DecodedFile(source)
+        return np.concatenate([member.load_image(decoded).ravel() for member in self.members]).astype(np.float32)
 
     def member_inputs(self, images: np.ndarray) -> list[np.ndarray]:
         """The members' own inputs, (n, height, width, 3) each, from a batch of ensemble inputs (n, size)."""
@@ -223,14 +221,14 @@ def member_scores(folders, data_root) -> tuple[dict[str, np.ndarray], dict[str, 
     """(labels of each set, P(positive) of each set for each member, by folder name)."""
     from . import model_folder
     from .predictor import Predictor
-    from .robustness import STRONG, decode_all
+    from .imaging import decode_many_for_model
+    from .robustness import STRONG
 
     split = shared_split(folders)
     split["path"] = [str(Path(data_root) / p) for p in split.path]
     validation = split[split.split == model_folder.VALIDATION_SPLIT]
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
     # The criterion's perturbed set: image i under STRONG[i % len(STRONG)], seeded by i (as training scores it).
-    planes = {"clean": decode_all(validation.path), "holdout": decode_all(holdout.path)}
     predictors = [Predictor.from_folder(folder) for folder in folders]
     positive_class = predictors[0].positive_class
     labels = {name: (frame.class_name == positive_class).to_numpy(int)
@@ -239,6 +237,8 @@ def member_scores(folders, data_root) -> tuple[dict[str, np.ndarray], dict[str, 
         del labels["holdout"]
     probabilities = {}
     for predictor in predictors:
+        planes = {name: decode_many_for_model(frame.path, predictor.height, predictor.width)
+                  for name, frame in (("clean", validation), ("holdout", holdout))}
         probabilities[predictor.name] = {
             "clean": positive_probabilities(predictor, planes["clean"]),
             "perturbed": positive_probabilities(predictor, planes["clean"], lambda i: STRONG[i % len(STRONG)])}

@@ -1,7 +1,15 @@
 """The one path an image takes: decode -> validate -> preprocess.
 
-Training, the demo and the batch evaluator all call `load_model_input`, so the same file gives the
-same tensor (and the same probability) everywhere.
+Training, export and calibration, robustness, ensembles, the demo, the PDF and batch scoring (local and
+Ray) all turn a file into a model's input with `load_model_input` (or, to perturb the plane on the way,
+`decode_for_model` then `Preprocessing.model_input`), so the same file gives the same tensor, and the same
+probability, everywhere, and a threshold is fitted on the path it is used on.
+
+The decode is reduced: a JPEG is decoded inside libjpeg at the smallest scale whose sides are still at
+least twice the model's input side (`decode_side`). Chosen over a full decode because a 2048 px radiograph
+then decodes about ten times faster and in a sixteenth of the memory, on a 2-core demo as in a folder of
+thousands, while the area resize from twice the input's side matches the one from the full image (see
+`load_model_input`). The training images (224 px) are below that side, so they decode whole either way.
 
 Every format is reduced to a single grayscale plane in [0, 1] before resizing, so an X-ray saved as an
 RGB JPEG, an 8-bit grayscale PNG or a 16-bit PNG reaches the model as (nearly) the same array.
@@ -83,16 +91,36 @@ def read_grayscale(source: ImageSource, min_side: int | None = None) -> np.ndarr
     """Decode any supported file into a 2-D float32 array in [0, 1] (0 = black).
 
     With `min_side`, a JPEG is decoded inside libjpeg at the smallest of 1/1, 1/2, 1/4 or 1/8 scale whose
-    sides are still at least `min_side` pixels: a 2048 px radiograph for a 224 px model decodes at 256 px,
-    about ten times faster, and the area resize that follows gives nearly the same input. The other
-    formats have no reduced decode and are read whole.
+    sides are still at least `min_side` pixels: a 2048 px radiograph for a 224 px model decodes at 512 px,
+    about ten times faster. The other formats have no reduced decode and are read whole. A model's input
+    comes from `decode_for_model`, which sets `min_side` from the model's size; this is for display.
     """
-    data, name = read_bytes(source)
-    if not data:
-        raise EmptyFileError(name)
-    if is_dicom(data):
-        return _decode_dicom(data, name)
-    return _decode_pil(data, name, min_side)
+    return DecodedFile(source).plane(min_side)
+
+
+class DecodedFile:
+    """One file, read once and decoded at most once per decode side: the models of a comparison, its
+    preview and its heatmap backdrop share the planes they can."""
+
+    def __init__(self, source: "ImageSource | DecodedFile"):
+        if isinstance(source, DecodedFile):
+            self.data, self.name, self._planes = source.data, source.name, source._planes
+            return
+        self.data, self.name = read_bytes(source)
+        self._planes: dict[int | None, np.ndarray] = {}
+
+    def plane(self, min_side: int | None = None) -> np.ndarray:
+        """The decoded [0, 1] plane, at reduced scale for a JPEG when `min_side` allows (see read_grayscale)."""
+        if min_side not in self._planes:
+            if not self.data:
+                raise EmptyFileError(self.name)
+            self._planes[min_side] = (_decode_dicom(self.data, self.name) if is_dicom(self.data)
+                                      else _decode_pil(self.data, self.name, min_side))
+        return self._planes[min_side]
+
+    def for_model(self, height: int, width: int) -> np.ndarray:
+        """The plane a model of that input size reads: the one decode of the image path."""
+        return self.plane(decode_side(height, width))
 
 
 def _decode_pil(data: bytes, name: str, min_side: int | None = None) -> np.ndarray:
@@ -264,13 +292,17 @@ class Preprocessing:
 DECODER_SCALE = Preprocessing()
 
 
-def to_model_input(gray: np.ndarray, height: int, width: int,
-                   preprocessing: Preprocessing = DECODER_SCALE) -> np.ndarray:
-    """Resize a [0, 1] grayscale plane to a model's input with that model's preprocessing."""
-    return preprocessing.model_input(gray, height, width)
+def decode_side(height: int, width: int) -> int:
+    """The smallest side a model of that input size is decoded at (REDUCED_DECODE_FACTOR times its own)."""
+    return REDUCED_DECODE_FACTOR * max(height, width)
 
 
-def load_model_input(source: ImageSource, height: int, width: int,
+def decode_for_model(source: "ImageSource | DecodedFile", height: int, width: int) -> np.ndarray:
+    """decode -> validate: the [0, 1] plane a model of that input size reads for `source`."""
+    return DecodedFile(source).for_model(height, width)
+
+
+def load_model_input(source: "ImageSource | DecodedFile", height: int, width: int,
                      preprocessing: Preprocessing = DECODER_SCALE) -> np.ndarray:
     """decode -> validate -> preprocess: the tensor a model of that input size sees for `source`.
 
@@ -278,5 +310,12 @@ def load_model_input(source: ImageSource, height: int, width: int,
     there matches the one from the full image. At 1x the DCT's own downscaling shows; on a 2048 px JPEG of
     a validation X-ray the CNN+LSTM's probability moved 0.049 from the full decode at 1x, 0.017 at 2x.
     """
-    gray = read_grayscale(source, min_side=REDUCED_DECODE_FACTOR * max(height, width))
-    return preprocessing.model_input(gray, height, width)
+    return preprocessing.model_input(decode_for_model(source, height, width), height, width)
+
+
+def decode_many_for_model(sources, height: int, width: int) -> list[np.ndarray]:
+    """`decode_for_model` of many files, on threads (libjpeg and OpenCV release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor() as pool:
+        return list(pool.map(lambda source: decode_for_model(str(source), height, width), sources))

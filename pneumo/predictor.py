@@ -14,7 +14,7 @@ import numpy as np
 from . import explanation, model_folder
 from .calibration import Calibration
 from .errors import ModelLoadError, ModelNotFoundError
-from .imaging import ImageSource, Preprocessing, load_model_input
+from .imaging import DecodedFile, ImageSource, Preprocessing, load_model_input
 from .models import LOGITS_LAYER
 
 
@@ -113,17 +113,13 @@ class Predictor:
         config = model_folder.read_config(folder)
         return cls(model_folder.load_network(folder, config), config, folder, reference or str(folder), revision)
 
-    def prepare(self, gray: np.ndarray) -> np.ndarray:
-        """A decoded grayscale plane as this model's input (its own preprocessing)."""
-        return self.preprocessing.model_input(gray, self.height, self.width)
-
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one model input (what `prepare` and `load_image` return)."""
+        """The shape of one model input (what `load_image` returns)."""
         return (self.height, self.width, 3)
 
-    def load_image(self, source: ImageSource) -> np.ndarray:
-        """`source` as this model's input, through the one image path."""
+    def load_image(self, source: "ImageSource | DecodedFile") -> np.ndarray:
+        """`source` as this model's input, through the one image path (a `DecodedFile` shares its decodes)."""
         return load_model_input(source, self.height, self.width, self.preprocessing)
 
     def _logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

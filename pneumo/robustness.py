@@ -43,13 +43,6 @@ def prepared_inputs(grays, preprocessing, size: int, perturbation_of=None) -> np
         return np.stack(list(pool.map(one, range(len(grays)))))
 
 
-def decode_all(paths) -> list[np.ndarray]:
-    from .imaging import read_grayscale
-
-    with ThreadPoolExecutor() as pool:
-        return list(pool.map(read_grayscale, map(str, paths)))
-
-
 def balanced_accuracy(labels, prob_positive, threshold: float) -> float:
     labels = np.asarray(labels, dtype=int)
     predicted = np.asarray(prob_positive) >= threshold
@@ -73,9 +66,10 @@ def selection_scores(clean: tuple, perturbed: tuple, holdout: tuple | None) -> d
 def robustness_table(predictor, paths, labels) -> pd.DataFrame:
     """Clean and perturbed metrics of one predictor on labeled images, at the predictor's threshold."""
     from .metrics import compute_metrics
+    from .imaging import decode_many_for_model
 
     labels = np.asarray(labels, dtype=int)
-    grays = decode_all(paths)
+    grays = decode_many_for_model(paths, predictor.height, predictor.width)
     rows = []
     for perturbation in [None, *SUITE]:
         images = prepared_inputs(grays, predictor.preprocessing, predictor.height,

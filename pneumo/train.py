@@ -66,15 +66,17 @@ def selection_callback(validation_frame, holdout_frame, preprocessing, size: int
     """
     import keras
 
-    from .robustness import STRONG, decode_all, prepared_inputs, selection_scores
+    from .imaging import decode_many_for_model
+    from .robustness import STRONG, prepared_inputs, selection_scores
 
     labels = validation_frame.label.to_numpy()
-    grays = decode_all(validation_frame.path)
+    grays = decode_many_for_model(validation_frame.path, size, size)
     clean = prepared_inputs(grays, preprocessing, size)
     perturbed = prepared_inputs(grays, preprocessing, size, lambda i: STRONG[i % len(STRONG)])
     holdout = None
     if len(holdout_frame) and holdout_frame.label.nunique() == 2:
-        holdout = (holdout_frame.label.to_numpy(), prepared_inputs(decode_all(holdout_frame.path), preprocessing, size))
+        holdout = (holdout_frame.label.to_numpy(), prepared_inputs(decode_many_for_model(holdout_frame.path, size, size),
+                                                                    preprocessing, size))
 
     class SelectionMetrics(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -152,8 +154,8 @@ def fit(args) -> Path:
     for stage in arch.training_stages(options, args.epochs, args.head_epochs):
         if done_epochs >= stage.last_epoch:
             continue
-        if stage.prepare is not None:
-            stage.prepare(model)
+        if stage.set_trainable is not None:
+            stage.set_trainable(model)
             compile_model(model, args, learning_rate=args.learning_rate * stage.learning_rate_factor,
                           decay_steps=steps)
         callbacks = [

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -18,6 +19,7 @@ import app
 from conftest import BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, bomb_png, example_images, png_bytes, true_label
 
 # A name in three scripts, one of which (Linear B) no font of a Debian machine covers.
+NEAR_THRESHOLD_XRAY = Path(__file__).parent / "data" / "near_threshold_xray.jpeg"
 UNUSUAL_NAME = "王秀英 Ζωή 𐀀𐀁"
 PRINTABLE_PART = "王秀英"
 
@@ -132,6 +134,28 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
             "explained_class", "seconds", "positive_class", "input_size"} <= set(cnn) and cnn["input_size"][0] > 0
     for overlay in (cnn_overlay, res_overlay):
         assert Image.open(overlay).size == (448, 448)
+
+
+def test_a_2048_px_jpeg_gets_the_same_probability_from_the_demo_and_from_batch_eval(client, demo_predictors,
+                                                                                    tmp_path):
+    """One image path: a threshold is fitted on the path it is used on. A large JPEG is where the demo and
+    batch_eval.py once parted (a full decode against a reduced one)."""
+    import batch_eval
+    from pneumo.bundled import model_references
+    from pneumo.imaging import DecodedFile
+
+    folder = tmp_path / "large"
+    folder.mkdir()
+    large = folder / "near_threshold_2048.jpg"
+    Image.open(NEAR_THRESHOLD_XRAY).convert("L").resize((2048, 2048), Image.Resampling.BICUBIC).save(large, quality=95)
+    assert DecodedFile(large).for_model(224, 224).shape == (512, 512)  # the reduced decode is on the path
+    assert batch_eval.main([str(folder), "--out", str(tmp_path / "scored")]) == 0
+    for display_name in model_references():
+        _, _, details = client.predict(handle(large), display_name, None, api_name="/predict")
+        scored = pd.read_csv(tmp_path / "scored" / details["model"] / "predictions.csv")
+        assert len(scored) == 1
+        assert details["probabilities"]["PNEUMONIA"] == pytest.approx(scored.probability_pneumonia[0], abs=1e-5), \
+            display_name
 
 
 def test_compare_runs_the_pair_it_is_given_in_that_order(client, tiny_model_folder):

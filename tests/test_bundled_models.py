@@ -1,4 +1,4 @@
-"""The two bundled models load from their folders and give sensible, format-independent predictions."""
+"""The bundled models load from their folders and give sensible, format-independent predictions."""
 
 import json
 from pathlib import Path
@@ -59,7 +59,7 @@ def test_rgb_jpeg_gray_png_and_16_bit_png_agree_within_0_02(predictor, tmp_path)
         assert max(probabilities) - min(probabilities) <= 0.02, (source.name, probabilities)
 
 
-def test_the_demo_and_batch_eval_give_the_same_probability(predictor):
+def test_batch_scoring_and_predict_file_give_the_same_probability(predictor):
     from pneumo.batch import discover, score
 
     predictions, _ = score(predictor, discover(EXAMPLES), batch_size=3)

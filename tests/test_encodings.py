@@ -149,7 +149,8 @@ def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(pre
     full = read_grayscale(encoded / "upscaled_2048.jpg")
     assert full.shape == (2048, 2048)
     assert reduced.shape[0] == reduced.shape[1] and side <= reduced.shape[0] < max(2 * side, 2048 // 8 + 1)
-    from_full = predictor.predict_image(predictor.prepare(full)).positive_probability
+    from_full = predictor.predict_image(predictor.preprocessing.model_input(full, predictor.height, predictor.width)
+                                        ).positive_probability
     assert predictor.predict_file(encoded / "upscaled_2048.jpg").positive_probability == pytest.approx(from_full, abs=0.02)
 
 

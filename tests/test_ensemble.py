@@ -15,7 +15,6 @@ from pneumo import load_predictor, model_folder
 from pneumo.calibration import Calibration
 from pneumo.ensemble import EnsemblePredictor, combination_table, main, member_scores
 from pneumo.errors import DataFolderError, ModelLoadError
-from pneumo.imaging import read_grayscale
 from pneumo.predictor import Predictor
 
 
@@ -112,11 +111,11 @@ def test_an_ensemble_predicts_the_recalibrated_mean_of_its_members(ensemble_fold
 
 def test_an_ensembles_heatmap_is_its_members_mean_on_the_largest_input(ensemble_folder, synthetic_dataset):
     ensemble = load_predictor(ensemble_folder)
-    gray = read_grayscale(validation_images(ensemble_folder, synthetic_dataset)[0])
-    prediction, heatmap = ensemble.predict_and_explain(ensemble.prepare(gray))
+    image = ensemble.load_image(validation_images(ensemble_folder, synthetic_dataset)[0])
+    prediction, heatmap = ensemble.predict_and_explain(image)
     assert heatmap.shape == (64, 64) and heatmap.min() >= 0 and heatmap.max() == pytest.approx(1.0)
-    assert prediction.positive_probability == pytest.approx(
-        ensemble.predict_image(ensemble.prepare(gray)).positive_probability, abs=1e-5)
+    assert prediction.positive_probability == pytest.approx(ensemble.predict_image(image).positive_probability,
+                                                            abs=1e-5)
     assert "Grad-CAM" in ensemble.explanation_method and "integrated gradients" in ensemble.explanation_method
 
 

@@ -26,6 +26,8 @@ for source in sys.argv[1:]:
     for name, predictor in predictors.items():
         original = predictor.predict_file(work / "gray.png").positive_probability
         upscaled = predictor.predict_file(work / "upscaled.jpg").positive_probability
-        full = predictor.predict_image(predictor.prepare(read_grayscale(work / "upscaled.jpg"))).positive_probability
+        full_input = predictor.preprocessing.model_input(read_grayscale(work / "upscaled.jpg"), predictor.height,
+                                                         predictor.width)
+        full = predictor.predict_image(full_input).positive_probability
         print(f"{Path(source).name} {name}: P={original:.3f}, upscale moves {abs(upscaled - original):.3f}, "
               f"reduced vs full decode {abs(upscaled - full):.3f}", flush=True)

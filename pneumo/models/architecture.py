@@ -12,12 +12,12 @@ LOGITS_LAYER = "logits"
 
 @dataclass(frozen=True)
 class Stage:
-    """Part of a training run: up to epoch `last_epoch`, with `prepare(model)` run first (freeze layers)
-    and the learning rate scaled by `learning_rate_factor`."""
+    """Part of a training run: up to epoch `last_epoch`, with `set_trainable(model)` run first (which layers
+    learn) and the learning rate scaled by `learning_rate_factor`."""
 
     name: str
     last_epoch: int
-    prepare: Callable | None = None
+    set_trainable: Callable | None = None
     learning_rate_factor: float = 1.0
 
 
