@@ -23,15 +23,23 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
+from pneumo.analysis import analyse, compare, model_limits, preview, report  # noqa: E402
 from pneumo.bundled import BUNDLED_MODELS, REPO_ROOT, load_models, model_references  # noqa: E402
-from pneumo.demo import (PAGE_CSS, analyse, banner_text, compare, decision_panel, details_table,  # noqa: E402
-                         heatmap_caption, model_limits, model_summary, models_table, preview,
-                         report, user_message)
+from pneumo.demo import (  # noqa: E402
+    PAGE_CSS,
+    banner_text,
+    decision_panel,
+    details_table,
+    heatmap_caption,
+    model_summary,
+    models_table,
+    user_message,
+)
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
 from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
 from pneumo.served_files import DeleteOnceServed, OneTimeFiles, served_png  # noqa: E402
-from pneumo.verdicts import TARGET_NAMES, TEST_SET_TARGETS  # noqa: E402
+from pneumo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
 # Two CPU cores: two requests at a time, and a bounded line behind them.
@@ -288,7 +296,7 @@ def build_app(predictors) -> gr.Blocks:
                    queue=False, api_visibility="private"))
 
         with gr.Tab("About"):
-            targets = ", ".join(f"{TARGET_NAMES[key]} ≥ {value:.2f}" for key, value in TEST_SET_TARGETS.items())
+            targets = ", ".join(f"{TARGET_NAMES[key]} {target_text(key)}" for key in TEST_SET_TARGETS)
             methods = " or ".join(dict.fromkeys(p.explanation_method for p in predictors.values()))
             gr.Markdown("## The models\n\n" + models_table(predictors)
                         + "\n\nMetrics come from each model folder (`metrics_validation.json`, `metrics_test.json`; "

@@ -2,7 +2,8 @@
 
     python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
                          [--heatmaps K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
-    python batch_eval.py merge DIR [DIR ...] --out DIR
+                         [--no-figures] [--no-intervals]
+    python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
 any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo.ensemble --write;
@@ -24,9 +25,11 @@ output layout (DIR):
   <model>/predictions.csv        file, true label (empty if unlabeled), P(positive class), decision, threshold,
                                  out-of-distribution score and flag, one row per scored file
   <model>/metrics.json           counts and, for labeled files, accuracy, sensitivity, specificity, precision,
-                                 F1, ROC-AUC, ECE, confusion matrix, 95% bootstrap intervals, subgroups
+                                 F1, ROC-AUC, ECE, confusion matrix, 95% bootstrap intervals (not with
+                                 --no-intervals), subgroups
   <model>/classification_report.csv, confusion_matrix.csv
-  <model>/confusion_matrix.png, roc_curve.png, reliability_diagram.png   (figures at 200 dpi)
+  <model>/confusion_matrix.png, roc_curve.png, reliability_diagram.png   (figures at 200 dpi; none with
+                                 --no-figures, nor comparison.png)
   <model>/heatmaps/              with --heatmaps K: the K most confident mistakes with the model's heatmap
                                  (Grad-CAM or integrated gradients) overlaid, and index.csv
   comparison.csv, comparison.png every model's metrics side by side
@@ -82,7 +85,16 @@ def parse_score_args(argv):
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
                              "or ray://HEAD:10001) instead of starting Ray on this machine")
+    add_report_options(parser)
     return parser, parser.parse_args(argv)
+
+
+def add_report_options(parser) -> None:
+    """The two costly reports, which a quick look at a folder (or a test) can do without."""
+    parser.add_argument("--no-figures", dest="figures", action="store_false",
+                        help="draw no figures (the PNGs); every table and metrics.json stay the same")
+    parser.add_argument("--no-intervals", dest="intervals", action="store_false",
+                        help="leave the 95%% bootstrap intervals (1,000 resamples) out of metrics.json")
 
 
 def parse_merge_args(argv):
@@ -91,6 +103,7 @@ def parse_merge_args(argv):
     parser.add_argument("runs", nargs="+", type=Path, metavar="DIR", help="the --out folders of the shards")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="folder for the merged reports, as if one run had scored every shard")
+    add_report_options(parser)
     return parser, parser.parse_args(argv)
 
 
@@ -144,7 +157,7 @@ def main(argv=None) -> int:
         parser, args = parse_merge_args(argv[1:])
         check_writable(parser, args.out)
         try:
-            metrics = merge_runs(args.runs, args.out)
+            metrics = merge_runs(args.runs, args.out, figures=args.figures, intervals=args.intervals)
         except PneumoError as error:
             parser.error(str(error))
     else:
@@ -164,11 +177,12 @@ def main(argv=None) -> int:
 
                 metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
                                          threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
-                                         ray_address=args.ray_address)
+                                         ray_address=args.ray_address, figures=args.figures,
+                                         intervals=args.intervals)
             else:
                 metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
                                      threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
-                                     resume=args.resume)
+                                     resume=args.resume, figures=args.figures, intervals=args.intervals)
         except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
             print(f"batch_eval.py: {error}", file=sys.stderr)
             return 1

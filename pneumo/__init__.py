@@ -12,7 +12,7 @@ from .errors import InvalidImageError, ModelLoadError, PneumoError  # noqa: E402
 def load_predictor(reference, revision=None, loaded=()):
     """A ready predictor from a model folder path or a Hub repo id (`OWNER/NAME[@REVISION]`); an ensemble
     folder reuses its members from the predictors `loaded`, where their weights are the ones it was fitted with."""
-    from .predictor import load_predictor as _load
+    from .loading import load_predictor as _load
 
     return _load(reference, revision, loaded)
 

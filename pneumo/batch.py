@@ -15,10 +15,11 @@ from pathlib import Path, PurePath
 import numpy as np
 import pandas as pd
 
+from .analysis import analyse
 from .batch_reports import labeled_part, prediction_columns, probability_column, write_model_reports, write_run_reports
 from .data import label_from_folders, loaded_images
-from .files import atomic_write, write_csv, write_json
 from .errors import DataFolderError, InvalidImageError, NothingToScoreError
+from .files import atomic_write, write_csv, write_json
 
 SKIPPED_COLUMNS = ["file", "reason"]
 RUN_FILE = "run.json"
@@ -195,20 +196,19 @@ def unique_names(predictors) -> list[str]:
 def model_record(predictor) -> dict:
     """Which model scored a run, the name figures give it (the demo's, for the bundled models), and the classes
     its predictions speak of (enough to merge runs)."""
-    from .bundled import display_name
-
-    return {"model": predictor.name, "display_name": display_name(predictor.reference, predictor.folder) or predictor.name,
+    return {"model": predictor.name, "display_name": predictor.display_name,
             "reference": predictor.reference, "revision": predictor.revision,
             "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
 
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
                heatmaps: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True,
-               resume: bool = False) -> dict[str, dict]:
+               resume: bool = False, figures: bool = True, intervals: bool = True) -> dict[str, dict]:
     """Score `folder` with every predictor and write all reports under `out`; returns metrics per model.
 
     Scores reach `out/.parts/` batch by batch as the run goes (removed once the reports are written);
-    `resume` continues an interrupted run from there, if it was started with the same settings.
+    `resume` continues an interrupted run from there, if it was started with the same settings. `figures` and
+    `intervals` False leave out the figures and the metrics' bootstrap intervals (`write_reports`).
     """
     import shutil
 
@@ -243,7 +243,8 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
         threshold_used = predictor.threshold if threshold is None else float(threshold)
         all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
         skipped_frames.append(skipped)
-    all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps)
+    all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps,
+                                figures=figures, intervals=intervals)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
 
@@ -253,16 +254,19 @@ def nothing_to_score(folder, shard: tuple[int, int]) -> NothingToScoreError:
 
 
 def write_reports(out, folder, shard: tuple[int, int], predictors, all_predictions: dict[str, pd.DataFrame],
-                  skipped_frames: list[pd.DataFrame], heatmaps: int = 0) -> dict[str, dict]:
+                  skipped_frames: list[pd.DataFrame], heatmaps: int = 0, *, figures: bool = True,
+                  intervals: bool = True) -> dict[str, dict]:
     """Every report of a scored folder from each model's predictions and skipped tables (keyed and ordered
     like `predictors`), with heatmaps of each model's `heatmaps` most confident mistakes; returns metrics per
-    model. Both engines end here: this module's and pneumo.batch_ray's."""
+    model. `figures` False leaves out the PNG figures, `intervals` False the metrics' 95% bootstrap intervals
+    (the two costly reports; every table stays). Both engines end here: this module's and pneumo.batch_ray's."""
     names = list(all_predictions)
     records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
     skipped = pd.concat(skipped_frames).drop_duplicates("file")
-    all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name])
+    all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name],
+                                             figures=figures, intervals=intervals)
                    for name in names}
-    write_run_reports(out, all_predictions, all_metrics, skipped)
+    write_run_reports(out, all_predictions, all_metrics, skipped, figures=figures)
     write_json(Path(out) / RUN_FILE, {"folder": str(folder), "shard": list(shard), "models": records})
     if heatmaps:
         for name, predictor in zip(names, predictors):
@@ -278,8 +282,9 @@ def read_run(folder) -> dict:
     return json.loads(path.read_text())
 
 
-def merge_runs(run_folders, out) -> dict[str, dict]:
-    """Combine the outputs of sharded runs and recompute every report as if one run had scored it all."""
+def merge_runs(run_folders, out, *, figures: bool = True, intervals: bool = True) -> dict[str, dict]:
+    """Combine the outputs of sharded runs and recompute every report as if one run had scored it all
+    (`figures` and `intervals` as in `write_reports`)."""
     runs = [read_run(folder) for folder in run_folders]
     names = list(runs[0]["models"])
     if any(list(run["models"]) != names for run in runs):
@@ -295,9 +300,10 @@ def merge_runs(run_folders, out) -> dict[str, dict]:
 
     all_predictions = {name: pd.concat([table(f, f"{name}/predictions.csv") for f in run_folders]) for name in names}
     skipped = pd.concat([table(f, "skipped.csv") for f in run_folders]).drop_duplicates("file")
-    all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), runs[0]["models"][name])
+    all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), runs[0]["models"][name],
+                                             figures=figures, intervals=intervals)
                    for name in names}
-    write_run_reports(out, all_predictions, all_metrics, skipped)
+    write_run_reports(out, all_predictions, all_metrics, skipped, figures=figures)
     write_json(Path(out) / RUN_FILE, {"folder": runs[0]["folder"], "merged_from": [str(f) for f in run_folders],
                                       "models": runs[0]["models"]})
     return all_metrics
@@ -307,8 +313,6 @@ def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame,
     """Heatmaps (the model's own method: Grad-CAM or integrated gradients) of the `count` mistakes the model was
     most sure of, drawn as the demo draws them, and an index of them."""
     import cv2
-
-    from .demo import analyse
 
     probability = probability_column(predictor.positive_class)
     labeled = labeled_part(predictions, predictor.class_names)

@@ -21,8 +21,20 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from .batch import (
+    PART_COLUMNS,
+    ImageFile,
+    discover,
+    ensemble_file_scores,
+    is_listed,
+    nothing_to_score,
+    predictions_and_skipped,
+    unique_names,
+    write_reports,
+)
 from .errors import DataFolderError, ImageTooLargeError, InvalidImageError, PneumoError
 from .imaging import check_file_size, load_model_input
+from .loading import load_predictor
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 # Memory reserved for each model replica (an actor): TensorFlow and a bundled model take about 1 GB at batch
@@ -70,8 +82,6 @@ def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
     order, relative paths and shards), each `ImageFile.path` being its path on `filesystem`."""
     from pyarrow import fs
 
-    from .batch import ImageFile, discover, is_listed
-
     if not is_uri(folder_or_uri):
         files = [ImageFile(Path(os.path.abspath(f.path)), f.relative) for f in discover(folder_or_uri, shard)]
         return fs.LocalFileSystem(), files, [f.path.stat().st_size for f in files]
@@ -113,8 +123,6 @@ class Scorer:
     image (NaN for the skipped ones)."""
 
     def __init__(self, reference: str, revision: str | None):
-        from .predictor import load_predictor
-
         self.predictor = load_predictor(reference, revision)
 
     def __call__(self, batch: dict) -> dict:
@@ -139,8 +147,6 @@ def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors
     """One model's per-file scores (`pneumo.batch.PART_COLUMNS`, indexed by relative path, in `files` order).
     Ray Data's progress, when shown, names the run `name`."""
     import pandas as pd
-
-    from .batch import PART_COLUMNS
 
     ray = import_ray()
     rows, relative_of = [], {}
@@ -184,7 +190,8 @@ def pneumo_error_message(error: Exception) -> str | None:
 
 def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
                    heatmaps: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
-                   actors: int | None = None, show_progress: bool = True) -> dict[str, dict]:
+                   actors: int | None = None, show_progress: bool = True, figures: bool = True,
+                   intervals: bool = True) -> dict[str, dict]:
     """Score a folder or object-storage URI with every predictor on Ray and write all reports under `out`
     (those of `pneumo.batch.run_folder`); returns metrics per model.
 
@@ -193,8 +200,6 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     (default: one per node). The predictors here give each model's classes and threshold; every actor loads
     its own copy from the same folder or Hub revision.
     """
-    from .batch import ensemble_file_scores, nothing_to_score, predictions_and_skipped, unique_names, write_reports
-
     ray = import_ray()
     if heatmaps and is_uri(folder_or_uri):
         raise DataFolderError(f"{folder_or_uri}: heatmaps need a local folder (they read the images here)")
@@ -219,4 +224,5 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     finally:
         if started:
             ray.shutdown()
-    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps)
+    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
+                         figures=figures, intervals=intervals)

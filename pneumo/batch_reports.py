@@ -13,7 +13,7 @@ from sklearn.metrics import classification_report
 
 from .data import subgroup_of
 from .files import write_csv, write_json
-from .metrics import compute_metrics, full_metrics
+from .metrics import compute_metrics, full_metrics, subgroup_metrics
 from .plots import plot_comparison, plot_confusion_matrix, plot_reliability, plot_roc
 
 COMPARISON_METRICS = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"]
@@ -41,11 +41,12 @@ def positive_truth_and_probability(labeled: pd.DataFrame, positive_class: str):
             labeled[probability_column(positive_class)].to_numpy())
 
 
-def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict, detailed: bool = False) -> dict:
+def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict, detailed: bool = False,
+                  intervals: bool = True) -> dict:
     """metrics.json: the library's metrics on the labeled rows, plus counts and which model scored them.
 
-    `detailed` adds 95% bootstrap intervals and per-subgroup metrics (as the model folders record them; the
-    batch reports draw the intervals).
+    `detailed` adds per-subgroup metrics and, unless `intervals` is False, 95% bootstrap intervals (as the model
+    folders record them; the batch reports draw the intervals).
     """
     labeled = labeled_part(predictions, model["class_names"])
     summary = {"image_count": int(len(predictions)), "labeled_count": int(len(labeled)),
@@ -53,10 +54,14 @@ def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict, de
     if len(labeled):
         threshold = float(predictions.threshold.iloc[0])
         y_true, probability = positive_truth_and_probability(labeled, model["positive_class"])
-        if detailed:
-            summary.update(full_metrics(y_true, probability, threshold, [subgroup_of(f) for f in labeled.file]))
-        else:
+        subgroups = [subgroup_of(f) for f in labeled.file]
+        if not detailed:
             summary.update(compute_metrics(y_true, probability, threshold))
+        elif intervals:
+            summary.update(full_metrics(y_true, probability, threshold, subgroups))
+        else:  # full_metrics without the bootstrap, its one costly part
+            summary.update(compute_metrics(y_true, probability, threshold),
+                           subgroups=subgroup_metrics(y_true, probability, threshold, subgroups))
     return summary
 
 
@@ -85,19 +90,23 @@ def binary_order(class_names, positive_class: str) -> list[str]:
     return [*[c for c in class_names if c != positive_class], positive_class]
 
 
-def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped_count: int, model: dict) -> dict:
-    """Everything in DIR/<model-name>/ for one model; returns its metrics."""
+def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped_count: int, model: dict, *,
+                        figures: bool = True, intervals: bool = True) -> dict:
+    """Everything in DIR/<model-name>/ for one model (without its figures or its metrics' bootstrap intervals
+    when told); returns its metrics."""
     folder = Path(out) / name
     predictions = predictions.sort_values("file", kind="stable").reset_index(drop=True)
     write_csv(folder / "predictions.csv", predictions)
-    metrics = model_metrics(predictions, skipped_count, model, detailed=True)
+    metrics = model_metrics(predictions, skipped_count, model, detailed=True, intervals=intervals)
     write_json(folder / "metrics.json", metrics)
     labeled = labeled_part(predictions, model["class_names"])
-    if len(labeled):
-        order = binary_order(model["class_names"], model["positive_class"])
+    if not len(labeled):
+        return metrics
+    order = binary_order(model["class_names"], model["positive_class"])
+    write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True)
+    write_csv(folder / "confusion_matrix.csv", confusion_table(metrics, order), index=True)
+    if figures:
         title = model.get("display_name") or name  # runs recorded before display names had none
-        write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True)
-        write_csv(folder / "confusion_matrix.csv", confusion_table(metrics, order), index=True)
         plot_confusion_matrix(metrics, order, title, folder / "confusion_matrix.png")
         truth_and_probability = positive_truth_and_probability(labeled, model["positive_class"])
         plot_roc(*truth_and_probability, metrics, title, folder / "roc_curve.png", order)
@@ -106,8 +115,8 @@ def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped
 
 
 def write_run_reports(out: Path, all_predictions: dict[str, pd.DataFrame], all_metrics: dict[str, dict],
-                      skipped: pd.DataFrame) -> None:
-    """comparison.csv/.png, disagreements.csv and skipped.csv for the whole run."""
+                      skipped: pd.DataFrame, *, figures: bool = True) -> None:
+    """comparison.csv/.png (the figure unless told), disagreements.csv and skipped.csv for the whole run."""
     out = Path(out)
     rows = []
     for name, metrics in all_metrics.items():
@@ -120,7 +129,7 @@ def write_run_reports(out: Path, all_predictions: dict[str, pd.DataFrame], all_m
     write_csv(out / "comparison.csv", comparison)
     write_csv(out / "disagreements.csv", disagreements(all_predictions))
     write_csv(out / "skipped.csv", skipped.sort_values("file").reset_index(drop=True))
-    if comparison[COMPARISON_METRICS].notna().any().any():
+    if figures and comparison[COMPARISON_METRICS].notna().any().any():
         labels = [metrics.get("display_name") or name for name, metrics in all_metrics.items()]
         if len(set(labels)) < len(labels):  # two models of one name: the output folders' names tell them apart
             labels = list(all_metrics)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import ModelLoadError, ModelNotFoundError
+from .loading import load_predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Display name -> (environment variable naming another model reference, bundled folder).
@@ -55,12 +56,15 @@ def load_models(references: dict[str, str]) -> dict:
     """Each named model (name -> reference, as `model_references` gives them), loaded once. A bundled model whose
     folder is missing (a Space deployed before that model was bundled, say) is refused with the two ways out:
     its Hub repo, or PNEUMO_MODELS without it."""
-    from .predictor import load_predictor
-
     predictors = {}
     for name, reference in references.items():
         try:
-            predictors[name] = load_predictor(reference, loaded=list(predictors.values()))
+            predictor = load_predictor(reference, loaded=list(predictors.values()))
+            # A name given here is the model's display name; a bare reference (batch_eval.py --model) gets the
+            # bundled model's name when it points at one.
+            predictor.display_name = (name if isinstance(name, str) else
+                                      display_name(reference, predictor.folder)) or predictor.name
+            predictors[name] = predictor
         except ModelNotFoundError as error:
             variable, folder = BUNDLED_MODELS.get(name, (None, None))
             if reference != str(folder):

@@ -26,11 +26,12 @@ import numpy as np
 
 from . import model_folder
 from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
+from .cli import command
 from .data import list_labeled_images, loaded_images, split_by_patient
-from .errors import DataFolderError, InvalidImageError, ModelLoadError, PneumoError
+from .errors import DataFolderError, InvalidImageError, ModelLoadError
+from .loading import load_predictor
 from .metrics import expected_calibration_error, full_metrics
 from .modelcard import write_model_card
-from .predictor import load_predictor
 
 OPERATING_POINTS = {
     "youden": ("maximum Youden's J (sensitivity + specificity - 1) on the site's fitting part",
@@ -120,6 +121,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
     return record
 
 
+@command("pneumo.calibrate")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
@@ -128,11 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout-fraction", type=float, default=0.3,
                         help="patients kept out of the fit to measure it (default 0.3)")
     args = parser.parse_args(argv)
-    try:
-        record = refit(args.model, args.data, args.out, args.holdout_fraction)
-    except PneumoError as error:
-        print(f"pneumo.calibrate: {error}", file=sys.stderr)
-        return 1
+    record = refit(args.model, args.data, args.out, args.holdout_fraction)
     metrics = model_folder.read_metrics(args.out, model_folder.SITE_HOLDOUT_SPLIT)
     print(json.dumps({"out": args.out, **record}, indent=2))
     for label, values in (("before", metrics["before_refit"]), ("after", metrics)):

@@ -10,10 +10,6 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_curve
 
 
-def calibrated_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
-    return softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=-1)
-
-
 @dataclass(frozen=True)
 class Calibration:
     """Probabilities = softmax(logits / temperature + bias).

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .errors import DataFolderError
 from .formats import SUPPORTED_SUFFIXES
-from .imaging import DECODER_SCALE, Preprocessing
+from .imaging import DECODER_SCALE, Preprocessing, decode_many_for_model, load_model_input
+from .perturbations import random_acquisition
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 POSITIVE_CLASS = "PNEUMONIA"
@@ -156,8 +157,6 @@ def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *
     (for scoring; training draws its batches from `training_batches`, which runs on every Keras backend)."""
     import tensorflow as tf
 
-    from .imaging import load_model_input
-
     images = loaded_images(paths, lambda path: load_model_input(path, height, width, preprocessing),
                            (height, width, 3))
     dataset = tf.data.Dataset.zip(images, tf.data.Dataset.from_tensor_slices(np.asarray(labels, dtype=np.int32)))
@@ -180,9 +179,6 @@ def training_batches(paths, labels, size: int, batch_size: int = 32, *, preproce
     import os
 
     import keras
-
-    from .imaging import decode_many_for_model
-    from .perturbations import random_acquisition
 
     labels = np.asarray(labels, dtype=np.int32)
     if num_classes:

@@ -1,6 +1,5 @@
-"""What the Gradio demo does and shows, as plain functions (app.py only lays out the page).
-
-Running the models: `analyse`, `compare`, `report`. What the page shows of their results: `decision_panel`
+"""What the Gradio demo shows, as plain functions (app.py only lays out the page; pneumo.analysis runs the
+models: `analyse`, `compare`, `report`). What the page shows of their results: `decision_panel`
 (the banner and each model's verdict with its threshold and measured limits), `heatmap_caption`,
 `details_table`, and `models_table` and `model_summary` (the About tab), all HTML or Markdown built from the
 results the API returns, so the page and the API never tell different stories.
@@ -12,95 +11,32 @@ import base64
 import functools
 import html
 import io
-import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 from PIL import Image
 
 from . import model_folder
-from .gradcam import OVERLAY_SIDE, colour_scale, overlay_backdrop, overlay_heatmap
-from .imaging import DecodedFile
-from .ood import out_of_distribution_warning
+from .overlays import colour_scale
 from .predictor import Predictor
-from .verdicts import (HEATMAP_CAVEAT, MeasuredLimits, agreement, explained_class_warning, limits_sentence,
-                       measured_limits, percent, percent_pair, targets_not_met, verdict)
-
-PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
-
-
-def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits | None]:
-    """Each model's measured errors, read once from its folder (verdicts.measured_limits)."""
-    return {name: measured_limits(p.folder, p.class_names, p.positive_class) for name, p in predictors.items()}
-
-
-def preview(source) -> np.ndarray:
-    """The X-ray as the models read it (DICOM windowed and inverted as needed), uint8, at most PREVIEW_SIDE."""
-    gray = DecodedFile(source).plane(PREVIEW_SIDE)
-    scale = PREVIEW_SIDE / max(gray.shape)
-    if scale < 1:
-        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
-                          interpolation=cv2.INTER_AREA)
-    return (np.clip(gray, 0, 1) * 255).astype(np.uint8)
+from .verdicts import (
+    HEATMAP_CAVEAT,
+    MeasuredLimits,
+    agreement,
+    explained_class_warning,
+    limits_sentence,
+    measured_limits,
+    out_of_distribution_warning,
+    percent,
+    percent_pair,
+    targets_not_met,
+    verdict,
+)
 
 
 def user_message(error: Exception, path) -> str:
     """The error as the person who uploaded the file knows it: its own name, not the server's copy of it."""
     return str(error).replace(str(path), Path(path).name)
 
-
-def heatmap_backdrop(decoded: DecodedFile) -> np.ndarray:
-    """The X-ray the heatmaps are drawn over (a display: the models read their own decodes)."""
-    return overlay_backdrop(decoded.plane(OVERLAY_SIDE))
-
-
-def analyse(predictor: Predictor, source, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
-    """Prediction (JSON-friendly) and heatmap overlay (uint8 RGB) of one image file by one model."""
-    decoded = DecodedFile(source)
-    return analyse_decoded(predictor, decoded, heatmap_backdrop(decoded), explain_class)
-
-
-def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.ndarray,
-                    explain_class: str | None = None) -> tuple[dict, np.ndarray]:
-    """`analyse` for a file already read: one pass through the model gives the prediction and the heatmap,
-    drawn over `background`. The model's input comes through the one image path (`Predictor.load_image`),
-    so the demo's probability is batch_eval.py's for the same file."""
-    start = time.perf_counter()
-    prediction, heatmap = predictor.predict_and_explain(predictor.load_image(decoded), explain_class)
-    overlay = overlay_heatmap(background, heatmap)
-    result = prediction.to_dict()
-    result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
-                  input_size=[predictor.height, predictor.width], seconds=round(time.perf_counter() - start, 3))
-    return result, overlay
-
-
-def compare(predictors: dict[str, Predictor], source):
-    """Every model of `predictors` on the same image (decoded once), and whether their labels agree.
-
-    Returns ({"models": {name: result}, "agree": bool}, {name: overlay}).
-    """
-    decoded = DecodedFile(source)
-    return compare_decoded(predictors, decoded, heatmap_backdrop(decoded))
-
-
-def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, background: np.ndarray):
-    """`compare` for a file already read, its heatmaps drawn over `background`."""
-    results, overlays = {}, {}
-    for name, predictor in predictors.items():
-        results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
-    labels = {result["label"] for result in results.values()}
-    return {"models": results, "agree": len(labels) == 1}, overlays
-
-
-def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -> Path:
-    """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
-    from .pdf_report import build_report
-
-    decoded = DecodedFile(source)
-    background = heatmap_backdrop(decoded)
-    summary, overlays = compare_decoded(predictors, decoded, background)
-    return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))
 
 
 # What the page shows. The classes below are styled by PAGE_CSS; text comes from pneumo.verdicts.

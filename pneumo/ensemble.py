@@ -20,182 +20,28 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import model_folder
-from .errors import ModelLoadError, ModelNotFoundError
+from . import __version__, model_folder
+from .cli import command
+from .data import subgroup_of
+from .ensemble_predictor import EXPLANATION, mean_log_probabilities
+from .errors import DataFolderError, ModelLoadError
+from .export import DEFAULT_OPERATING_POINT, OPERATING_POINTS, fit_on_validation
+from .imaging import decode_many_for_model
+from .metrics import full_metrics
+from .modelcard import write_model_card
 from .predictor import Predictor
+from .selection import CRITERION, STRONG, prepared_inputs, selection_scores
 
 SETS = ("clean", "perturbed", "holdout")
 
-
-# The mean's probabilities are read as 2-class log-probabilities by the calibration, kept off 0 and 1.
-PROBABILITY_FLOOR = 1e-7
-EXPLANATION = "mean of the members' heatmaps"
-
-
-def mean_log_probabilities(mean_positive, positive_index: int) -> np.ndarray:
-    """The mean P(positive) as two-class log-probabilities (n, 2): the "logits" its calibration scales."""
-    mean_positive = np.clip(np.asarray(mean_positive, dtype=np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    logits = np.empty((len(mean_positive), 2))
-    logits[:, positive_index] = np.log(mean_positive)
-    logits[:, 1 - positive_index] = np.log1p(-mean_positive)
-    return logits
-
-
-class EnsemblePredictor(Predictor):
-    """The calibrated mean of its members' calibrated P(positive), with its own threshold.
-
-    Its model input is every member's own input, flattened and concatenated (`load_image`), so each member sees
-    exactly what it sees alone and `pneumo.batch` streams it like any model's. An X-ray is decoded once, at the
-    resolution the largest member asks for. The out-of-distribution score is the mean of the members' (each
-    is 1 at its own threshold); the heatmap is the mean of the members' heatmaps of the same class, each
-    resized to the largest member's input and the mean scaled to [0, 1].
-    """
-
-    def __init__(self, members: list[Predictor], config: dict, folder, reference: str | None = None):
-        from .calibration import Calibration
-
-        self.members = list(members)
-        self.model = None  # no network of its own: see members
-        self.folder = Path(folder)
-        self.config = config
-        self.name = config.get("name", self.folder.name)
-        self.reference = reference or str(folder)
-        self.revision = None
-        self.class_names = list(config["class_names"])
-        self.positive_class = config["positive_class"]
-        self.positive_index = self.class_names.index(self.positive_class)
-        self.threshold = float(config["threshold"])
-        self.calibration = Calibration.from_config(config["calibration"])
-        self.explanation = {"method": model_folder.ENSEMBLE_KIND}
-        self.feature_reference = None
-        self.height = max(member.height for member in self.members)
-        self.width = max(member.width for member in self.members)
-        self._sizes = [int(np.prod(member.input_shape)) for member in self.members]
-
-    @classmethod
-    def from_folder(cls, folder, loaded=()) -> "EnsemblePredictor":
-        """The ensemble in `folder`: each member from `loaded` when one of those predictors has the weights the
-        ensemble was fitted with, else from the member folder it names (relative to `folder`)."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ModelNotFoundError(f"{folder}: no such model folder")
-        config = read_ensemble_config(folder)
-        by_weights = {model_folder.model_file_sha256(p.folder): p for p in loaded if p.model is not None}
-        members = []
-        for member in config["members"]:
-            predictor = by_weights.get(member["model_sha256"])
-            if predictor is None:
-                member_folder = folder / member["folder"]
-                if not member_folder.is_dir():
-                    raise ModelNotFoundError(f"{folder}: its member {member['name']} ({member_folder}) is missing")
-                if model_folder.model_file_sha256(member_folder) != member["model_sha256"]:
-                    raise ModelLoadError(f"{folder}: the weights in {member_folder} are not the ones the ensemble was "
-                                         f"fitted with; refit it (python -m pneumo.ensemble ... --write {folder})")
-                predictor = Predictor.from_folder(member_folder)
-            members.append(predictor)
-        check_members(members)
-        if members[0].class_names != list(config["class_names"]):
-            raise ModelLoadError(f"{folder}: its classes {config['class_names']} are not its members' "
-                                 f"{members[0].class_names}")
-        return cls(members, config, folder)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (sum(self._sizes),)
-
-    def load_image(self, source) -> np.ndarray:
-        """Each member's own input through the one image path, read once, side by side."""
-        from .imaging import DecodedFile
-
-        decoded = DecodedFile(source)
-        return np.concatenate([member.load_image(decoded).ravel() for member in self.members]).astype(np.float32)
-
-    def member_inputs(self, images: np.ndarray) -> list[np.ndarray]:
-        """The members' own inputs, (n, height, width, 3) each, from a batch of ensemble inputs (n, size)."""
-        images = np.asarray(images, dtype=np.float32)
-        parts = np.split(images, np.cumsum(self._sizes)[:-1], axis=-1)
-        return [part.reshape(len(images), *member.input_shape) for part, member in zip(parts, self.members)]
-
-    def combine(self, member_positive: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities (n, 2) from the members' P(positive) (n, members)."""
-        return self.calibration.probabilities(mean_log_probabilities(np.mean(member_positive, axis=1),
-                                                                     self.positive_index))
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """The members' mean as two-class log-probabilities (before the ensemble's calibration)."""
-        positive = np.stack([member.probabilities(part)[:, member.positive_index]
-                             for member, part in zip(self.members, self.member_inputs(images))], axis=1)
-        return mean_log_probabilities(positive.mean(axis=1), self.positive_index)
-
-    def assess(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        positive, ood_scores = [], []
-        for member, part in zip(self.members, self.member_inputs(images)):
-            probabilities, scores = member.assess(part)
-            positive.append(probabilities[:, member.positive_index])
-            ood_scores.append(scores)
-        return self.combine(np.stack(positive, axis=1)), np.mean(ood_scores, axis=0)
-
-    def explained_assessment(self, image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-        import cv2
-
-        positive, ood_scores, heatmaps = [], [], []
-        for member, part in zip(self.members, self.member_inputs(image[None])):
-            probabilities, ood_score, member_heatmaps = member.explained_assessment(part[0])
-            positive.append(probabilities[member.positive_index])
-            ood_scores.append(ood_score)
-            heatmaps.append([cv2.resize(np.asarray(member_heatmaps[member.class_names.index(name)], np.float32),
-                                        (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-                             for name in self.class_names])
-        mean = np.mean(heatmaps, axis=0)  # (classes, height, width)
-        peaks = mean.reshape(len(mean), -1).max(axis=1)
-        mean = np.where(peaks[:, None, None] > 0, mean / np.maximum(peaks, 1e-12)[:, None, None], 0.0)
-        return self.combine(np.array([positive]))[0], float(np.mean(ood_scores)), mean
-
-    @property
-    def explanation_method(self) -> str:
-        methods = ", ".join(dict.fromkeys(member.explanation_method for member in self.members))
-        return f"{EXPLANATION} ({methods})"
-
-
-def read_ensemble_config(folder) -> dict:
-    """An ensemble folder's pneumo.json, checked to hold what using it needs."""
-    import json
-
-    path = Path(folder) / model_folder.CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{path}: cannot be read ({error})") from None
-    missing = [key for key in ("members", "class_names", "positive_class", "threshold", "calibration")
-               if key not in config]
-    if missing or config.get("kind") != model_folder.ENSEMBLE_KIND:
-        raise ModelLoadError(f"{path}: not a pneumo ensemble config (missing {', '.join(missing) or 'kind'})")
-    return config
-
-
-def check_members(members) -> None:
-    """Members of one ensemble must speak of the same two classes."""
-    first = members[0]
-    for member in members[1:]:
-        if member.class_names != first.class_names or member.positive_class != first.positive_class:
-            raise ModelLoadError(f"{member.folder} has classes {member.class_names} (positive "
-                                 f"{member.positive_class}); {first.folder} has {first.class_names}")
-    if len(first.class_names) != 2:
-        raise ModelLoadError("an ensemble averages P(positive) of binary models; "
-                             f"{first.folder} has {len(first.class_names)} classes")
-
-
 def shared_split(folders) -> pd.DataFrame:
     """The members' one data split; a member trained on another split is refused."""
-    from . import model_folder
-    from .errors import DataFolderError
-
     splits = [Path(folder) / model_folder.SPLIT_FILE for folder in folders]
     missing = [str(path) for path in splits if not path.exists()]
     if missing:
@@ -210,20 +56,12 @@ def shared_split(folders) -> pd.DataFrame:
 
 def positive_probabilities(predictor, grays, perturbation_of=None, batch_size: int = 64) -> np.ndarray:
     """The member's calibrated P(positive class) of decoded planes (perturbed first, when asked)."""
-    from .robustness import prepared_inputs
-
     images = prepared_inputs(grays, predictor.preprocessing, predictor.height, perturbation_of)
-    return np.concatenate([predictor.probabilities(images[i:i + batch_size])[:, predictor.positive_index]
-                           for i in range(0, len(images), batch_size)])
+    return predictor.positive_probabilities(images, batch_size)
 
 
 def member_scores(folders, data_root) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
     """(labels of each set, P(positive) of each set for each member, by folder name)."""
-    from . import model_folder
-    from .predictor import Predictor
-    from .imaging import decode_many_for_model
-    from .robustness import STRONG
-
     split = shared_split(folders)
     split["path"] = [str(Path(data_root) / p) for p in split.path]
     validation = split[split.split == model_folder.VALIDATION_SPLIT]
@@ -249,8 +87,6 @@ def member_scores(folders, data_root) -> tuple[dict[str, np.ndarray], dict[str, 
 
 def combination_table(labels, probabilities) -> pd.DataFrame:
     """The selection criterion and its parts for each member alone and each mean of two or more members."""
-    from .robustness import selection_scores
-
     names = list(probabilities)
     rows = []
     for size in range(1, len(names) + 1):
@@ -266,15 +102,6 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
     operating points and validation metrics, fitted like a single model's on the shared validation split, the
     hold-out's metrics, its selection criterion, the data split and its model card. Returns its config."""
     import os
-    import shutil
-
-    from . import __version__
-    from .data import subgroup_of
-    from .errors import DataFolderError
-    from .export import DEFAULT_OPERATING_POINT, OPERATING_POINTS, fit_on_validation
-    from .metrics import full_metrics
-    from .modelcard import write_model_card
-    from .robustness import CRITERION, selection_scores
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not model_folder.is_ensemble(out):
@@ -333,9 +160,9 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
     return config
 
 
+@command("pneumo.ensemble")
 def main(argv=None) -> int:
     from .calibration import Calibration
-    from .errors import PneumoError
     from .files import write_csv
 
     parser = argparse.ArgumentParser(prog="python -m pneumo.ensemble", description=__doc__.split("\n")[0])
@@ -347,14 +174,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("an ensemble needs two or more model folders")
-    try:
-        labels, probabilities = member_scores(args.models, args.data)
-        table = combination_table(labels, probabilities)
-        if args.write:
-            config = fit_ensemble(args.models, args.data, labels, probabilities, args.write)
-    except PneumoError as error:
-        print(f"pneumo.ensemble: {error}", file=sys.stderr)
-        return 1
+    labels, probabilities = member_scores(args.models, args.data)
+    table = combination_table(labels, probabilities)
+    if args.write:
+        config = fit_ensemble(args.models, args.data, labels, probabilities, args.write)
     if args.out:
         write_csv(args.out, table)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

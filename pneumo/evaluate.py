@@ -17,9 +17,10 @@ from pathlib import Path
 from . import model_folder
 from .batch import discover, model_record, score
 from .batch_reports import model_metrics
-from .errors import PneumoError
+from .cli import command
+from .loading import load_predictor
 from .modelcard import write_model_card
-from .predictor import Predictor, load_predictor
+from .predictor import Predictor
 
 
 def evaluate_folder(predictor: Predictor, folder) -> dict:
@@ -29,6 +30,7 @@ def evaluate_folder(predictor: Predictor, folder) -> dict:
     return model_metrics(predictions, len(skipped), model_record(predictor), detailed=True)
 
 
+@command("pneumo.evaluate")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder (or ensemble folder)")
@@ -36,11 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", help="name recorded in metrics_<split>.json")
     args = parser.parse_args(argv)
     folder = Path(args.model)
-    try:
-        metrics = evaluate_folder(load_predictor(folder), args.data)
-    except PneumoError as error:
-        print(f"pneumo.evaluate: {error}", file=sys.stderr)
-        return 1
+    metrics = evaluate_folder(load_predictor(folder), args.data)
     metrics["split"] = f"{args.split}: {args.data}"
     model_folder.write_metrics(folder, args.split, metrics)
     if args.split == "test":

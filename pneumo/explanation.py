@@ -13,14 +13,15 @@ from __future__ import annotations
 
 GRADCAM, INTEGRATED_GRADIENTS = "gradcam", "integrated_gradients"
 METHODS = {GRADCAM: "Grad-CAM", INTEGRATED_GRADIENTS: "integrated gradients"}  # as the page and the card name them
+# Integrated gradients' defaults: Gauss-Legendre steps along the path from a black image.
+STEPS = 32
+BASELINE = "black"
 
 
 def for_architecture(architecture) -> dict:
     """The block export writes for a model of `architecture` (a pneumo.models.Architecture)."""
     if architecture.explanation == GRADCAM:
         return {"method": GRADCAM, "layer": architecture.gradcam_layer}
-    from .integrated_gradients import BASELINE, STEPS
-
     return {"method": INTEGRATED_GRADIENTS, "steps": STEPS, "baseline": BASELINE}
 
 
@@ -37,20 +38,7 @@ def describe(block: dict) -> str:
     """The method in a phrase, for the model card."""
     if block["method"] == GRADCAM:
         return f"Grad-CAM (Selvaraju et al. 2017) on the `{block['layer']}` map"
-    from .integrated_gradients import BASELINE, STEPS
-
     return (f"integrated gradients (Sundararajan et al. 2017) from a {block.get('baseline', BASELINE)} image in "
             f"{block.get('steps', STEPS)} steps, which credit bright pixels (opacities, bone, markers) more than "
             "dark ones")
 
-
-def explainer(model, block: dict, logits_layer: str, pooled_layer: str):
-    """The object whose `logits_and_heatmaps(image)` explains `model` by `block`'s method."""
-    if block["method"] == GRADCAM:
-        from .gradcam import GradCam
-
-        return GradCam(model, block["layer"], logits_layer, pooled_layer)
-    from .integrated_gradients import BASELINE, STEPS, IntegratedGradients
-
-    return IntegratedGradients(model, logits_layer, pooled_layer, steps=int(block.get("steps", STEPS)),
-                               baseline=block.get("baseline", BASELINE))

@@ -19,17 +19,27 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, explanation, model_folder
-from .calibration import Calibration, choose_threshold, fit_calibration, threshold_for_sensitivity
-from .data import CLASS_NAMES, POSITIVE_CLASS, make_dataset, subgroup_of  # defaults for runs of pneumo 0.1
-from .errors import ModelLoadError, PneumoError
-from .imaging import Preprocessing
+from .calibration import (
+    Calibration,
+    choose_threshold,
+    fit_calibration,
+    threshold_for_sensitivity,
+)
+from .cli import command
+from .data import (  # defaults for runs of pneumo 0.1
+    CLASS_NAMES,
+    POSITIVE_CLASS,
+    subgroup_of,
+)
+from .errors import ModelLoadError
+from .imaging import Preprocessing, load_model_input
 from .metrics import expected_calibration_error, full_metrics
 from .modelcard import write_model_card
-from .ood import fit_reference
 from .models import LOGITS_LAYER, get_architecture, logits_model
+from .ood import fit_reference
 from .perturbations import AUGMENTATION_SUMMARY
 from .plots import plot_training_curves
-from .robustness import CRITERION
+from .selection import CRITERION
 
 DEFAULT_OPERATING_POINT = "youden"
 OPERATING_POINTS = {
@@ -38,10 +48,16 @@ OPERATING_POINTS = {
 }
 
 
-def predict_logits(model, paths, size: int, preprocessing: Preprocessing) -> np.ndarray:
-    scores = logits_model(model)
-    dataset = make_dataset(list(paths), np.zeros(len(paths)), size, size, 64, preprocessing=preprocessing, cache=False)
-    return np.concatenate([np.asarray(scores(x, training=False)) for x, _ in dataset])
+def predict_logits(model, paths, size: int, preprocessing: Preprocessing, batch_size: int = 64) -> np.ndarray:
+    """The class scores before the softmax of image files, through the one image path, on any Keras backend
+    (a run trained on JAX or PyTorch exports there too)."""
+    import keras
+
+    scores, paths = logits_model(model), list(paths)
+    return np.concatenate([
+        keras.ops.convert_to_numpy(scores(np.stack([load_model_input(path, size, size, preprocessing)
+                                                    for path in paths[start:start + batch_size]]), training=False))
+        for start in range(0, len(paths), batch_size)])
 
 
 def float32_copy(trained, arch, size: int, classes: int, options: dict):
@@ -180,14 +196,11 @@ def export_model_folder(out) -> dict:
     return config
 
 
+@command("pneumo.export")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pneumo.export", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with checkpoints/ from pneumo.train")
-    try:
-        config = export_model_folder(parser.parse_args(argv).folder)
-    except PneumoError as error:
-        print(f"pneumo.export: {error}", file=sys.stderr)
-        return 1
+    config = export_model_folder(parser.parse_args(argv).folder)
     print(json.dumps({k: config[k] for k in ("name", "threshold", "operating_points", "calibration")}, indent=2))
     return 0
 

@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .formats import SUPPORTED_FORMATS_TEXT
 from .errors import (
     CorruptImageError,
     EmptyFileError,
@@ -36,6 +35,7 @@ from .errors import (
     NotAnImageError,
     UnsupportedFormatError,
 )
+from .formats import SUPPORTED_FORMATS_TEXT
 
 ImageSource = Union[str, os.PathLike, bytes]
 

@@ -27,26 +27,24 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .gradcam import scaled_to_peak
+from .explanation import BASELINE, STEPS
+from .maps import grid_average, scaled_to_peak
 
-STEPS = 32
-BASELINE = "black"
 BLUR = 0.02  # the heatmap's Gaussian blur: its standard deviation as a fraction of the input's side
 
 
 class IntegratedGradients:
-    def __init__(self, model, logits_layer: str = "logits", pooled_layer: str | None = None, steps: int = STEPS,
+    def __init__(self, model, logits_layer: str = "logits", ood_layer: str | None = None, steps: int = STEPS,
                  baseline: str = BASELINE):
-        """`pooled_layer` (default: the logits): the layer whose grid average is returned with the scores."""
+        """`ood_layer` (default: the logits): the layer whose grid average is returned with the scores, for the
+        out-of-distribution check."""
         import keras
         import tensorflow as tf
-
-        from .ood import grid_average
 
         if baseline != BASELINE:
             raise ValueError(f"integrated gradients: unknown baseline {baseline!r} (only {BASELINE!r})")
         self._model = keras.Model(model.input, [model.get_layer(logits_layer).output,
-                                                model.get_layer(pooled_layer or logits_layer).output])
+                                                model.get_layer(ood_layer or logits_layer).output])
         classes = int(self._model.outputs[0].shape[-1])
         self.rows, self.cols, channels = (int(side) for side in model.input.shape[1:])
         self.steps = steps

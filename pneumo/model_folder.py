@@ -33,8 +33,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from . import explanation
+from .cli import command
 from .errors import ModelLoadError, ModelNotFoundError
-from .files import atomic_write, write_json
+from .files import atomic_write, write_csv, write_json
 
 CONFIG_FILE = "pneumo.json"
 # An ensemble folder's pneumo.json has "kind": "ensemble" (pneumo.ensemble): members, no network of its own.
@@ -202,8 +203,6 @@ def log_test_scoring(folder, metrics: dict, data: str, when: dt.datetime | None 
     """Append one scoring of the test set to the folder's log, with the hash of the model file it scored."""
     import pandas as pd
 
-    from .files import write_csv
-
     folder = Path(folder)
     row = {"date": (when or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
            "model_sha256": model_file_sha256(folder), "data": data,
@@ -230,12 +229,24 @@ def files_to_publish(folder) -> list[Path]:
                   if path.is_file() and any(fnmatch(path.name, pattern) for pattern in PUBLISHED_FILES))
 
 
+def read_ensemble_config(folder) -> dict:
+    """An ensemble folder's pneumo.json, checked to hold what using it needs."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: cannot be read ({error})") from None
+    missing = [key for key in ("members", "class_names", "positive_class", "threshold", "calibration")
+               if key not in config]
+    if missing or config.get("kind") != ENSEMBLE_KIND:
+        raise ModelLoadError(f"{path}: not a pneumo ensemble config (missing {', '.join(missing) or 'kind'})")
+    return config
+
+
+@command("pneumo.model_folder", also=(OSError,))
 def main(argv=None) -> int:
     """python -m pneumo.model_folder upgrade FOLDER..."""
     import argparse
-    import sys
-
-    from .errors import PneumoError
 
     parser = argparse.ArgumentParser(prog="python -m pneumo.model_folder", description="Maintain model folders.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -244,14 +255,11 @@ def main(argv=None) -> int:
     upgrade_parser.add_argument("folders", nargs="+")
     args = parser.parse_args(argv)
     for folder in args.folders:
-        try:
-            changed = upgrade(folder)
-        except (PneumoError, OSError) as error:
-            print(f"pneumo.model_folder: {error}", file=sys.stderr)
-            return 1
+        changed = upgrade(folder)
         print(f"{folder}: {'upgraded' if changed else 'already in the current layout'}")
     return 0
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

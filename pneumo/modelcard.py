@@ -223,9 +223,7 @@ preprocessing, class names, threshold, calibration), `metrics_*.json`, `history.
 
 def render_ensemble_card(folder: Path) -> str:
     """The card of an ensemble folder (pneumo.ensemble): its members, its own fit and its metrics."""
-    from .ensemble import read_ensemble_config
-
-    config = read_ensemble_config(folder)
+    config = model_folder.read_ensemble_config(folder)
     metrics = read_metrics(folder)
     criterion = config["training"]["selection_criterion"]
     members = "\n".join(f"- `{member['name']}` (`{member['folder']}`, weights SHA-256 {member['model_sha256'][:12]}..., "
@@ -306,16 +304,26 @@ def write_model_card(folder) -> None:
     write_text(Path(folder) / model_folder.CARD_FILE, render_model_card(Path(folder)))
 
 
+SPLIT_NAMES = {"test": "official test"}  # a split's name in the results table, where it differs
+
+
 def results_table(folders) -> str:
-    """A Markdown table of every model folder's validation and test metrics (for README and model_card.md)."""
+    """A Markdown table of every model folder's validation, earliest-acquisitions hold-out and test metrics (for
+    README and model_card.md)."""
     columns = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "expected_calibration_error"]
     lines = ["| Model | Split | Images | Threshold | Accuracy | Sensitivity | Specificity | Precision | F1 | ROC-AUC | ECE |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for folder in map(Path, folders):
         for split, values in model_folder.read_all_metrics(folder).items():
-            cells = " | ".join(_format(values.get(c)) for c in columns)
-            lines.append(f"| {folder.name} | {split} | {values['n_images']} | {values['threshold']:.3f} | {cells} |")
+            rows = [(split, values)]
+            if "holdout_earliest" in values:  # recorded inside the validation metrics by export
+                rows.append(("earliest-acquisitions hold-out", values["holdout_earliest"]))
+            for name, row in rows:
+                cells = " | ".join(_format(row.get(c)) for c in columns)
+                lines.append(f"| {folder.name} | {SPLIT_NAMES.get(name, name)} | {row['n_images']} | "
+                             f"{row['threshold']:.3f} | {cells} |")
     return "\n".join(lines)
+
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from . import model_folder
+from .cli import command
+from .files import atomic_write
+from .imaging import Preprocessing, load_model_input
+from .maps import grid_average
+from .models import get_architecture
 
 MAX_DIMENSIONS = 256
 TRAINING_SAMPLE = 2000  # training images whose features estimate the distribution
@@ -77,8 +82,6 @@ class FeatureReference:
         return self.distances(features) / self.threshold
 
     def save(self, path) -> None:
-        from .files import atomic_write
-
         def write(temporary):
             with open(temporary, "wb") as handle:
                 np.savez(handle, mean=self.mean.astype(np.float32), projection=self.projection.astype(np.float32),
@@ -93,29 +96,8 @@ class FeatureReference:
                        saved["precision"].astype(np.float64), float(saved["threshold"]))
 
 
-def out_of_distribution_warning(results: dict[str, dict]) -> str | None:
-    """The warning for an image some model finds unlike its training X-rays (pneumo.ood), else None."""
-    flagged = [name for name, result in results.items() if result.get("out_of_distribution")]
-    if not flagged:
-        return None
-    return (f"This image does not look like the chest X-rays {' and '.join(flagged)} "
-            f"{'was' if len(flagged) == 1 else 'were'} trained on (a photo, a document, another kind of scan, or an "
-            "unusual X-ray?). Its predictions mean little for it.")
-
-
-def grid_average(layer_output):
-    """A layer's output (batch, ..., channels) averaged over every axis between the batch and the channels:
-    a convolutional map's rows and columns, a sequence's steps, nothing of a flat vector. (batch, channels)"""
-    import tensorflow as tf
-
-    grid_axes = list(range(1, len(layer_output.shape) - 1))
-    return tf.reduce_mean(layer_output, axis=grid_axes) if grid_axes else layer_output
-
-
-def feature_layer(config: dict) -> str:
+def ood_layer_of(config: dict) -> str:
     """The layer the check measures for a model: its architecture's choice, else its Grad-CAM layer."""
-    from .models import get_architecture
-
     architecture = get_architecture(config["architecture"])
     return architecture.ood_layer or architecture.gradcam_layer
 
@@ -126,8 +108,6 @@ def features_of(model, layers: list[str], sources, height: int, width: int, prep
     or bytes through the model's own preprocessing, in one pass per batch."""
     import keras
 
-    from .imaging import load_model_input
-
     layer_model = keras.Model(model.input, [model.get_layer(layer).output for layer in layers])
     collected = [[] for _ in layers]
     for start in range(0, len(sources), batch_size):
@@ -136,7 +116,7 @@ def features_of(model, layers: list[str], sources, height: int, width: int, prep
         outputs = layer_model(batch, training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]  # Keras unwraps a single output
         for features, output in zip(collected, outputs):
-            features.append(np.asarray(grid_average(output)))
+            features.append(keras.ops.convert_to_numpy(grid_average(output)))
     return [np.concatenate(features) for features in collected]
 
 
@@ -145,17 +125,17 @@ def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, see
     folder: ood_reference.npz and an `out_of_distribution` block in its metadata. Returns that block."""
     import pandas as pd
 
-    from .imaging import Preprocessing
-
     folder, data_root = Path(folder), Path(data_root)
     config = model_folder.read_config(folder)
     split = pd.read_csv(folder / model_folder.SPLIT_FILE)
     training = split[split.split == model_folder.TRAIN_SPLIT]
     training = training.sample(min(training_sample, len(training)), random_state=seed)
     validation = split[split.split == model_folder.VALIDATION_SPLIT]
-    model, layer = model_folder.load_network(folder, config), feature_layer(config)
-    shape = (config["input"]["height"], config["input"]["width"], Preprocessing.from_config(config.get("preprocessing")))
-    reference = FeatureReference.fit(*(features_of(model, [layer], [str(data_root / p) for p in part.path], *shape)[0]
+    model, layer = model_folder.load_network(folder, config), ood_layer_of(config)
+    model_input = (config["input"]["height"], config["input"]["width"],
+                   Preprocessing.from_config(config.get("preprocessing")))
+    reference = FeatureReference.fit(*(features_of(model, [layer], [str(data_root / p) for p in part.path],
+                                                   *model_input)[0]
                                        for part in (training, validation)))
     reference.save(folder / model_folder.OOD_REFERENCE_FILE)
     block = {"method": METHOD, "layer": layer, "file": model_folder.OOD_REFERENCE_FILE,
@@ -165,25 +145,20 @@ def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, see
     return block
 
 
+@command("pneumo.ood", also=(FileNotFoundError,))
 def main(argv=None) -> int:
     """python -m pneumo.ood FOLDER --data ROOT: fit (or refit) the check of a model folder."""
     import argparse
     import json
-    import sys
 
-    from .errors import PneumoError
     from .modelcard import write_model_card
 
     parser = argparse.ArgumentParser(prog="python -m pneumo.ood", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with its data_split.csv")
     parser.add_argument("--data", required=True, help="the dataset root its data_split.csv paths are relative to")
     args = parser.parse_args(argv)
-    try:
-        block = fit_reference(args.folder, args.data)
-        write_model_card(args.folder)  # the card names the layer the check measures
-    except (PneumoError, FileNotFoundError) as error:
-        print(f"pneumo.ood: {error}", file=sys.stderr)
-        return 1
+    block = fit_reference(args.folder, args.data)
+    write_model_card(args.folder)  # the card names the layer the check measures
     print(json.dumps(block, indent=2))
     return 0
 

@@ -16,9 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .gradcam import colour_scale
-from .ood import out_of_distribution_warning
-from .verdicts import HEATMAP_CAVEAT, agreement, explained_class_warning, limits_sentence, percent, verdict
+from .overlays import colour_scale
+from .verdicts import (
+    HEATMAP_CAVEAT,
+    agreement,
+    explained_class_warning,
+    limits_sentence,
+    out_of_distribution_warning,
+    percent,
+    verdict,
+)
 
 DISCLAIMER = ("Research and teaching software, not a medical device. These predictions must not be used to "
               "diagnose or treat any patient and do not replace a radiologist. The models were trained on "
@@ -33,10 +40,13 @@ EXTRA_FONTS = [("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts
 MISSING_GLYPH = "□"  # printed in place of a character no available font has
 REVISION_CHARACTERS = 12  # a Hub commit is printed short in the table (like git), in full below it
 
-# fpdf2 warns about missing glyphs by quoting them, and fontTools logs the glyph names it subsets: either
-# would copy a patient's name into the server log. Only their errors get through.
-for _library in ("fpdf", "fontTools"):
-    logging.getLogger(_library).setLevel(logging.ERROR)
+
+def quiet_font_logs() -> None:
+    """fpdf2 warns about missing glyphs by quoting them, and fontTools logs the glyph names it subsets: either
+    would copy a patient's name into the server log. Only their errors get through (set when a report is built,
+    not when this module is imported)."""
+    for library in ("fpdf", "fontTools"):
+        logging.getLogger(library).setLevel(logging.ERROR)
 
 
 def _font_folder() -> Path:
@@ -106,6 +116,7 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     heatmaps are drawn three to a row."""
     from fpdf import FPDF
 
+    quiet_font_logs()
     limits = limits if limits is not None else {name: None for name in results}
     generated = generated or dt.datetime.now(dt.timezone.utc)
     values = {key: str(metadata.get(key) or "").strip() for key, _ in METADATA_FIELDS}

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .files import atomic_write  # noqa: E402
-
+from .files import atomic_write
 
 PRINT_DPI = 200  # sharp on paper and on high-density screens
 
 
+def new_figure(rows: int = 1, cols: int = 1, figsize=(4.6, 4)):
+    """A figure and its axes, drawn without pyplot: no GUI backend to choose, no global figure to close."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, cols)
+
+
 def save_figure(figure, path: Path, dpi: int = PRINT_DPI) -> None:
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format="png"))
-    plt.close(figure)
 
 
 def sample_size(metrics: dict, class_names) -> str:
@@ -37,7 +38,7 @@ def plot_training_curves(history_csv: Path, out_png: Path) -> None:
     """Loss and accuracy per epoch, training vs validation, side by side."""
     history = pd.read_csv(history_csv)
     epochs = history["epoch"] + 1
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, accuracy_axis) = new_figure(1, 2, figsize=(10, 4))
     for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
         axis.plot(epochs, history[metric], label="training")
         axis.plot(epochs, history[f"val_{metric}"], label="validation")
@@ -55,7 +56,7 @@ def plot_confusion_matrix(metrics: dict, class_names, title: str, path: Path) ->
     counts = np.array(metrics["confusion_matrix"])
     row_percent = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 100
     annotations = np.array([[f"{n}\n{p:.1f}%" for n, p in zip(row_n, row_p)] for row_n, row_p in zip(counts, row_percent)])
-    figure, axis = plt.subplots(figsize=(4.6, 4))
+    figure, axis = new_figure(figsize=(4.6, 4))
     sns.heatmap(row_percent, annot=annotations, fmt="", cmap="Blues", vmin=0, vmax=100, cbar=False,
                 xticklabels=class_names, yticklabels=class_names, ax=axis)
     axis.set_xlabel("predicted")
@@ -69,7 +70,7 @@ def plot_roc(y_true, prob_positive, metrics: dict, title: str, path: Path, class
     """The ROC curve with its AUC and the model's operating point, each with its 95% bootstrap interval."""
     from sklearn.metrics import roc_curve
 
-    figure, axis = plt.subplots(figsize=(4.6, 4.4))
+    figure, axis = new_figure(figsize=(4.6, 4.4))
     if metrics.get("roc_auc") is not None:
         fpr, tpr, _ = roc_curve(y_true, prob_positive)
         auc_interval = _interval(metrics, "roc_auc")
@@ -100,7 +101,7 @@ def plot_reliability(y_true, prob_positive, metrics: dict, title: str, path: Pat
     """The calibration curve: in each probability bin, the fraction of images that are positive."""
     from sklearn.calibration import calibration_curve
 
-    figure, axis = plt.subplots(figsize=(4.6, 4))
+    figure, axis = new_figure(figsize=(4.6, 4))
     observed, predicted = calibration_curve(y_true, prob_positive, n_bins=bins, strategy="uniform")
     ece = metrics.get("expected_calibration_error")
     axis.plot(predicted, observed, "o-", label="model" + (f" (ECE {ece:.3f})" if ece is not None else ""))
@@ -119,7 +120,7 @@ def plot_comparison(models: dict[str, dict], metric_names, path: Path) -> None:
     """Every model's metrics side by side (`models`: display name -> metrics), with 95% bootstrap intervals as
     error bars and each model's number of labeled images; the legend sits above the bars, never over one."""
     # Wider for more models, so that every bar keeps room for its value.
-    figure, axis = plt.subplots(figsize=(7.5 + 1.5 * max(len(models) - 2, 0), 4))
+    figure, axis = new_figure(figsize=(7.5 + 1.5 * max(len(models) - 2, 0), 4))
     width = 0.8 / len(models)
     positions = np.arange(len(metric_names))
     for offset, (name, metrics) in enumerate(models.items()):

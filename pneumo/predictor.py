@@ -6,6 +6,7 @@ threshold and the calibration temperature. Nothing about a model is hard-coded h
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import numpy as np
 from . import explanation, model_folder
 from .calibration import Calibration
 from .errors import ModelLoadError, ModelNotFoundError
+from .gradcam import GradCam
 from .imaging import DecodedFile, ImageSource, Preprocessing, load_model_input
+from .integrated_gradients import IntegratedGradients
+from .maps import grid_average
 from .models import LOGITS_LAYER
+from .ood import FeatureReference
 
 
 @dataclass(frozen=True)
@@ -45,11 +50,75 @@ class Prediction:
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 3)}
 
 
-class Predictor:
-    """Calibrated predictions of one model folder.
+class CalibratedPredictor:
+    """What every predictor (one network, or an ensemble of them) does alike: calibrated class probabilities
+    from `assess`, the label at the folder's threshold, and predictions with their heatmaps.
 
-    `probabilities = softmax(logits / temperature + bias)` (`calibration.Calibration`); the label is the positive class when its
-    probability reaches the folder's threshold, else the most probable of the other classes (both
+    A subclass gives `input_shape`, `load_image`, `assess`, `explained_assessment` and `explanation_method`.
+    """
+
+    def __init__(self, config: dict, folder, reference: str, revision: str | None = None):
+        self.folder = Path(folder)
+        self.name = config.get("name", self.folder.name)
+        # What a page or a figure calls the model: the demo's name for a bundled one (pneumo.bundled sets it).
+        self.display_name = self.name
+        self.config = config
+        self.reference = reference
+        self.revision = revision
+        self.class_names = list(config["class_names"])
+        self.positive_class = config["positive_class"]
+        self.positive_index = self.class_names.index(self.positive_class)
+        self.threshold = float(config["threshold"])
+        self.calibration = Calibration.from_config(config.get("calibration"))
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
+        return self.assess(images)[0]
+
+    def positive_probabilities(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Calibrated P(positive class) of any number of model inputs, `batch_size` at a time (bounded memory)."""
+        return np.concatenate([self.probabilities(images[start:start + batch_size])[:, self.positive_index]
+                               for start in range(0, len(images), batch_size)])
+
+    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
+        """The label for one image's class probabilities at `threshold` (default: the folder's)."""
+        threshold = self.threshold if threshold is None else threshold
+        if probabilities[self.positive_index] >= threshold:
+            return self.positive_class
+        others = [i for i in range(len(self.class_names)) if i != self.positive_index]
+        return self.class_names[max(others, key=lambda i: probabilities[i])]
+
+    def _prediction(self, probabilities: np.ndarray, ood_score: float) -> Prediction:
+        return Prediction(label=self.decide(probabilities),
+                          probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
+                          threshold=self.threshold, model_name=self.name, revision=self.revision,
+                          positive_class=self.positive_class,
+                          ood_score=None if np.isnan(ood_score) else float(ood_score))
+
+    def predict_image(self, image: np.ndarray) -> Prediction:
+        probabilities, ood_scores = self.assess(image[None])
+        return self._prediction(probabilities[0], ood_scores[0])
+
+    def predict_file(self, source: ImageSource) -> Prediction:
+        return self.predict_image(self.load_image(source))
+
+    def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the heatmap of `class_name` (default: the predicted class)."""
+        probabilities, ood_score, heatmaps = self.explained_assessment(image)
+        prediction = self._prediction(probabilities, ood_score)
+        return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
+
+    def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
+        """The heatmap of `class_name` (default: the positive class), values in [0, 1], on the method's grid:
+        the feature map's for Grad-CAM, the model input's for integrated gradients."""
+        return self.predict_and_explain(image, class_name or self.positive_class)[1]
+
+
+class Predictor(CalibratedPredictor):
+    """Calibrated predictions of one model folder's network.
+
+    `probabilities = softmax(logits / temperature + bias)` (`calibration.Calibration`); the label is the positive
+    class when its probability reaches the folder's threshold, else the most probable of the other classes (both
     fitted on the validation split).
     """
 
@@ -57,21 +126,10 @@ class Predictor:
         import keras
         import tensorflow as tf
 
-        from .ood import grid_average
-
+        super().__init__(config, folder, reference, revision)
         self.model = model
-        self.folder = Path(folder)
-        self.name = config.get("name", self.folder.name)
-        self.config = config
-        self.reference = reference
-        self.revision = revision
-        self.class_names = list(config["class_names"])
-        self.positive_class = config["positive_class"]
-        self.positive_index = self.class_names.index(self.positive_class)
         self.height = int(config["input"]["height"])
         self.width = int(config["input"]["width"])
-        self.threshold = float(config["threshold"])
-        self.calibration = Calibration.from_config(config.get("calibration"))
         self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
         self.logits_layer = config.get("logits_layer", LOGITS_LAYER)
         self.feature_reference = self._feature_reference(config)
@@ -81,6 +139,8 @@ class Predictor:
         self.ood_layer = ((config.get("out_of_distribution") or {}).get("layer") or self.explanation.get("layer")
                           or self.logits_layer)
         self._explainer = None
+        # Concurrent first requests would each trace an explainer (about 5 s for integrated gradients).
+        self._explainer_lock = threading.Lock()
         # One traced graph for every batch size: calling a Keras model eagerly costs more than the
         # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
         # The same pass yields the pooled features the out-of-distribution check measures.
@@ -95,8 +155,6 @@ class Predictor:
                                     input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
 
     def _feature_reference(self, config: dict):
-        from .ood import FeatureReference
-
         block = config.get("out_of_distribution")
         if not block:
             return None
@@ -130,10 +188,6 @@ class Predictor:
         """Class scores before calibration and softmax, shape (n, n_classes)."""
         return self._logits_and_features(images)[0]
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""
-        return self.assess(images)[0]
-
     def ood_scores(self, features: np.ndarray) -> np.ndarray:
         """Out-of-distribution scores (above 1: unlike the training X-rays); NaN without a reference."""
         if self.feature_reference is None:
@@ -145,28 +199,6 @@ class Predictor:
         logits, features = self._logits_and_features(images)
         return self.calibration.probabilities(logits), self.ood_scores(features)
 
-    def decide(self, probabilities: np.ndarray, threshold: float | None = None) -> str:
-        """The label for one image's class probabilities at `threshold` (default: the folder's)."""
-        threshold = self.threshold if threshold is None else threshold
-        if probabilities[self.positive_index] >= threshold:
-            return self.positive_class
-        others = [i for i in range(len(self.class_names)) if i != self.positive_index]
-        return self.class_names[max(others, key=lambda i: probabilities[i])]
-
-    def _prediction(self, probabilities: np.ndarray, ood_score: float) -> Prediction:
-        return Prediction(label=self.decide(probabilities),
-                          probabilities={name: float(p) for name, p in zip(self.class_names, probabilities)},
-                          threshold=self.threshold, model_name=self.name, revision=self.revision,
-                          positive_class=self.positive_class,
-                          ood_score=None if np.isnan(ood_score) else float(ood_score))
-
-    def predict_image(self, image: np.ndarray) -> Prediction:
-        probabilities, ood_scores = self.assess(image[None])
-        return self._prediction(probabilities[0], ood_scores[0])
-
-    def predict_file(self, source: ImageSource) -> Prediction:
-        return self.predict_image(self.load_image(source))
-
     @property
     def explanation_method(self) -> str:
         """The name of the method that draws this model's heatmaps, as the page and the report print it:
@@ -174,8 +206,9 @@ class Predictor:
         return explanation.display_name(self.explanation)
 
     def _explainer_for(self):
-        if self._explainer is None:
-            self._explainer = explanation.explainer(self.model, self.explanation, self.logits_layer, self.ood_layer)
+        with self._explainer_lock:
+            if self._explainer is None:
+                self._explainer = explainer(self.model, self.explanation, self.logits_layer, self.ood_layer)
         return self._explainer
 
     def explained_assessment(self, image: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -184,30 +217,12 @@ class Predictor:
         logits, heatmaps, features = self._explainer_for().logits_and_heatmaps(image)
         return self.calibration.probabilities(logits[None])[0], self.ood_scores(features[None])[0], heatmaps
 
-    def predict_and_explain(self, image: np.ndarray, class_name: str | None = None) -> tuple[Prediction, np.ndarray]:
-        """The prediction and the heatmap of `class_name` (default: the predicted class)."""
-        probabilities, ood_score, heatmaps = self.explained_assessment(image)
-        prediction = self._prediction(probabilities, ood_score)
-        return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
-
-    def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
-        """The heatmap of `class_name` (default: the positive class), values in [0, 1], on the method's grid:
-        the feature map's for Grad-CAM, the model input's for integrated gradients."""
-        return self.predict_and_explain(image, class_name or self.positive_class)[1]
 
 
-def load_predictor(reference, revision: str | None = None, loaded=()) -> Predictor:
-    """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`.
 
-    An ensemble folder (pneumo.ensemble) takes its members from `loaded` (predictors already loaded) where
-    their weights are the ones it was fitted with, and loads the others from its own member folders.
-    """
-    from .ensemble import EnsemblePredictor
-    from .hub import is_hub_reference, resolve_model_folder
-
-    if Path(reference).is_dir() or not is_hub_reference(str(reference)):
-        if model_folder.is_ensemble(reference):
-            return EnsemblePredictor.from_folder(reference, loaded)
-        return Predictor.from_folder(reference)
-    folder, resolved_revision = resolve_model_folder(str(reference), revision)
-    return Predictor.from_folder(folder, reference=str(reference), revision=resolved_revision)
+def explainer(model, block: dict, logits_layer: str, ood_layer: str):
+    """The object whose `logits_and_heatmaps(image)` explains `model` by `block`'s method (pneumo.explanation)."""
+    if block["method"] == explanation.GRADCAM:
+        return GradCam(model, block["layer"], logits_layer, ood_layer)
+    return IntegratedGradients(model, logits_layer, ood_layer, steps=int(block.get("steps", explanation.STEPS)),
+                               baseline=block.get("baseline", explanation.BASELINE))

@@ -1,5 +1,5 @@
-"""A validation that can see a shift: the validation split under acquisition perturbations, and the
-selection criterion that training and the operating point are chosen on.
+"""A validation that can see a shift: the validation split under acquisition perturbations (the selection
+criterion that training chooses on is pneumo.selection).
 
     python -m pneumo.robustness models/NAME --data ../shared/data/chest_xray
 
@@ -12,70 +12,32 @@ rewritten with its summary). The test set is never read here.
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .perturbations import SUITE, perturb
-
-# The per-epoch criterion sees each validation image once, under one strong perturbation.
-STRONG = [p for p in SUITE if p.strength == "strong"]
-CRITERION = {
-    "name": "worst_balanced_accuracy_at_95_sensitivity",
-    "description": "the threshold that reaches sensitivity 0.95 on the clean validation split, then the lowest "
-                   "balanced accuracy ((sensitivity + specificity) / 2) at that threshold over three sets: the "
-                   "clean validation split, the validation split with one strong acquisition perturbation per "
-                   "image (seeded), and the earliest-acquisitions hold-out",
-}
-
-
-def prepared_inputs(grays, preprocessing, size: int, perturbation_of=None) -> np.ndarray:
-    """Model inputs for decoded planes; `perturbation_of(i)` names the perturbation of image i, if any."""
-    def one(index):
-        gray = grays[index]
-        if perturbation_of is not None:
-            gray = perturb(gray, perturbation_of(index), seed=index)
-        return preprocessing.model_input(gray, size, size)
-
-    with ThreadPoolExecutor() as pool:
-        return np.stack(list(pool.map(one, range(len(grays)))))
-
-
-def balanced_accuracy(labels, prob_positive, threshold: float) -> float:
-    labels = np.asarray(labels, dtype=int)
-    predicted = np.asarray(prob_positive) >= threshold
-    return float((predicted[labels == 1].mean() + (~predicted[labels == 0]).mean()) / 2)
-
-
-def selection_scores(clean: tuple, perturbed: tuple, holdout: tuple | None) -> dict:
-    """The criterion (see CRITERION) from (labels, P(positive)) of each set, with its parts."""
-    from sklearn.metrics import roc_auc_score
-
-    from .calibration import threshold_for_sensitivity
-
-    threshold = threshold_for_sensitivity(*clean, 0.95)
-    sets = {"clean": clean, "perturbed": perturbed, **({"holdout": holdout} if holdout else {})}
-    scores = {f"{name}_auc": float(roc_auc_score(*values)) for name, values in sets.items()}
-    scores.update({f"{name}_balanced_accuracy": balanced_accuracy(*values, threshold) for name, values in sets.items()})
-    scores["criterion"] = min(scores[f"{name}_balanced_accuracy"] for name in sets)
-    return scores
+from . import model_folder
+from .cli import command
+from .errors import DataFolderError
+from .files import write_csv
+from .imaging import decode_many_for_model
+from .metrics import compute_metrics
+from .modelcard import write_model_card
+from .perturbations import SUITE
+from .predictor import Predictor
+from .selection import prepared_inputs
 
 
 def robustness_table(predictor, paths, labels) -> pd.DataFrame:
     """Clean and perturbed metrics of one predictor on labeled images, at the predictor's threshold."""
-    from .metrics import compute_metrics
-    from .imaging import decode_many_for_model
-
     labels = np.asarray(labels, dtype=int)
     grays = decode_many_for_model(paths, predictor.height, predictor.width)
     rows = []
     for perturbation in [None, *SUITE]:
         images = prepared_inputs(grays, predictor.preprocessing, predictor.height,
                                  None if perturbation is None else (lambda i, p=perturbation: p))
-        probabilities = np.concatenate([predictor.probabilities(images[i:i + 64])[:, predictor.positive_index]
-                                        for i in range(0, len(images), 64)])
+        probabilities = predictor.positive_probabilities(images)
         metrics = compute_metrics(labels, probabilities, predictor.threshold)
         rows.append({"perturbation": "clean" if perturbation is None else perturbation.name,
                      "strength": "" if perturbation is None else perturbation.strength,
@@ -89,9 +51,6 @@ def robustness_table(predictor, paths, labels) -> pd.DataFrame:
 
 def validation_images(folder, data_root) -> pd.DataFrame:
     """The model folder's validation split (from its data_split.csv), with paths under `data_root`."""
-    from . import model_folder
-    from .errors import DataFolderError
-
     split_path = Path(folder) / model_folder.SPLIT_FILE
     if not split_path.exists():
         raise DataFolderError(f"{folder}: no {model_folder.SPLIT_FILE}; the robustness suite scores the validation "
@@ -105,26 +64,15 @@ def validation_images(folder, data_root) -> pd.DataFrame:
     return validation
 
 
+@command("pneumo.robustness")
 def main(argv=None) -> int:
-    import sys
-
-    from . import model_folder
-    from .errors import PneumoError
-    from .files import write_csv
-    from .modelcard import write_model_card
-    from .predictor import Predictor
-
     parser = argparse.ArgumentParser(prog="python -m pneumo.robustness", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder (with its data_split.csv)")
     parser.add_argument("--data", required=True, help="the dataset root the folder was trained on (holding train/)")
     args = parser.parse_args(argv)
-    try:
-        predictor = Predictor.from_folder(args.model)
-        validation = validation_images(args.model, args.data)
-        table = robustness_table(predictor, validation.path, validation.label)
-    except PneumoError as error:
-        print(f"pneumo.robustness: {error}", file=sys.stderr)
-        return 1
+    predictor = Predictor.from_folder(args.model)
+    validation = validation_images(args.model, args.data)
+    table = robustness_table(predictor, validation.path, validation.label)
     write_csv(Path(args.model) / model_folder.ROBUSTNESS_FILE, table)
     write_model_card(args.model)  # the card summarises the suite
     with pd.option_context("display.width", 160, "display.max_columns", 20):

@@ -17,10 +17,12 @@ import numpy as np
 
 from . import data as datalib
 from . import model_folder
-from .errors import DataFolderError, PneumoError
+from .cli import command
+from .errors import DataFolderError
 from .files import write_json
-from .imaging import INTENSITY_METHODS, Preprocessing
+from .imaging import INTENSITY_METHODS, Preprocessing, decode_many_for_model
 from .models import architecture_names, get_architecture
+from .selection import STRONG, prepared_inputs, selection_scores
 
 
 def parse_args(argv=None):
@@ -65,9 +67,6 @@ def selection_callback(validation_frame, holdout_frame, preprocessing, size: int
     callbacks: checkpointing, early stopping and the CSV log read its keys.
     """
     import keras
-
-    from .imaging import decode_many_for_model
-    from .robustness import STRONG, prepared_inputs, selection_scores
 
     labels = validation_frame.label.to_numpy()
     grays = decode_many_for_model(validation_frame.path, size, size)
@@ -223,18 +222,15 @@ def run_record(args) -> dict:
             "keras_backend": keras.backend.backend()}
 
 
+@command("pneumo.train")
 def main(argv=None) -> int:
     from .export import export_model_folder
 
     args = parse_args(argv)
-    try:
-        checkpoints = Path(args.out) / model_folder.CHECKPOINTS
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        write_json(checkpoints / model_folder.TRAIN_ARGS_FILE, run_record(args))
-        export_model_folder(fit(args))
-    except PneumoError as error:
-        print(f"pneumo.train: {error}", file=sys.stderr)
-        return 1
+    checkpoints = Path(args.out) / model_folder.CHECKPOINTS
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    write_json(checkpoints / model_folder.TRAIN_ARGS_FILE, run_record(args))
+    export_model_folder(fit(args))
     return 0
 
 

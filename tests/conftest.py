@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -155,6 +156,65 @@ def legacy_copy(folder, destination) -> Path:
     return destination
 
 
+def assert_close(left, right, where="metrics", tolerance=1e-6):
+    """Equal JSON: the same keys and lengths, counts (ints) and text exactly, floats within `tolerance`, at any
+    depth (intervals and subgroups are nested)."""
+    if isinstance(right, dict):
+        assert left.keys() == right.keys(), where
+        for key in right:
+            assert_close(left[key], right[key], f"{where}.{key}", tolerance)
+    elif isinstance(right, list):
+        assert len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right)):
+            assert_close(a, b, f"{where}[{index}]", tolerance)
+    elif isinstance(right, float):
+        assert left == pytest.approx(right, abs=tolerance), where
+    else:
+        assert left == right, where
+
+
+def assert_operating_points_fitted_on_validation(predictor, data_root) -> None:
+    """The operating points in a model (or ensemble) folder's pneumo.json are those of its calibrated
+    probabilities on its validation split, scored now: Youden's point (the default threshold) maximises
+    sensitivity + specificity - 1 there, the screening point is the highest threshold that still finds 95% of
+    the pneumonias; both sit on one image's probability (a ROC point) strictly inside (0, 1), and
+    metrics_validation.json is measured at the threshold."""
+    import pandas as pd
+
+    config = json.loads((predictor.folder / "pneumo.json").read_text())
+    metrics = json.loads((predictor.folder / "metrics_validation.json").read_text())
+    split = pd.read_csv(predictor.folder / "data_split.csv")
+    validation = split[split.split == "validation"]
+    positive = (validation.class_name == predictor.positive_class).to_numpy()
+    probability = np.array([predictor.predict_file(Path(data_root) / path).positive_probability
+                            for path in validation.path])
+    assert positive.any() and not positive.all()
+    points = config["operating_points"]
+    assert config["operating_point"] == "youden" and config["threshold"] == points["youden"] == metrics["threshold"]
+    tolerance = 1e-6  # scored now in other batches than when fitted: the last digits may differ (by 1e-9 here)
+
+    def on_a_probability(point) -> float:
+        """The image probability (scored now) that the operating point sits on."""
+        nearest = probability[np.abs(probability - point).argmin()]
+        assert 0.0 < point < 1.0 and abs(nearest - point) < tolerance, point
+        return nearest
+
+    def youden(threshold) -> float:
+        return (probability[positive] >= threshold).mean() + (probability[~positive] < threshold).mean() - 1
+
+    threshold = on_a_probability(points["youden"])
+    best = max(youden(p) for p in probability)
+    assert best > 0  # the threshold separates something (J = 0 calls every image one class)
+    assert youden(threshold) == pytest.approx(best, abs=1e-9)
+    # metrics_validation.json counts the validation split's images at the threshold.
+    tn, fp = ((probability[~positive] < threshold).sum(), (probability[~positive] >= threshold).sum())
+    fn, tp = ((probability[positive] < threshold).sum(), (probability[positive] >= threshold).sum())
+    assert metrics["confusion_matrix"] == [[tn, fp], [fn, tp]]
+    screening = on_a_probability(points["sensitivity_95"])
+    assert (probability[positive] >= screening).mean() >= 0.95
+    assert all((probability[positive] >= p).mean() < 0.95 for p in probability if p > screening)
+
+
 @pytest.fixture(scope="session")
 def legacy_model_folder(tiny_model_folder, tmp_path_factory):
     """The tiny model as a pneumo 0.1 folder (config.json + model.keras)."""
@@ -178,23 +238,51 @@ def stricter_model(tiny_model_folder, tmp_path_factory):
                                "tiny-stricter", 0.5)
 
 
+@pytest.fixture(scope="session")
+def bundled_predictors():
+    """Every bundled model (pneumo.bundled.BUNDLED_MODELS), loaded once for the whole session: folder name ->
+    Predictor. Tests share these objects and must not change them (a test that needs another threshold builds
+    a new Predictor on the same network)."""
+    from pneumo.bundled import load_models
+
+    loaded = load_models({name: str(folder) for name, (_, folder) in BUNDLED_BY_NAME.items()})
+    return {BUNDLED_BY_NAME[name][1].name: predictor for name, predictor in loaded.items()}
+
+
 # The demo's models in the tests: the bundled pair first (the default comparison), then two tiny ones.
 EXTRA_DEMO_MODELS = ("Tiny", "Tiny strict")
 
 
 @pytest.fixture(scope="session")
-def demo_predictors(tiny_model_folder, stricter_model):
-    """What the demo loads in the tests: the bundled models, and two tiny ones (so that a choice of models is
-    tested with more than two)."""
-    from pneumo.bundled import model_references
-    from pneumo.bundled import load_models
+def demo_predictors(bundled_predictors, tiny_model_folder, stricter_model):
+    """What the demo loads in the tests: the bundled models (the session's, unless a PNEUMO_*_MODEL variable
+    points one elsewhere), and two tiny ones (so that a choice of models is tested with more than two)."""
+    from pneumo.bundled import load_models, model_references
 
-    return load_models({**model_references(), EXTRA_DEMO_MODELS[0]: str(tiny_model_folder),
-                                 EXTRA_DEMO_MODELS[1]: str(stricter_model)})
+    shown = {}
+    for name, reference in model_references().items():
+        folder = BUNDLED_BY_NAME[name][1]
+        shown[name] = (bundled_predictors[folder.name] if reference == str(folder)
+                       else load_models({name: reference})[name])
+    return {**shown, **load_models({EXTRA_DEMO_MODELS[0]: str(tiny_model_folder),
+                                    EXTRA_DEMO_MODELS[1]: str(stricter_model)})}
 
 
 @pytest.fixture(scope="session")
-def app_url(demo_predictors):
+def app_temp_dir(tmp_path_factory):
+    """The one temporary folder of the demos served in the tests: Python's default temporary folder (the
+    heatmaps' short-lived folders) and Gradio's cache (uploads, outputs, PDF reports) inside it, so that a test
+    can read everything the app wrote. Set before an app is built: Gradio reads GRADIO_TEMP_DIR then."""
+    folder = tmp_path_factory.mktemp("app-temp")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("GRADIO_TEMP_DIR", str(folder / "gradio"))
+    patch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def app_url(demo_predictors, app_temp_dir):
     """The demo on `demo_predictors`, served on a loopback port for the length of the test session."""
     import app
 

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 import app
-from conftest import BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, bomb_png, example_images, png_bytes, true_label
+from conftest import (BUNDLED_BY_NAME, BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, bomb_png, example_images,
+                      png_bytes, true_label)
 
 # A name in three scripts, one of which (Linear B) no font of a Debian machine covers.
 NEAR_THRESHOLD_XRAY = Path(__file__).parent / "data" / "near_threshold_xray.jpeg"
@@ -37,21 +38,18 @@ def client(app_url, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def disagreeing_models():
-    """The bundled CNN+LSTM twice, with thresholds that make one call every X-ray PNEUMONIA and the other none:
-    the two always disagree, whatever the bundled network says (a threshold above 1: a probability can round to 1)."""
-    from pneumo import model_folder
+def disagreeing_models(bundled_predictors):
+    """The bundled CNN+LSTM's network twice, with thresholds that make one call every X-ray PNEUMONIA and the other
+    none: the two always disagree, whatever the network says (a threshold above 1: a probability can round to 1)."""
     from pneumo.predictor import Predictor
 
-    folder = BUNDLED_MODELS[0]
-    config = model_folder.read_config(folder)
-    network = model_folder.load_network(folder, config)
-    return {"Eager": Predictor(network, {**config, "threshold": 0.0}, folder, "eager"),
-            "Reluctant": Predictor(network, {**config, "threshold": 1.5}, folder, "reluctant")}
+    bundled = bundled_predictors[BUNDLED_MODELS[0].name]
+    return {"Eager": Predictor(bundled.model, {**bundled.config, "threshold": 0.0}, bundled.folder, "eager"),
+            "Reluctant": Predictor(bundled.model, {**bundled.config, "threshold": 1.5}, bundled.folder, "reluctant")}
 
 
 @pytest.fixture(scope="module")
-def disagreeing_client(disagreeing_models, tmp_path_factory):
+def disagreeing_client(disagreeing_models, app_temp_dir, tmp_path_factory):
     demo = app.build_app(disagreeing_models)
     app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     yield new_client(demo.local_url, tmp_path_factory.mktemp("client-downloads"))
@@ -139,8 +137,9 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
 def test_a_2048_px_jpeg_gets_the_same_probability_from_the_demo_and_from_batch_eval(client, demo_predictors,
                                                                                     tmp_path):
     """One image path: a threshold is fitted on the path it is used on. A large JPEG is where the demo and
-    batch_eval.py once parted (a full decode against a reduced one)."""
-    import batch_eval
+    batch_eval.py once parted (a full decode against a reduced one). The batch side is batch_eval.py's engine,
+    run on the models the demo serves (loaded once for the session)."""
+    from pneumo.batch import run_folder
     from pneumo.bundled import model_references
     from pneumo.imaging import DecodedFile
 
@@ -149,7 +148,8 @@ def test_a_2048_px_jpeg_gets_the_same_probability_from_the_demo_and_from_batch_e
     large = folder / "near_threshold_2048.jpg"
     Image.open(NEAR_THRESHOLD_XRAY).convert("L").resize((2048, 2048), Image.Resampling.BICUBIC).save(large, quality=95)
     assert DecodedFile(large).for_model(224, 224).shape == (512, 512)  # the reduced decode is on the path
-    assert batch_eval.main([str(folder), "--out", str(tmp_path / "scored")]) == 0
+    run_folder(folder, tmp_path / "scored", [demo_predictors[name] for name in model_references()],
+               show_progress=False)
     for display_name in model_references():
         _, _, details = client.predict(handle(large), display_name, None, api_name="/predict")
         scored = pd.read_csv(tmp_path / "scored" / details["model"] / "predictions.csv")
@@ -209,8 +209,27 @@ def test_the_about_tab_tables_every_model_with_its_heatmap_method_and_metrics(ap
         assert "validation" in validation and "test" in test
     assert {predictor.explanation_method for predictor in demo_predictors.values()} == {"Grad-CAM",
                                                                                        "integrated gradients"}
-    # The bundled models were scored on the official test set; the tiny ones were not.
-    assert "| test (624) | 0.838 |" in about and re.search(r"\| Tiny( \| ){4}test \| n/a \|", about)
+    # The bundled models were scored on the official test set, and the table shows what their folders recorded;
+    # the tiny ones were not.
+    header = next(line for line in about.splitlines() if "| Model | Architecture |" in line)
+    columns = cells(header)[cells(header).index("Split (images)"):]
+    for name, (_, folder) in BUNDLED_BY_NAME.items():
+        if name in demo_predictors:
+            recorded = json.loads((folder / "metrics_test.json").read_text())
+            expected = [f"test ({recorded['n_images']})", *(f"{recorded[ABOUT_COLUMNS[column]]:.3f}"
+                                                            for column in columns[1:])]
+            assert expected in [cells(row)[-len(columns):] for row in rows if row.startswith(f"| {name} |")], name
+    assert re.search(r"\| Tiny( \| ){4}test \| n/a \|", about)
+
+
+# The About tab's metric columns, and the key of metrics_<split>.json each shows.
+ABOUT_COLUMNS = {"Accuracy": "accuracy", "Sensitivity": "sensitivity", "Specificity": "specificity",
+                 "Precision": "precision", "ROC-AUC": "roc_auc", "ECE": "expected_calibration_error"}
+
+
+def cells(row: str) -> list[str]:
+    """The cells of a Markdown table row, stripped."""
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
 def pdf_text(path) -> str:
@@ -283,8 +302,7 @@ def test_the_compare_banner_says_when_the_models_disagree_and_what_their_errors_
     assert "The models disagree on this image" in banner and "on the official test set" in banner
 
 
-def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(client, caplog, capfd,
-                                                                               tmp_path_factory):
+def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(client, caplog, capfd, app_temp_dir):
     from pneumo.pdf_report import EXTRA_FONTS, extra_font_paths
     from pneumo.served_files import gradio_cache_folder
 
@@ -300,23 +318,25 @@ def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(cl
     logged = " ".join(record.getMessage() for record in caplog.records) + "".join(capfd.readouterr())
     for character in {c for c in UNUSUAL_NAME if not c.isascii() and not c.isspace()}:  # quoted one by one, too
         assert character not in logged and ascii(character)[1:-1] not in logged, character
-    # Temporary folders: no file written since the request holds the name, and no PDF is left behind.
+    # Temporary files: the app's own go where Python's tempfile puts them, Gradio's (uploads, outputs, the PDF)
+    # into its cache; in the tests both are in app_temp_dir, which holds nothing else. No file written since the
+    # request holds the name, and no PDF is left behind.
+    assert tempfile.gettempdir() == str(app_temp_dir) and gradio_cache_folder().is_relative_to(app_temp_dir.resolve())
     encodings = [part.encode(codec) for part in UNUSUAL_NAME.split() for codec in ("utf-8", "utf-16-be")]
-    tests_own = str(tmp_path_factory.getbasetemp())  # where the clients (not the server) keep their downloads
-    for folder in {tempfile.gettempdir(), str(gradio_cache_folder())}:
-        for parent, _, names in os.walk(folder):  # os.walk passes over folders that vanish meanwhile
-            if parent.startswith(tests_own):
-                continue
-            for name in names:
-                path = Path(parent) / name
-                try:
-                    if not path.is_file() or path.stat().st_mtime < start - 1:
-                        continue
-                    content = path.read_bytes()
-                except OSError:  # deleted meanwhile, or another user's
+    written = []
+    for parent, _, names in os.walk(app_temp_dir):  # os.walk passes over folders that vanish meanwhile
+        for name in names:
+            path = Path(parent) / name
+            try:
+                if not path.is_file() or path.stat().st_mtime < start - 1:
                     continue
-                assert path.suffix != ".pdf" or "pneumo-report" not in str(path), path
-                assert not any(encoded in content for encoded in encodings), path
+                content = path.read_bytes()
+            except OSError:  # deleted meanwhile
+                continue
+            written.append(path)
+            assert path.suffix != ".pdf" or "pneumo-report" not in str(path), path
+            assert not any(encoded in content for encoded in encodings), path
+    assert written, "the request wrote no temporary file where the test looks"
 
 
 def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limit(app_url):
@@ -332,7 +352,7 @@ def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limi
 
 
 def test_a_picture_that_is_not_a_chest_xray_is_flagged_in_the_banner_the_details_and_the_pdf(client, tmp_path):
-    from test_ood import not_chest_xrays
+    from pneumo.ood_probes import not_chest_xrays
 
     page = tmp_path / "discharge-summary.png"
     page.write_bytes(not_chest_xrays()["text page"])

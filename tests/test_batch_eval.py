@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import batch_eval
-from conftest import (REPO, bomb_png, copy_with_threshold, synthetic_xray, truncated_jpeg,
+from conftest import (REPO, assert_close, bomb_png, copy_with_threshold, synthetic_xray, truncated_jpeg,
                       write_synthetic_class_folders)
 
 BAD_FILES = {
@@ -34,13 +34,23 @@ def labeled_folder(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def eager_model(tiny_model_folder, tmp_path_factory):
+    """The tiny model with threshold 0: it calls every X-ray PNEUMONIA, so every NORMAL one is a mistake."""
+    return copy_with_threshold(tiny_model_folder, tmp_path_factory.mktemp("eager") / "tiny-eager", "tiny-eager", 0.0)
+
+
 def run(*args):
     return batch_eval.main([str(a) for a in args])
 
 
+# The two costly reports (the figures, the metrics' bootstrap intervals), for runs whose test reads neither.
+QUICK = ("--no-figures", "--no-intervals")
+
+
 def test_a_labeled_folder_gets_predictions_metrics_and_every_report(labeled_folder, tiny_model_folder, tmp_path):
     out = tmp_path / "out"
-    assert run(labeled_folder, "--out", out, "--model", tiny_model_folder, "--gradcam", "2") == 0
+    assert run(labeled_folder, "--out", out, "--model", tiny_model_folder) == 0
     model_dir = out / tiny_model_folder.name
     for name in ("predictions.csv", "classification_report.csv", "confusion_matrix.csv", "confusion_matrix.png",
                  "roc_curve.png", "reliability_diagram.png", "metrics.json"):
@@ -57,15 +67,29 @@ def test_a_labeled_folder_gets_predictions_metrics_and_every_report(labeled_fold
     report = pd.read_csv(model_dir / "classification_report.csv", index_col=0)
     assert list(report.index) == ["NORMAL", "PNEUMONIA", "accuracy", "macro avg", "weighted avg"]
     assert report.loc["accuracy", "f1-score"] == pytest.approx(metrics["accuracy"])
-    # --gradcam, the older name of --heatmaps: the most confident mistakes with the model's own heatmap method.
+    assert not (model_dir / "heatmaps").exists()  # only when asked for
+
+
+def test_heatmaps_show_the_most_confident_mistakes_with_the_models_own_method(labeled_folder, eager_model, tmp_path):
+    # --gradcam: the older name of --heatmaps.
+    assert run(labeled_folder, "--out", tmp_path, "--model", eager_model, "--gradcam", "2", *QUICK) == 0
+    model_dir = tmp_path / eager_model.name
+    predictions = pd.read_csv(model_dir / "predictions.csv")
+    mistaken = predictions[predictions.true_label != predictions.predicted_label]
+    assert len(mistaken) == 6 and set(mistaken.true_label) == {"NORMAL"}  # more mistakes than heatmaps asked for
+    # The model was surest of the NORMAL X-rays it gave the highest P(pneumonia).
+    surest = mistaken.sort_values(["probability_pneumonia", "file"], ascending=[False, True]).file[:2]
     mistakes = pd.read_csv(model_dir / "heatmaps" / "index.csv")
-    assert len(mistakes) == min(2, int((predictions.true_label != predictions.predicted_label).sum()))
-    assert set(mistakes.heatmap_method) <= {"Grad-CAM"}
-    assert all((model_dir / "heatmaps" / name).exists() for name in mistakes.overlay)
+    assert list(mistakes.file) == list(surest)
+    assert list(mistakes.heatmap_method) == ["Grad-CAM", "Grad-CAM"]
+    assert {path.name for path in (model_dir / "heatmaps").iterdir()} == {"index.csv", *mistakes.overlay}
+    for name in mistakes.overlay:
+        overlay = np.asarray(Image.open(model_dir / "heatmaps" / name))
+        assert overlay.ndim == 3 and overlay.shape[2] == 3 and overlay.std() > 0, name
 
 
 def test_every_bad_file_is_skipped_with_its_reason(labeled_folder, tiny_model_folder, tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, *QUICK)
     skipped = pd.read_csv(tmp_path / "skipped.csv").set_index("file").reason.to_dict()
     assert set(skipped) == {"test/PNEUMONIA/tiny.png", "test/normal/bomb.png", "test/normal/empty.png",
                             "test/normal/notes.txt", "test/normal/report.png", "test/normal/truncated.jpeg"}
@@ -93,7 +117,7 @@ def test_an_unlabeled_folder_gets_predictions_only(tiny_model_folder, tmp_path):
 
 def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, tiny_model_folder, stricter_model,
                                                                 tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", stricter_model)
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--model", stricter_model, *QUICK)
     comparison = pd.read_csv(tmp_path / "comparison.csv")
     assert list(comparison.model) == [tiny_model_folder.name, "tiny-stricter"]
     first = pd.read_csv(tmp_path / tiny_model_folder.name / "predictions.csv").set_index("file")
@@ -105,17 +129,16 @@ def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, 
 
 
 def test_without_a_model_every_bundled_model_is_scored_compared_and_any_two_disagreeing_listed(
-        labeled_folder, tiny_model_folder, stricter_model, tmp_path, monkeypatch):
+        labeled_folder, tiny_model_folder, stricter_model, eager_model, tmp_path, monkeypatch):
     from pneumo import batch_reports, bundled
 
-    eager = copy_with_threshold(tiny_model_folder, tmp_path / "tiny-eager", "tiny-eager", 0.0)  # all PNEUMONIA
     shown = {"Tiny": ("PNEUMO_TEST_TINY_MODEL", tiny_model_folder),
-             "Strict": ("PNEUMO_TEST_STRICT_MODEL", stricter_model), "Eager": ("PNEUMO_TEST_EAGER_MODEL", eager)}
+             "Strict": ("PNEUMO_TEST_STRICT_MODEL", stricter_model), "Eager": ("PNEUMO_TEST_EAGER_MODEL", eager_model)}
     monkeypatch.setattr(bundled, "BUNDLED_MODELS", shown)
     figures = []
     monkeypatch.setattr(batch_reports, "plot_comparison",
                         lambda models, metric_names, path: figures.append(list(models)))
-    assert run(labeled_folder, "--out", tmp_path / "out") == 0
+    assert run(labeled_folder, "--out", tmp_path / "out", "--no-intervals") == 0  # the figures name the models
     names = [tiny_model_folder.name, "tiny-stricter", "tiny-eager"]
     comparison = pd.read_csv(tmp_path / "out" / "comparison.csv")
     assert list(comparison.model) == names and list(comparison.images) == [12] * 3
@@ -132,7 +155,7 @@ def test_without_a_model_every_bundled_model_is_scored_compared_and_any_two_disa
 
 
 def test_threshold_overrides_every_models_own(labeled_folder, tiny_model_folder, tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--threshold", "0.999")
+    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--threshold", "0.999", *QUICK)
     predictions = pd.read_csv(tmp_path / tiny_model_folder.name / "predictions.csv")
     assert set(predictions.threshold) == {0.999}
     expected = ["PNEUMONIA" if p >= 0.999 else "NORMAL" for p in predictions.probability_pneumonia]
@@ -142,8 +165,8 @@ def test_threshold_overrides_every_models_own(labeled_folder, tiny_model_folder,
 
 def test_merging_runs_of_different_models_is_one_line_and_exit_2(labeled_folder, tiny_model_folder, stricter_model,
                                                                  tmp_path):
-    run(labeled_folder, "--out", tmp_path / "a", "--model", tiny_model_folder)
-    run(labeled_folder, "--out", tmp_path / "b", "--model", stricter_model)
+    run(labeled_folder, "--out", tmp_path / "a", "--model", tiny_model_folder, *QUICK)
+    run(labeled_folder, "--out", tmp_path / "b", "--model", stricter_model, *QUICK)
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "run.json").write_text((tmp_path / "a" / "run.json").read_text())  # but no predictions
     for runs, words in ((["a", "b"], "different models"), (["a", "c"], "predictions.csv is missing")):
@@ -155,13 +178,13 @@ def test_merging_runs_of_different_models_is_one_line_and_exit_2(labeled_folder,
 
 
 def test_three_shards_merged_equal_the_single_run(labeled_folder, tiny_model_folder, tmp_path):
-    run(labeled_folder, "--out", tmp_path / "single", "--model", tiny_model_folder)
+    run(labeled_folder, "--out", tmp_path / "single", "--model", tiny_model_folder, *QUICK)
     shards = [tmp_path / f"shard{i}" for i in range(3)]
     for i, shard in enumerate(shards):
-        run(labeled_folder, "--out", shard, "--model", tiny_model_folder, "--shard", f"{i}/3")
+        run(labeled_folder, "--out", shard, "--model", tiny_model_folder, "--shard", f"{i}/3", *QUICK)
     sizes = [len(pd.read_csv(s / tiny_model_folder.name / "predictions.csv")) for s in shards]
     assert sum(sizes) == 12 and max(sizes) < 12
-    assert run("merge", *shards, "--out", tmp_path / "merged") == 0
+    assert run("merge", *shards, "--out", tmp_path / "merged", *QUICK) == 0
     name = tiny_model_folder.name
     merged, single = tmp_path / "merged", tmp_path / "single"
     # Shards batch other images together, and TensorFlow's CPU kernels may round a batch differently:
@@ -176,25 +199,18 @@ def test_three_shards_merged_equal_the_single_run(labeled_folder, tiny_model_fol
                  json.loads((single / name / "metrics.json").read_text()))
 
 
-def assert_close(left, right, where="metrics"):
-    """Equal JSON, floats within 1e-6 at any depth (intervals and subgroups are nested)."""
-    if isinstance(right, dict):
-        assert left.keys() == right.keys(), where
-        for key in right:
-            assert_close(left[key], right[key], f"{where}.{key}")
-    elif isinstance(right, list):
-        assert len(left) == len(right), where
-        for index, (a, b) in enumerate(zip(left, right)):
-            assert_close(a, b, f"{where}[{index}]")
-    elif isinstance(right, float):
-        assert left == pytest.approx(right, abs=1e-6), where
-    else:
-        assert left == right, where
+def test_a_finished_run_leaves_no_parts_and_no_half_written_files(labeled_folder, eager_model, tmp_path):
+    """Scores go to the hidden .parts/ folder while a run is under way, and every report is written under a hidden
+    temporary name and then moved into place (pneumo.files): once the run has finished, nothing hidden is left
+    at any depth. Every kind of report is written: tables, figures and heatmaps."""
+    from pneumo.batch import PARTS_FOLDER
 
-
-def test_no_half_written_files_are_left_behind(labeled_folder, tiny_model_folder, tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
-    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert run(labeled_folder, "--out", tmp_path, "--model", eager_model, "--heatmaps", "2") == 0
+    assert (tmp_path / eager_model.name / "heatmaps" / "index.csv").exists()
+    assert not (tmp_path / PARTS_FOLDER).exists()
+    hidden = [path for path in tmp_path.rglob("*")
+              if any(part.startswith(".") for part in path.relative_to(tmp_path).parts)]
+    assert hidden == []
 
 
 def test_an_empty_folder_scores_nothing_and_exits_1(tiny_model_folder, tmp_path):
@@ -207,6 +223,7 @@ def test_an_empty_folder_scores_nothing_and_exits_1(tiny_model_folder, tmp_path)
     (["{examples}", "--out", "{tmp}/out", "--model", "{tmp}/no-model"], "no such model folder"),
     (["{examples}", "--out", "/proc/forbidden/out"], "--out"),
     (["{examples}", "--out", "{tmp}/out", "--shard", "3/3"], "0 <= I < N"),
+    (["{examples}", "--out", "{tmp}/out", "--engine", "ray", "--no-figures"], "work with --engine local"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     args = [a.format(tmp=tmp_path, examples=REPO / "examples") for a in args]
@@ -249,7 +266,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
 
     out, parts = tmp_path / "resumed", tmp_path / "resumed" / PARTS_FOLDER / tiny_model_folder.name
     command = [sys.executable, str(REPO / "batch_eval.py"), str(large_folder), "--out", str(out),
-               "--model", str(tiny_model_folder), "--batch-size", "1"]
+               "--model", str(tiny_model_folder), "--batch-size", "1", *QUICK]
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while len(list(parts.glob("part-*.csv"))) < 5 and child.poll() is None and time.monotonic() < deadline:
@@ -263,12 +280,13 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
     predictor = Predictor.from_folder(tiny_model_folder)
     scored, assess = [], predictor.assess
     predictor.assess = lambda images: (scored.append(len(images)), assess(images))[1]
-    run_folder(large_folder, out, [predictor], batch_size=1, show_progress=False, resume=True)
+    run_folder(large_folder, out, [predictor], batch_size=1, show_progress=False, resume=True, figures=False,
+               intervals=False)
     assert sum(scored) <= 300 + len(BAD_FILES) - already  # nothing scored twice
     assert not (out / PARTS_FOLDER).exists()
 
     uninterrupted = tmp_path / "uninterrupted"
-    assert run(large_folder, "--out", uninterrupted, "--model", tiny_model_folder, "--batch-size", "1") == 0
+    assert run(large_folder, "--out", uninterrupted, "--model", tiny_model_folder, "--batch-size", "1", *QUICK) == 0
     for path in sorted(uninterrupted.rglob("*")):
         if path.suffix in (".csv", ".json") and path.name != "run.json":
             assert (out / path.relative_to(uninterrupted)).read_text() == path.read_text(), path.name
@@ -288,14 +306,27 @@ def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_fold
 
 def test_figures_are_at_print_resolution_and_the_metrics_carry_95_percent_intervals(labeled_folder, tiny_model_folder,
                                                                                     tmp_path):
-    run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder)
-    model_dir = tmp_path / tiny_model_folder.name
+    full, quick = tmp_path / "full", tmp_path / "quick"
+    run(labeled_folder, "--out", full, "--model", tiny_model_folder)
+    model_dir = full / tiny_model_folder.name
     figures = [model_dir / "confusion_matrix.png", model_dir / "roc_curve.png", model_dir / "reliability_diagram.png",
-               tmp_path / "comparison.png"]
+               full / "comparison.png"]
     for figure in figures:
         assert Image.open(figure).info["dpi"] == pytest.approx((200, 200), abs=0.5), figure.name
-    intervals = json.loads((model_dir / "metrics.json").read_text())["confidence_intervals_95"]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    intervals = metrics.pop("confidence_intervals_95")
     assert {"accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"} <= set(intervals)
+    # --no-figures and --no-intervals leave out those two, and nothing else changes.
+    run(labeled_folder, "--out", quick, "--model", tiny_model_folder, *QUICK)
+
+    def written(out):
+        return sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file())
+
+    assert written(quick) == [path for path in written(full) if not path.endswith(".png")]
+    metrics_file = f"{tiny_model_folder.name}/metrics.json"
+    assert json.loads((quick / metrics_file).read_text()) == metrics
+    for relative in set(written(quick)) - {metrics_file}:
+        assert (quick / relative).read_text() == (full / relative).read_text(), relative
 
 
 def test_figures_name_the_bundled_models_as_the_demo_does(monkeypatch):

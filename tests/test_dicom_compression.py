@@ -12,7 +12,6 @@ import pytest
 
 from conftest import BUNDLED_MODELS
 from pneumo.imaging import read_grayscale
-from pneumo.predictor import Predictor
 from test_encodings import dicom, gray8
 
 # name -> (GDCM transfer syntax, lossless)
@@ -77,8 +76,8 @@ def test_twelve_bit_jpeg_extended_is_one_clear_error(files, tmp_path):
 
 
 @pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
-def predictor(request):
-    return Predictor.from_folder(request.param)
+def predictor(request, bundled_predictors):
+    return bundled_predictors[request.param.name]
 
 
 def test_every_bundled_model_gives_the_uncompressed_files_probability(files, predictor):

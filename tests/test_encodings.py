@@ -26,7 +26,6 @@ import pytest
 from PIL import Image
 
 from conftest import BUNDLED_MODELS, REPO, write_dicom
-from pneumo.predictor import Predictor
 
 NEAR_THRESHOLD_XRAY = REPO / "tests" / "data" / "near_threshold_xray.jpeg"
 
@@ -83,8 +82,8 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
-def predictor(request):
-    return Predictor.from_folder(request.param)
+def predictor(request, bundled_predictors):
+    return bundled_predictors[request.param.name]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 import batch_eval
-from conftest import copy_with_threshold
+from conftest import assert_operating_points_fitted_on_validation, copy_with_threshold
 from pneumo import load_predictor, model_folder
 from pneumo.calibration import Calibration
-from pneumo.ensemble import EnsemblePredictor, combination_table, main, member_scores
+from pneumo.ensemble import combination_table, main, member_scores
+from pneumo.ensemble_predictor import EnsemblePredictor
 from pneumo.errors import DataFolderError, ModelLoadError
 from pneumo.predictor import Predictor
 
@@ -30,7 +31,12 @@ def test_a_mean_of_identical_members_scores_like_each_member(tiny_model_folder, 
     table = combination_table(labels, probabilities).set_index("members")
     assert list(table["size"].sort_values()) == [1, 1, 2]
     assert table.loc["tiny-cnn-lstm + twin", "criterion"] == pytest.approx(table.loc["twin", "criterion"], abs=1e-9)
-    assert 0.0 <= table.loc["twin", "criterion"] <= 1.0
+    # Each member is scored on the criterion as its training scored the epoch it kept (the calibration, which
+    # training did not have, keeps the order of the probabilities, and the criterion depends on nothing else).
+    history = pd.read_csv(tiny_model_folder / "history.csv")
+    kept = history.loc[history.val_criterion.idxmax()]  # the first best epoch: a later tie is not saved
+    assert table.loc["twin", "criterion"] == pytest.approx(kept.val_criterion, abs=1e-9)
+    assert table.loc["twin", "clean_auc"] == pytest.approx(kept.val_auc, abs=1e-6)
 
 
 def test_the_mean_is_taken_per_image():
@@ -84,14 +90,18 @@ def test_the_written_folder_names_its_members_their_weights_and_its_own_fit(ense
     assert [member["folder"] for member in config["members"]] == ["../tiny-cnn-lstm", "../tiny-row-lstm"]
     for member in config["members"]:
         assert member["model_sha256"] == model_folder.model_file_sha256(ensemble_folder / member["folder"])
-    assert 0.0 <= config["threshold"] <= 1.0 and config["calibration"]["fitted_on"] == "validation split"
+    assert config["calibration"]["fitted_on"] == "validation split"
     metrics = model_folder.read_metrics(ensemble_folder, "validation")
     assert metrics["n_images"] == len(validation_images(ensemble_folder, synthetic_dataset))
-    assert metrics["threshold"] == config["threshold"]
     card = (ensemble_folder / model_folder.CARD_FILE).read_text()
     assert "tiny-cnn-lstm" in card and "tiny-row-lstm" in card and "Validation" in card
     with pytest.raises(ModelLoadError, match="an ensemble"):
         Predictor.from_folder(ensemble_folder)  # single-model readers say what it is
+
+
+def test_an_ensembles_operating_points_are_fitted_on_its_calibrated_validation_probabilities(ensemble_folder,
+                                                                                            synthetic_dataset):
+    assert_operating_points_fitted_on_validation(load_predictor(ensemble_folder), synthetic_dataset)
 
 
 def test_an_ensemble_predicts_the_recalibrated_mean_of_its_members(ensemble_folder, synthetic_dataset):
@@ -123,10 +133,11 @@ def test_batch_eval_scores_an_ensemble_from_its_members_as_it_would_afresh(ensem
                                                                           tmp_path):
     members = [ensemble_folder.parent / name for name in ("tiny-cnn-lstm", "tiny-row-lstm")]
     together, alone = tmp_path / "together", tmp_path / "alone"
+    quick = ["--no-figures", "--no-intervals"]  # this test reads predictions only
     assert batch_eval.main([str(synthetic_dataset / "train"), "--out", str(together), "--model", str(members[0]),
-                            "--model", str(members[1]), "--model", str(ensemble_folder)]) == 0
+                            "--model", str(members[1]), "--model", str(ensemble_folder), *quick]) == 0
     assert batch_eval.main([str(synthetic_dataset / "train"), "--out", str(alone), "--model",
-                            str(ensemble_folder)]) == 0
+                            str(ensemble_folder), *quick]) == 0
     derived = pd.read_csv(together / "tiny-ensemble" / "predictions.csv")
     scored = pd.read_csv(alone / "tiny-ensemble" / "predictions.csv")
     assert len(derived) == 48 and list(derived.file) == list(scored.file)

@@ -11,10 +11,10 @@ import tensorflow as tf
 from conftest import BUNDLED_MODELS, TINY_ROW_LSTM_SIDE as SIDE, png_bytes, synthetic_xray
 from pneumo import model_folder
 from pneumo.errors import ModelLoadError
-from pneumo.gradcam import overlay_backdrop, overlay_heatmap
+from pneumo.overlays import overlay_backdrop, overlay_heatmap
 from pneumo.integrated_gradients import IntegratedGradients
 from pneumo.models import get_architecture, logits_model
-from pneumo.ood import grid_average
+from pneumo.maps import grid_average
 from pneumo.predictor import Predictor
 
 
@@ -123,11 +123,11 @@ def test_a_folder_naming_only_a_gradcam_layer_is_explained_by_grad_cam_as_before
 
 
 @pytest.mark.parametrize("folder", BUNDLED_MODELS, ids=lambda folder: folder.name)
-def test_the_released_folders_are_explained_by_their_architectures_method(folder):
+def test_the_released_folders_are_explained_by_their_architectures_method(folder, bundled_predictors):
     """Grad-CAM where the architecture has a convolutional map to read, integrated gradients where not."""
     architecture = get_architecture(model_folder.read_config(folder)["architecture"])
     expected = "Grad-CAM" if architecture.explanation == "gradcam" else "integrated gradients"
-    assert Predictor.from_folder(folder).explanation_method == expected
+    assert bundled_predictors[folder.name].explanation_method == expected
 
 
 @pytest.mark.parametrize("explanation, words", [({"method": "saliency"}, "unknown explanation method 'saliency'"),

@@ -18,7 +18,7 @@ from conftest import REPO
 from loopback_hub import LoopbackHub, client_env
 from pneumo.bundled import BUNDLED_MODELS, model_references
 from pneumo.errors import ModelLoadError, SpaceDeployError
-from pneumo.hub import deploy_space
+from pneumo.space import deploy_space
 
 SPACE = "owner/pneumo-demo"
 # Two repos: a demo of the first two bundled models, whichever others are bundled.
@@ -170,7 +170,8 @@ def test_a_space_missing_a_bundled_folder_says_how_to_point_at_it_or_leave_it_ou
     monkeypatch.setitem(bundled.BUNDLED_MODELS, "ResNet50", (variable, tmp_path / "resnet50"))
     with pytest.raises(ModelLoadError, match=f"set {variable} to the ResNet50's Hub repo, or PNEUMO_MODELS to the "
                                              r"models to load \(e.g. CNN\+LSTM\)"):
-        load_models({"CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1]), "ResNet50": str(tmp_path / "resnet50")})
+        # The missing one first: the message names the others, and no network is loaded in vain.
+        load_models({"ResNet50": str(tmp_path / "resnet50"), "CNN+LSTM": str(BUNDLED_MODELS["CNN+LSTM"][1])})
 
 
 def test_files_an_earlier_deploy_left_are_deleted_in_the_same_commit(tree):
@@ -288,10 +289,10 @@ def test_a_deploy_lands_the_files_and_the_variables_on_the_hub(hub, tree):
 def test_a_redeploy_deletes_what_the_working_tree_no_longer_has(hub, tree):
     assert deploy_to(hub, tree).returncode == 0
     (tree / "examples" / "normal_IM-0039-0001.jpeg").unlink()
-    (tree / "pneumo" / "gradcam.py").rename(tree / "pneumo" / "heatmaps.py")
+    (tree / "pneumo" / "demo.py").rename(tree / "pneumo" / "page.py")  # a module the deploy itself does not import
     result = deploy_to(hub, tree)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["deleted"] == ["examples/normal_IM-0039-0001.jpeg", "pneumo/gradcam.py"]
+    assert json.loads(result.stdout)["deleted"] == ["examples/normal_IM-0039-0001.jpeg", "pneumo/demo.py"]
     assert set(hub.spaces[SPACE].files()) == space_paths(tree) | {".gitattributes"}
 
 

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 
 from conftest import REPO
 from pneumo.errors import ModelLoadError
-from pneumo.hub import push
+from pneumo.model_repos import push
 
 
 class RecordingApi:

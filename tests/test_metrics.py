@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from pneumo.calibration import Calibration, calibrated_probabilities, choose_threshold, fit_calibration, fit_temperature
+from pneumo.calibration import Calibration, choose_threshold, fit_calibration, fit_temperature
 from pneumo.metrics import compute_metrics, expected_calibration_error
 
 
@@ -63,14 +63,16 @@ def test_a_folder_without_a_bias_reads_as_temperature_scaling():
     calibration = Calibration.from_config(block)
     assert calibration == Calibration(2.0) and calibration.to_config("validation split") == block
     logits = np.array([[0.0, 3.0], [1.0, 0.0]])
-    assert np.allclose(calibration.probabilities(logits), calibrated_probabilities(logits, 2.0))
+    # softmax([0, 1.5]) and softmax([0.5, 0]), written out
+    assert np.allclose(calibration.probabilities(logits), [[1 / (1 + np.exp(1.5)), 1 / (1 + np.exp(-1.5))],
+                                                           [1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(0.5))]])
     with_bias = Calibration(2.0, (0.0, -1.0))
     assert Calibration.from_config(with_bias.to_config("x")) == with_bias
 
 
 def test_calibrated_probabilities_keep_the_ranking():
     logits = np.array([[0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
-    assert np.argsort(calibrated_probabilities(logits, 3.0)[:, 1]).tolist() == [1, 2, 0]
+    assert np.argsort(Calibration(3.0).probabilities(logits)[:, 1]).tolist() == [1, 2, 0]
 
 
 def test_threshold_separates_separable_scores():

@@ -9,8 +9,9 @@ from pneumo.errors import PneumoError
 from pneumo.models import architecture_names, get_architecture
 
 
-ALL = ["cnn_lstm", "mobilenet_v2", "resnet50", "row_lstm"]
-CONVOLUTIONAL = ["cnn_lstm", "mobilenet_v2", "resnet50"]
+ALL = ["cnn_lstm", "cnn_lstm_lite0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
+       "resnet50", "row_lstm"]
+CONVOLUTIONAL = [name for name in ALL if name != "row_lstm"]
 
 
 def test_registry_lists_every_architecture():

@@ -1,25 +1,20 @@
 """The out-of-distribution check: its statistics, its place in the model folder, and what the real models
 flag (photos, documents, an MRI slice: yes; real chest X-rays: rarely)."""
 
-import gzip
-import io
 import shutil
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
 
 from conftest import BUNDLED_MODELS, REPO, example_images, png_bytes, synthetic_xray
 from pneumo import model_folder
 from pneumo.errors import ModelLoadError
 from pneumo.ood import MAX_DIMENSIONS, FeatureReference, features_of
+from pneumo.ood_probes import not_chest_xrays
 from pneumo.predictor import Predictor
 
 TEST_SET = REPO.parent / "shared" / "data" / "chest_xray" / "test"
-SAMPLE_DATA = Path(matplotlib.get_data_path()) / "sample_data"
 
 
 def test_the_threshold_flags_the_chosen_fraction_of_validation_and_far_points():
@@ -82,31 +77,9 @@ def test_a_folder_without_the_check_says_nothing(legacy_model_folder, tmp_path):
     assert prediction.ood_score is None and prediction.to_dict()["out_of_distribution"] is None
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def not_chest_xrays() -> dict[str, bytes]:
-    """Pictures a public demo receives instead of chest X-rays: photos and a logo that matplotlib ships, an
-    MRI slice it ships too, a text page and a solid colour rendered here."""
-    page = Image.new("RGB", (600, 800), "white")
-    draw = ImageDraw.Draw(page)
-    for line in range(40):
-        draw.text((40, 20 + 19 * line), f"Discharge summary, line {line}: admitted with cough and fever.", fill="black")
-    mri = np.frombuffer(gzip.open(SAMPLE_DATA / "s1045.ima.gz").read(), np.uint16)[-256 * 256:].reshape(256, 256)
-    return {"portrait photo": (SAMPLE_DATA / "grace_hopper.jpg").read_bytes(),
-            "product photo": (SAMPLE_DATA / "Minduka_Present_Blue_Pack.png").read_bytes(),
-            "logo": (SAMPLE_DATA / "logo2.png").read_bytes(),
-            "MRI slice": _png(Image.fromarray((mri / mri.max() * 255).astype(np.uint8))),
-            "text page": _png(page),
-            "red square": _png(Image.new("RGB", (300, 300), (255, 0, 0)))}
-
-
 @pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
-def bundled(request):
-    return Predictor.from_folder(request.param)
+def bundled(request, bundled_predictors):
+    return bundled_predictors[request.param.name]
 
 
 def test_pictures_that_are_not_chest_xrays_are_flagged(bundled):

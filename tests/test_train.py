@@ -5,6 +5,8 @@ import json
 import pandas as pd
 import pytest
 
+from conftest import assert_operating_points_fitted_on_validation
+from pneumo.models import architecture_names
 from pneumo.predictor import Predictor
 from pneumo.train import main
 
@@ -21,11 +23,15 @@ def test_config_says_everything_needed_to_use_the_model(tiny_model_folder):
     assert config["architecture"] == "cnn_lstm"
     assert config["input"] == {"height": 64, "width": 64, "channels": 3}
     assert config["class_names"] == ["NORMAL", "PNEUMONIA"] and config["positive_class"] == "PNEUMONIA"
-    assert 0.0 <= config["threshold"] <= 1.0
     assert config["calibration"]["temperature"] > 0 and "validation" in config["calibration"]["fitted_on"]
     training = config["training"]
     assert training["train_images"] + training["validation_images"] + training["holdout_images"] == 48
     assert config["pneumo_version"]
+
+
+def test_the_operating_points_are_fitted_on_the_calibrated_validation_probabilities(tiny_model_folder,
+                                                                                    synthetic_dataset):
+    assert_operating_points_fitted_on_validation(Predictor.from_folder(tiny_model_folder), synthetic_dataset)
 
 
 def test_validation_metrics_are_recorded_on_the_validation_split(tiny_model_folder):
@@ -68,9 +74,14 @@ def test_a_rerun_resumes_after_the_last_finished_epoch(synthetic_dataset, tmp_pa
     assert history.epoch.tolist() == [0, 1]
 
 
-def test_unknown_architecture_is_a_usage_error(tmp_path):
-    with pytest.raises(SystemExit):
+def test_unknown_architecture_is_a_usage_error_that_lists_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
         main(["--arch", "vgg", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+    assert exit_status.value.code == 2  # argparse's usage error
+    error = capsys.readouterr().err
+    assert "--arch" in error and "'vgg'" in error and "Traceback" not in error
+    assert all(name in error for name in architecture_names())
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_dataset_without_train_folder_is_one_line_and_exit_1(tmp_path, capsys):

@@ -84,5 +84,12 @@ def test_a_heatmap_of_a_class_with_almost_no_probability_is_flagged():
 
 def test_the_targets_not_met_come_from_the_test_metrics(tmp_path):
     folder = write_metrics(tmp_path / "model", "test", [[112, 122], [2, 388]], accuracy=0.95, roc_auc=0.953,
-                           specificity=0.479)
-    assert targets_not_met(folder) == ["ROC-AUC 0.953 (target 0.97)", "specificity 0.479 (target 0.88)"]
+                           specificity=0.479, expected_calibration_error=0.183)
+    assert targets_not_met(folder) == ["ROC-AUC 0.953 (target ≥ 0.97)", "specificity 0.479 (target ≥ 0.88)",
+                                       "calibration error (ECE) 0.183 (target ≤ 0.05)"]
+
+
+def test_a_calibration_error_below_its_target_meets_it(tmp_path):
+    folder = write_metrics(tmp_path / "model", "test", [[220, 14], [2, 388]], accuracy=0.97, roc_auc=0.99,
+                           specificity=0.94, expected_calibration_error=0.03)
+    assert targets_not_met(folder) == []

@@ -14,7 +14,7 @@ import pandas as pd
 from pneumo import model_folder
 from pneumo.ood import FeatureReference, TRAINING_SAMPLE, features_of
 from pneumo.predictor import Predictor
-from test_ood import not_chest_xrays
+from pneumo.ood_probes import not_chest_xrays
 
 ROOT = Path("../shared/data/chest_xray")
 folder, layers = Path(sys.argv[1]), sys.argv[2].split(",")

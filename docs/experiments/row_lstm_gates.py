@@ -10,10 +10,11 @@ import sys
 import time
 import numpy as np, pandas as pd, keras
 from sklearn.metrics import roc_auc_score
-from pneumo.data import training_batches
-from pneumo.imaging import Preprocessing
-from pneumo.robustness import decode_all, prepared_inputs
+from pneumo.data import class_weights, training_batches
+from pneumo.imaging import Preprocessing, decode_many_for_model
+from pneumo.selection import prepared_inputs
 from pneumo.models import get_architecture
+from pneumo.models.row_lstm import chrono_initialise
 
 ROOT = "../shared/data/chest_xray/"
 split = pd.read_csv("runs/row-lstm/data_split.csv")
@@ -22,26 +23,15 @@ val = split[split.split == "validation"].sample(300, random_state=0)
 pre = Preprocessing.from_config({"decode": "grayscale", "intensity": {"method": "equalize"},
                                  "resize": {"shrink": "area", "enlarge": "linear", "keep_aspect_ratio": False},
                                  "channels": 3, "range": [0.0, 1.0]})
-xv = prepared_inputs(decode_all([ROOT + p for p in val.path]), pre, 150)
+xv = prepared_inputs(decode_many_for_model([ROOT + p for p in val.path], 150, 150), pre, 150)
 yv = val.label.to_numpy()
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 240
-
-def chrono(model, steps=150):
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.LSTM):
-            units = layer.units
-            bias = np.array(layer.cell.bias.numpy())
-            forget = np.log(rng.uniform(1, steps - 1, units))
-            bias[units:2 * units] = forget
-            bias[:units] = -forget
-            layer.cell.bias.assign(bias)
 
 def run(name, chrono_init=False, clipnorm=None, augment=True, lr=1e-3):
     keras.utils.set_random_seed(42)
     model = get_architecture("row_lstm").build((150, 150, 3), 2)
     if chrono_init:
-        chrono(model)
+        chrono_initialise(model, 150)  # what the architecture's build does
     else:  # Keras' own start: forget gates at 1, input gates at 0
         for layer in model.layers:
             if isinstance(layer, keras.layers.LSTM):
@@ -51,12 +41,12 @@ def run(name, chrono_init=False, clipnorm=None, augment=True, lr=1e-3):
     model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=1e-4, clipnorm=clipnorm),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05))
     labels = train.label.to_numpy()
-    weights = {0: len(labels) / (2 * (labels == 0).sum()), 1: len(labels) / (2 * (labels == 1).sum())}
+    weights = class_weights(labels)
     if augment:
         batches = training_batches([ROOT + p for p in train.path], labels, 150, 32, preprocessing=pre, num_classes=2)
         get = lambda i: batches[i % len(batches)]
     else:
-        xs = prepared_inputs(decode_all([ROOT + p for p in train.path]), pre, 150)
+        xs = prepared_inputs(decode_many_for_model([ROOT + p for p in train.path], 150, 150), pre, 150)
         order = np.random.default_rng(0).permutation(len(xs))
         get = lambda i: (xs[order[(i * 32) % len(xs):(i * 32) % len(xs) + 32]],
                          np.eye(2, dtype="float32")[labels[order[(i * 32) % len(xs):(i * 32) % len(xs) + 32]]])

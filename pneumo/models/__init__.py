@@ -20,7 +20,7 @@ __all__ = ["Architecture", "Stage", "LOGITS_LAYER", "register", "get_architectur
 
 
 def _registry() -> dict[str, Architecture]:
-    from . import cnn_lstm, mobilenet_v2, resnet50, row_lstm  # noqa: F401  (importing registers them)
+    from . import cnn_lstm, efficientnet_lite, mobilenet_v2, resnet50, row_lstm  # noqa: F401  (importing registers them)
 
     return _REGISTRY
 

@@ -85,6 +85,15 @@ def register(architecture: Architecture) -> Architecture:
     return architecture
 
 
+def classifier_head(features, num_classes: int):
+    """The last two layers every architecture shares: the class scores before the softmax (the layer named
+    "logits", which calibration and the heatmaps read) and the softmax over them."""
+    from keras import layers
+
+    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(features)
+    return layers.Softmax(name="probabilities")(logits)
+
+
 def logits_model(model, layer: str = LOGITS_LAYER):
     """The sub-model from the input to the class scores before the softmax."""
     import keras

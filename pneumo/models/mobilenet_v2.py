@@ -8,7 +8,8 @@ from scratch and one started from those weights have the same graph.
 import keras
 from keras import layers
 
-from .architecture import LOGITS_LAYER, Architecture, backbone_weights_note, pretrained_backbone_options, register
+from .architecture import (Architecture, backbone_weights_note, classifier_head, pretrained_backbone_options,
+                           register)
 
 GRADCAM_LAYER = "out_relu"
 
@@ -32,8 +33,7 @@ def build(input_shape=(224, 224, 3), num_classes=2, backbone_weights=None, dense
     x = layers.Dropout(dropout, name="head_dropout1")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_initializer="he_normal", name="head_dense")(x)
     x = layers.Dropout(dropout, name="head_dropout2")(x)
-    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
-    outputs = layers.Softmax(name="probabilities")(logits)
+    outputs = classifier_head(x, num_classes)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
 
 

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from .architecture import LOGITS_LAYER, Architecture, register
+from .architecture import Architecture, classifier_head, register
 
 # The sequence the LSTMs read: one step per pixel row.
 ROW_SEQUENCE_LAYER = "pixel_rows"
@@ -26,8 +26,7 @@ def build(input_shape=(150, 150, 3), num_classes=2, lstm_units=(250, 120, 64), d
                         recurrent_dropout=recurrent_dropout, name=f"row_lstm{index}")(x)
     for index, units in enumerate(dense_units, start=1):
         x = layers.Dense(units, activation="relu", kernel_initializer="he_normal", name=f"dense{index}")(x)
-    logits = layers.Dense(num_classes, name=LOGITS_LAYER)(x)
-    outputs = layers.Softmax(name="probabilities")(logits)
+    outputs = classifier_head(x, num_classes)
     model = keras.Model(inputs, outputs, name="row_lstm")
     chrono_initialise(model, rows)
     return model
