@@ -150,7 +150,7 @@ def print_summary(all_metrics: dict) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from pneumo import PneumoError
+    from pneumo import ModelLoadError, PneumoError
     from pneumo.batch import merge_runs, run_folder
 
     if argv[:1] == ["merge"]:
@@ -183,6 +183,8 @@ def main(argv=None) -> int:
                 metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
                                      threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
                                      resume=args.resume, figures=args.figures, intervals=args.intervals)
+        except ModelLoadError as error:  # a model a Ray worker cannot load (a folder missing on a node): bad usage
+            parser.error(str(error))
         except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
             print(f"batch_eval.py: {error}", file=sys.stderr)
             return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -182,13 +183,22 @@ def reason_of(error: str, file: ImageFile) -> str:
     return error[len(prefix):] if error.startswith(prefix) else error
 
 
+def folder_name(name) -> str:
+    """A model's name as one harmless folder name under --out. A model folder (or a Hub repo) names its model
+    in its pneumo.json, and may call it anything, `../..` included: characters other than letters, digits,
+    spaces and `+-_.` become `-`, and leading dots, dashes and spaces go (no hidden folder, no `.` or `..`);
+    a name with nothing left is `model`."""
+    return re.sub(r"[^\w +.-]", "-", str(name)).lstrip(".- ").rstrip(". ") or "model"
+
+
 def unique_names(predictors) -> list[str]:
-    """Output folder names: each model's own name, numbered when two models share one."""
+    """Output folder names: each model's own name as a folder name, numbered when two models share one."""
     names = []
     for predictor in predictors:
-        name, number = predictor.name, 2
+        base = folder_name(predictor.name)
+        name, number = base, 2
         while name in names:
-            name, number = f"{predictor.name}-{number}", number + 1
+            name, number = f"{base}-{number}", number + 1
         names.append(name)
     return names
 
@@ -287,6 +297,10 @@ def merge_runs(run_folders, out, *, figures: bool = True, intervals: bool = True
     (`figures` and `intervals` as in `write_reports`)."""
     runs = [read_run(folder) for folder in run_folders]
     names = list(runs[0]["models"])
+    unsafe = [name for name in names if folder_name(name) != name]
+    if unsafe:
+        raise DataFolderError(f"{run_folders[0]}: {RUN_FILE} names models {', '.join(map(repr, unsafe))}, which are "
+                              "not folder names batch_eval.py writes")
     if any(list(run["models"]) != names for run in runs):
         raise DataFolderError("the runs to merge were scored with different models: "
                               + "; ".join(f"{folder}: {', '.join(run['models'])}" for folder, run in zip(run_folders, runs)))

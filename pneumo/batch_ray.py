@@ -32,7 +32,15 @@ from .batch import (
     unique_names,
     write_reports,
 )
-from .errors import DataFolderError, ImageTooLargeError, InvalidImageError, PneumoError
+from .errors import (
+    DataFolderError,
+    HubUnavailableError,
+    ImageTooLargeError,
+    InvalidImageError,
+    ModelLoadError,
+    ModelNotFoundError,
+    PneumoError,
+)
 from .imaging import check_file_size, load_model_input
 from .loading import load_predictor
 
@@ -173,19 +181,27 @@ def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors
                             for path, probability, ood_score, reason
                             in zip(batch["path"], batch["probability"], batch["ood_score"], batch["reason"]))
         except ray.exceptions.RayError as error:
-            message = pneumo_error_message(error)
-            if message is None:
+            worker_error = pneumo_error_of(error)
+            if worker_error is None:
                 raise
-            raise PneumoError(f"on a Ray worker: {message}") from None
+            raise worker_error from None
     scores = pd.DataFrame(rows, columns=PART_COLUMNS).set_index("file")
     return scores.loc[[file.relative.as_posix() for file in files]]
 
 
-def pneumo_error_message(error: Exception) -> str | None:
-    """The message of the pneumo error a Ray worker raised (a model folder missing on a node, say), or None.
+# The errors of loading a model, which a worker raising one passes on as a ModelLoadError (batch_eval.py: bad usage).
+MODEL_LOAD_ERRORS = {kind.__name__ for kind in (ModelLoadError, ModelNotFoundError, HubUnavailableError)}
+
+
+def pneumo_error_of(error: Exception) -> PneumoError | None:
+    """The pneumo error a Ray worker raised, as one here: a ModelLoadError when the worker could not load its
+    model (a model folder missing on a node, say), else a PneumoError; None when it was none of pneumo's.
     Ray passes a worker's exception on only as the text of its traceback, whose last such line it is."""
-    found = re.findall(r"^pneumo\.errors\.\w+: (.+)$", str(error), re.MULTILINE)
-    return found[-1] if found else None
+    found = re.findall(r"^pneumo\.errors\.(\w+): (.+)$", str(error), re.MULTILINE)
+    if not found:
+        return None
+    kind, message = found[-1]
+    return (ModelLoadError if kind in MODEL_LOAD_ERRORS else PneumoError)(f"on a Ray worker: {message}")
 
 
 def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,

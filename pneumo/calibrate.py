@@ -26,8 +26,8 @@ import numpy as np
 
 from . import model_folder
 from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
-from .cli import command
-from .data import list_labeled_images, loaded_images, split_by_patient
+from .cli import command, fraction
+from .data import check_fraction, list_labeled_images, loaded_images, split_by_patient
 from .errors import DataFolderError, InvalidImageError, ModelLoadError
 from .loading import load_predictor
 from .metrics import expected_calibration_error, full_metrics
@@ -60,6 +60,7 @@ def site_logits(predictor, paths: list[str], batch_size: int = 32) -> tuple[np.n
 def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) -> dict:
     """Write `out`: the `source` model with calibration and operating points fitted on `data`. Returns the
     record stored as `site_calibration`."""
+    check_fraction(holdout_fraction, "holdout_fraction")  # before the model loads and the images are scored
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DataFolderError(f"{out}: already exists and is not empty; choose a new --out folder")
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
     parser.add_argument("--data", required=True, help="the site's labeled X-rays (NORMAL/ and PNEUMONIA/ subfolders)")
     parser.add_argument("--out", required=True, help="the new model folder to write")
-    parser.add_argument("--holdout-fraction", type=float, default=0.3,
+    parser.add_argument("--holdout-fraction", type=fraction, default=0.3,
                         help="patients kept out of the fit to measure it (default 0.3)")
     args = parser.parse_args(argv)
     record = refit(args.model, args.data, args.out, args.holdout_fraction)

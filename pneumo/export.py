@@ -70,8 +70,8 @@ def float32_copy(trained, arch, size: int, classes: int, options: dict):
     return model
 
 
-def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, history: pd.DataFrame,
-                     class_names) -> dict:
+def training_summary(args: dict, arch, options: dict, training_options: dict, split: pd.DataFrame,
+                     history: pd.DataFrame, class_names) -> dict:
     """The `training` block of pneumo.json: data, split, recipe and which epoch was kept."""
     train = split[split.split == "train"]
     validation = split[split.split == "validation"]
@@ -103,7 +103,8 @@ def training_summary(args: dict, arch, options: dict, split: pd.DataFrame, histo
         "augmentation": AUGMENTATION_SUMMARY,
         "seed": args["seed"],
         "build_options": options,
-        "weights_note": arch.weights_note(options),
+        # Where the weights started: the training options (the rebuild options no longer name the checkpoint).
+        "weights_note": arch.weights_note(training_options),
     }
 
 
@@ -145,7 +146,8 @@ def export_model_folder(out) -> dict:
     arch = get_architecture(args["arch"])
     size = args.get("input_size") or arch.default_input_size
     weights = args.get("backbone_weights")
-    options = arch.options_for_rebuild(arch.options_for_training(None if str(weights).lower() == "none" else weights))
+    training_options = arch.options_for_training(None if str(weights).lower() == "none" else weights)
+    options = arch.options_for_rebuild(training_options)
     preprocessing = Preprocessing({"method": args.get("intensity", "decoder_scale")})
     class_names = list(args.get("class_names", CLASS_NAMES))
     positive_class = args.get("positive_class", POSITIVE_CLASS)
@@ -187,7 +189,7 @@ def export_model_folder(out) -> dict:
         "operating_point": DEFAULT_OPERATING_POINT,
         "operating_points": operating_points,
         "calibration": calibration.to_config("validation split"),
-        "training": training_summary(args, arch, options, split, history, class_names),
+        "training": training_summary(args, arch, options, training_options, split, history, class_names),
     }
     model_folder.write_config(out, config)
     config["out_of_distribution"] = fit_reference(out, args["data"])

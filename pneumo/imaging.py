@@ -32,6 +32,7 @@ from .errors import (
     EmptyFileError,
     ImageTooLargeError,
     ImageTooSmallError,
+    InvalidImageError,
     NotAnImageError,
     UnsupportedFormatError,
 )
@@ -45,6 +46,13 @@ MIN_SIDE = 64
 # expands to billions of pixels). 50 MP is well above any clinical detector (~20 MP).
 MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 512 * 1024 * 1024
+# A DICOM may hold several frames (only the first is decoded), but its header may not claim more stored values
+# over all frames and samples than the largest file read (MAX_FILE_BYTES) holds at 16 bits: a header claiming
+# a billion frames is refused before anything is decoded.
+MAX_STORED_VALUES = MAX_FILE_BYTES // 2
+# DICOM values longer than this stay in the file's bytes when the header is read (the pixel data, above all),
+# so that only the first frame is ever copied out of them.
+DICOM_DEFERRED_BYTES = 64 * 1024
 PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF"}
 # A model's input is decoded at no less than this multiple of its side (see load_model_input).
 REDUCED_DECODE_FACTOR = 2
@@ -80,9 +88,14 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def check_dimensions(width: int, height: int, name: str) -> None:
+def check_dimensions(width: int, height: int, name: str, frames: int = 1, samples: int = 1) -> None:
+    """Refuse, from the header alone, an image too large to decode safely (more than MAX_PIXELS a frame, or more
+    than MAX_STORED_VALUES over all its `frames` and `samples` per pixel) or too small to be a radiograph."""
     if width * height > MAX_PIXELS:
         raise ImageTooLargeError(name, f"{width}x{height} pixels, limit {MAX_PIXELS:,} pixels")
+    if frames * samples * width * height > MAX_STORED_VALUES:
+        raise ImageTooLargeError(name, f"{frames:,} frames of {width}x{height} pixels x {samples} samples, limit "
+                                       f"{MAX_STORED_VALUES:,} values over all frames")
     if min(width, height) < MIN_SIDE:
         raise ImageTooSmallError(name, f"{width}x{height} pixels, at least {MIN_SIDE} pixels a side needed")
 
@@ -112,15 +125,32 @@ class DecodedFile:
     def plane(self, min_side: int | None = None) -> np.ndarray:
         """The decoded [0, 1] plane, at reduced scale for a JPEG when `min_side` allows (see read_grayscale)."""
         if min_side not in self._planes:
-            if not self.data:
-                raise EmptyFileError(self.name)
-            self._planes[min_side] = (_decode_dicom(self.data, self.name) if is_dicom(self.data)
-                                      else _decode_pil(self.data, self.name, min_side))
+            self._planes[min_side] = _decode(self.data, self.name, min_side)
         return self._planes[min_side]
 
     def for_model(self, height: int, width: int) -> np.ndarray:
         """The plane a model of that input size reads: the one decode of the image path."""
         return self.plane(decode_side(height, width))
+
+
+def _decode(data: bytes, name: str, min_side: int | None = None) -> np.ndarray:
+    """The file's [0, 1] plane, or an InvalidImageError that names the file: never another exception.
+
+    The decoders name the failures they know (a truncated JPEG, a transfer syntax without a decoder); what else
+    a parser raises on a hostile file (pydicom meets a broken header with AttributeError, KeyError, IndexError,
+    TypeError...) is reported as a corrupt file, chained to the original error for whoever debugs it, so that
+    one bad file is one skipped file, never the end of a folder's run.
+    """
+    if not data:
+        raise EmptyFileError(name)
+    try:
+        return _decode_dicom(data, name) if is_dicom(data) else _decode_pil(data, name, min_side)
+    except InvalidImageError:
+        raise
+    except MemoryError:
+        raise ImageTooLargeError(name, "out of memory while decoding it") from None
+    except Exception as error:
+        raise CorruptImageError(name, f"{type(error).__name__}: {error}") from error
 
 
 def _decode_pil(data: bytes, name: str, min_side: int | None = None) -> np.ndarray:
@@ -163,33 +193,47 @@ def _pil_to_unit_gray(image: Image.Image) -> np.ndarray:
 
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
+    """The first frame of a DICOM file as a [0, 1] plane (bone bright).
+
+    The header is read and checked first; then only the first frame is decoded, straight from the file's bytes,
+    so a file of many frames costs one frame's memory. Stored values go through the modality LUT
+    (slope/intercept), then the display window the scanner chose.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
+        dataset = pydicom.dcmread(io.BytesIO(data), defer_size=DICOM_DEFERRED_BYTES)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as error:
         raise CorruptImageError(name, f"unreadable DICOM: {error}") from None
     if "PixelData" not in dataset:
         raise NotAnImageError(name, "DICOM file without pixel data")
-    check_dimensions(int(dataset.get("Columns", 0)), int(dataset.get("Rows", 0)), name)
+    samples = int(dataset.get("SamplesPerPixel", 1))
+    check_dimensions(int(dataset.get("Columns", 0)), int(dataset.get("Rows", 0)), name,
+                     frames=int(dataset.get("NumberOfFrames", 1) or 1), samples=samples)
+    if samples not in (1, 3):
+        raise UnsupportedFormatError(name, f"DICOM with {samples} samples per pixel; pneumo reads 1 (grayscale) or 3")
     try:
-        pixels = dataset.pixel_array
+        pixels = pixel_array(io.BytesIO(data), index=0)
     except (NotImplementedError, RuntimeError) as error:
         syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
         raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax} cannot be decoded: {error}") from None
     except (ValueError, EOFError, OSError) as error:
         raise CorruptImageError(name, str(error)) from None
-    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
-    if int(dataset.get("SamplesPerPixel", 1)) == 3:
+    if samples == 3:
         return _min_max(np.asarray(pixels, dtype=np.float32) @ LUMA)
-    # Stored values -> physical units (slope/intercept), then the display window the scanner chose.
-    values = apply_modality_lut(pixels, dataset)
-    if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
-        values = apply_voi_lut(values, dataset)
-    gray = _min_max(np.asarray(values, dtype=np.float32))
+    try:
+        values = apply_modality_lut(pixels, dataset)
+        if "WindowCenter" in dataset or "VOILUTSequence" in dataset:
+            values = apply_voi_lut(values, dataset)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise CorruptImageError(name, f"unusable DICOM rescale or display window: {error}") from None
+    with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf, refused just below
+        values = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise CorruptImageError(name, "the DICOM rescale gives values that are not finite")
+    gray = _min_max(values)
     if dataset.get("PhotometricInterpretation") == "MONOCHROME1":
         gray = 1.0 - gray  # MONOCHROME1 stores bone as dark; models expect bone bright.
     return gray

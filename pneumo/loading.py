@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from . import model_folder
 from .ensemble_predictor import EnsemblePredictor
+from .errors import ModelLoadError, ModelNotFoundError
 from .model_repos import is_hub_reference, resolve_model_folder
 from .predictor import Predictor
 
@@ -13,12 +15,31 @@ from .predictor import Predictor
 def load_predictor(reference, revision: str | None = None, loaded=()) -> Predictor:
     """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`.
 
-    An ensemble folder (pneumo.ensemble) takes its members from `loaded` (predictors already loaded) where
-    their weights are the ones it was fitted with, and loads the others from its own member folders.
+    A reference that means a local path (`model_repos.is_local_path`: models/cnn-lsm among them) is a folder
+    here or nothing; one that could be either and is no folder here is tried on the Hub, and an error then
+    says both. An ensemble folder (pneumo.ensemble) takes its members from `loaded` (predictors already loaded)
+    where their weights are the ones it was fitted with, and loads the others from its own member folders.
     """
-    if Path(reference).is_dir() or not is_hub_reference(str(reference)):
+    reference = str(reference)
+    if not is_hub_reference(reference):
+        if not Path(reference).is_dir():
+            raise ModelNotFoundError(f"{reference}: no such model folder{nearby_folders(reference)}")
         if model_folder.is_ensemble(reference):
             return EnsemblePredictor.from_folder(reference, loaded)
         return Predictor.from_folder(reference)
-    folder, resolved_revision = resolve_model_folder(str(reference), revision)
-    return Predictor.from_folder(folder, reference=str(reference), revision=resolved_revision)
+    try:
+        folder, resolved_revision = resolve_model_folder(reference, revision)
+    except ModelLoadError as error:
+        raise type(error)(f"{reference}: no such model folder here, and as a Hub repo: {error}") from None
+    return Predictor.from_folder(folder, reference=reference, revision=resolved_revision)
+
+
+def nearby_folders(reference: str) -> str:
+    """'; did you mean models/cnn-lstm?' for a missing models/cnn-lsm, when its parent folder has a close name."""
+    path = Path(reference).expanduser()
+    try:
+        siblings = [child.name for child in path.parent.iterdir() if child.is_dir()]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, siblings, n=3)
+    return f"; did you mean {' or '.join(str(Path(reference).parent / name) for name in close)}?" if close else ""

@@ -14,13 +14,48 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import HubUnavailableError, ModelLoadError, ModelNotFoundError, PneumoError
-from .model_folder import CARD_FILE, DOWNLOADED_FILES, PUBLISHED_FILES, files_to_publish
+from .model_folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    DOWNLOADED_FILES,
+    LEGACY_CONFIG_FILE,
+    PUBLISHED_FILES,
+    files_to_publish,
+)
 from .modelcard import render_model_card, write_model_card
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+# A reference that starts like this is a path on this machine, never a Hub repo.
+_PATH_STARTS = ("./", "../", "/", "~", ".\\", "..\\")
+
 
 def is_hub_reference(reference: str) -> bool:
-    return bool(_REPO_ID.match(reference)) and not Path(reference).exists()
+    """Whether `reference` is read as a Hub repo `OWNER/NAME[@REVISION]` rather than a folder on this machine."""
+    return bool(_REPO_ID.match(reference)) and not is_local_path(reference)
+
+
+def is_local_path(reference: str) -> bool:
+    """Whether `reference` means a folder on this machine, existing or not: it exists; it starts with ./, ../, /
+    or ~; it has more than one / (before any @REVISION); or its first part is a local folder of model folders
+    (models/cnn-lsm, a typo of models/cnn-lstm, is a missing folder, not a Hub repo named cnn-lsm).
+
+    A first part that is some other local folder (pneumo/, the package) may still be a Hub owner."""
+    if reference.startswith(_PATH_STARTS) or Path(reference).exists():
+        return True
+    repo_id = reference.partition("@")[0]
+    if repo_id.count("/") > 1:
+        return True
+    owner, slash, _ = repo_id.partition("/")
+    return bool(slash) and holds_model_folders(Path(owner))
+
+
+def holds_model_folders(folder: Path) -> bool:
+    """Whether `folder` is a local folder with a model folder (a pneumo.json, or a legacy config.json) in it."""
+    try:
+        return any((child / CONFIG_FILE).is_file() or (child / LEGACY_CONFIG_FILE).is_file()
+                   for child in folder.iterdir() if child.is_dir())
+    except OSError:
+        return False
 
 
 def split_reference(reference: str, revision: str | None = None) -> tuple[str, str | None]:
@@ -46,6 +81,8 @@ def resolve_model_folder(reference: str, revision: str | None = None) -> tuple[P
     repo_id, revision = split_reference(reference, revision)
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=DOWNLOADED_FILES))
+    except hub_errors.HFValidationError as error:
+        raise ModelNotFoundError(f"{repo_id}: not a Hub repo id OWNER/NAME[@REVISION] ({error})") from None
     except hub_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"{repo_id}: revision {revision!r} does not exist on the Hub") from None
     except hub_errors.GatedRepoError:

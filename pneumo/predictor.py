@@ -7,6 +7,7 @@ threshold and the calibration temperature. Nothing about a model is hard-coded h
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,7 +170,13 @@ class Predictor(CalibratedPredictor):
         if not folder.is_dir():
             raise ModelNotFoundError(f"{folder}: no such model folder")
         config = model_folder.read_config(folder)
-        return cls(model_folder.load_network(folder, config), config, folder, reference or str(folder), revision)
+        network = model_folder.load_network(folder, config)
+        try:
+            return cls(network, config, folder, reference or str(folder), revision)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OSError, EOFError, zipfile.BadZipFile) \
+                as error:  # a malformed value in pneumo.json, a layer the network lacks, a damaged reference file
+            raise ModelLoadError(f"{folder}: {model_folder.CONFIG_FILE} does not describe a usable model "
+                                 f"({type(error).__name__}: {error})") from error
 
     @property
     def input_shape(self) -> tuple[int, ...]:

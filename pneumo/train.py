@@ -17,9 +17,9 @@ import numpy as np
 
 from . import data as datalib
 from . import model_folder
-from .cli import command
+from .cli import command, fraction, fraction_or_zero
 from .errors import DataFolderError
-from .files import write_json
+from .files import write_csv, write_json
 from .imaging import INTENSITY_METHODS, Preprocessing, decode_many_for_model
 from .models import architecture_names, get_architecture
 from .selection import STRONG, prepared_inputs, selection_scores
@@ -40,8 +40,9 @@ def parse_args(argv=None):
                         help="epochs without a gain in the selection criterion before stopping")
     parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
                         help="intensity normalisation after decoding (part of the model: pneumo.json records it)")
-    parser.add_argument("--validation-fraction", type=float, default=0.15)
-    parser.add_argument("--holdout-fraction", type=float, default=0.1,
+    parser.add_argument("--validation-fraction", type=fraction, default=0.15,
+                        help="share of the patients (after the hold-out) that validate the model (default 0.15)")
+    parser.add_argument("--holdout-fraction", type=fraction_or_zero, default=0.1,
                         help="patients with the earliest running numbers of each series, held out as a second "
                              "validation set (0 for none)")
     parser.add_argument("--seed", type=int, default=42)
@@ -206,7 +207,7 @@ def load_split(args, out: Path):
                             validation_frame.assign(split=model_folder.VALIDATION_SPLIT),
                             frame[late].assign(split=model_folder.HOLDOUT_SPLIT)])
         record["path"] = [os.path.relpath(p, args.data) for p in record.path]
-        record.to_csv(split_path, index=False)
+        write_csv(split_path, record)  # whole or not at all: a resumed run trusts what it finds here
     frame = pd.read_csv(split_path)
     frame["path"] = [str(Path(args.data) / p) for p in frame.path]
     return tuple(frame[frame.split == name].reset_index(drop=True)

@@ -223,7 +223,6 @@ def test_an_empty_folder_scores_nothing_and_exits_1(tiny_model_folder, tmp_path)
     (["{examples}", "--out", "{tmp}/out", "--model", "{tmp}/no-model"], "no such model folder"),
     (["{examples}", "--out", "/proc/forbidden/out"], "--out"),
     (["{examples}", "--out", "{tmp}/out", "--shard", "3/3"], "0 <= I < N"),
-    (["{examples}", "--out", "{tmp}/out", "--engine", "ray", "--no-figures"], "work with --engine local"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
     args = [a.format(tmp=tmp_path, examples=REPO / "examples") for a in args]
