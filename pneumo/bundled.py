@@ -19,6 +19,7 @@ BUNDLED_MODELS = {
     "ResNet50": ("PNEUMO_RESNET50_MODEL", REPO_ROOT / "models" / "resnet50"),
     "MobileNetV2": ("PNEUMO_MOBILENET_V2_MODEL", REPO_ROOT / "models" / "mobilenet-v2"),
     "Row LSTM": ("PNEUMO_ROW_LSTM_MODEL", REPO_ROOT / "models" / "row-lstm"),
+    "EfficientNet-Lite0": ("PNEUMO_EFFICIENTNET_LITE0_MODEL", REPO_ROOT / "models" / "efficientnet-lite0"),
 }
 
 SELECTION_VARIABLE = "PNEUMO_MODELS"

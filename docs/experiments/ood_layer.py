@@ -1,9 +1,9 @@
 """Which layer should a model's out-of-distribution check measure? For each candidate layer, fit the check as
 pneumo.ood does (2,000 training images, threshold at the validation split's 99th percentile) and print the
-scores of the six non-X-rays of tests/test_ood.py and the fraction of the hold-out X-rays flagged.
+scores of the six non-X-rays of pneumo.ood_probes and the fraction of the hold-out X-rays flagged.
 Chosen on training, validation and hold-out images only: the official test set is not read.
 
-    PYTHONPATH=.:tests python docs/experiments/ood_layer.py models/mobilenet-v2 out_relu,block_13_expand_relu
+    PYTHONPATH=. python docs/experiments/ood_layer.py models/mobilenet-v2 out_relu,block_13_expand_relu
 """
 import sys
 from pathlib import Path
