@@ -97,9 +97,11 @@ def encoded(tmp_path_factory):
 
 UPSCALED = "upscaled_2048.jpg"
 # Known shortfalls on this X-ray (see the module docstring): how far each model moves past the 0.02 goal.
-RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.118}  # the upscaled copy vs the original
+RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.118,  # the upscaled copy vs the original
+                        "efficientnet-lite0": 0.066}
 REDUCED_DECODE_SENSITIVE = {"mobilenet-v2": 0.026}  # reduced vs full decode of the upscaled copy
-REENCODING_SENSITIVE = {"mobilenet-v2": 0.045}  # the spread over every other encoding (JPEG re-encodes)
+# the spread over every other encoding (the JPEG re-encodes: 0.551 for rgb.jpg against 0.524 for gray.png, Lite0)
+REENCODING_SENSITIVE = {"mobilenet-v2": 0.045, "efficientnet-lite0": 0.027}
 
 
 def spread_over(predictor, encoded, names) -> tuple[float, dict]:
