@@ -58,14 +58,23 @@ def preview_source(page) -> str | None:
     return image.get_attribute("src") if image.count() else None
 
 
-def choose(page, path):
-    """Upload `path` in the box above the tabs and wait for its picture."""
+def wait_for_preview(page, before) -> str:
+    """Wait for the server's own picture of a newly chosen X-ray (its `xray.png`) and return its address. An
+    example first shows its JPEG, then the server's picture: a test that went on after the first would leave the
+    second in flight, to land in the next test."""
+    handle = page.wait_for_function(
+        "before => { const image = document.querySelector('#xray-preview img'); "
+        "return image && image.src.endsWith('/xray.png') && image.src !== before && image.src; }", arg=before)
+    return handle.json_value()
+
+
+def choose(page, path) -> str:
+    """Upload `path` in the box above the tabs, wait for its picture and return the picture's address."""
     before = preview_source(page)
     if page.locator("#upload input[type=file]").count() == 0:  # a file is there already: clear it first
         page.locator("#upload button[aria-label=Clear]").click()
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.wait_for_function("before => { const image = document.querySelector('#xray-preview img'); "
-                           "return image && image.src && image.src !== before; }", arg=before)
+    return wait_for_preview(page, before)
 
 
 def compare(page, path):
@@ -120,7 +129,7 @@ def test_the_examples_are_thumbnails_that_fill_the_upload(page):
     before = preview_source(page)
     page.locator("#examples img[src*='pneumonia_person64_virus_122']").click()
     page.wait_for_function("() => document.querySelector('#upload')?.innerText.includes('pneumonia_person64_virus_122')")
-    page.wait_for_function("before => document.querySelector('#xray-preview img')?.src !== before", arg=before)
+    wait_for_preview(page, before)
 
 
 def test_a_dicom_upload_is_shown_as_the_models_read_it(page, tmp_path):
@@ -128,8 +137,7 @@ def test_a_dicom_upload_is_shown_as_the_models_read_it(page, tmp_path):
 
     pixels = synthetic_xray(160).astype(np.uint16) * 200
     dicom = write_dicom(tmp_path / "chest.dcm", pixels, photometric="MONOCHROME1")
-    choose(page, dicom)
-    shown = page.request.get(preview_source(page)).body()
+    shown = page.request.get(choose(page, dicom)).body()
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(shown)).convert("L")), preview(dicom))
 
 
