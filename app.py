@@ -38,7 +38,13 @@ from pneumo.demo import (  # noqa: E402
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
 from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
-from pneumo.served_files import DeleteOnceServed, OneTimeFiles, served_png  # noqa: E402
+from pneumo.served_files import (  # noqa: E402
+    CACHE_SWEEP_S,
+    DeleteOnceServed,
+    OneTimeFiles,
+    remove_leftovers,
+    served_png,
+)
 from pneumo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
@@ -203,8 +209,9 @@ def build_app(predictors) -> gr.Blocks:
         raise ValueError("the demo compares two models: load at least two")
     first, second = default_pair(predictors)
     limits = model_limits(predictors)
-    # delete_cache: Gradio's own copies of uploads and heatmaps are purged within the hour.
-    with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=(600, 3600)) as demo:
+    # delete_cache: uploads, the X-ray preview and the heatmaps leave Gradio's cache within about an hour
+    # (pneumo.served_files).
+    with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=CACHE_SWEEP_S) as demo:
         gr.Markdown("# pneumo: pneumonia on pediatric chest X-rays\n" + DISCLAIMER)
         xray = gr.Image(label="The X-ray as the models read it", format="png", interactive=False, height=300,
                         elem_id="xray-preview", buttons=["fullscreen"], scale=2, render=False)
@@ -318,8 +325,9 @@ def build_app(predictors) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, **options):
     """Serve the page: uploads larger than the library reads are refused before they are stored, the browser
-    keeps no history of runs (Gradio 6 would keep every input and result), and a PDF report is deleted once
-    downloaded."""
+    keeps no history of runs (Gradio 6 would keep every input and result), a PDF report is deleted once
+    downloaded, and the images and reports an earlier run left behind are deleted first."""
+    remove_leftovers()
     return demo.launch(max_file_size=MAX_FILE_BYTES, run_history=False, theme=THEME, css=PAGE_CSS,
                        app_kwargs={"middleware": [Middleware(DeleteOnceServed, files=REPORTS)]}, **options)
 

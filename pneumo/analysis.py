@@ -24,8 +24,12 @@ def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits |
 
 
 def preview(source) -> np.ndarray:
-    """The X-ray as the models read it (DICOM windowed and inverted as needed), uint8, at most PREVIEW_SIDE."""
-    gray = DecodedFile(source).plane(PREVIEW_SIDE)
+    """The X-ray as the models read it (DICOM windowed and inverted as needed), uint8, at most PREVIEW_SIDE.
+
+    From the decode the heatmaps are drawn over (OVERLAY_SIDE, which is also the decode of a 224 px model): a
+    large JPEG is read at reduced scale, never whole, and a `DecodedFile` shared with the models decodes it once.
+    """
+    gray = DecodedFile(source).plane(OVERLAY_SIDE)
     scale = PREVIEW_SIDE / max(gray.shape)
     if scale < 1:
         gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import dicom_worker
 from .errors import (
     CorruptImageError,
     EmptyFileError,
@@ -54,10 +56,18 @@ MAX_STORED_VALUES = MAX_FILE_BYTES // 2
 # so that only the first frame is ever copied out of them.
 DICOM_DEFERRED_BYTES = 64 * 1024
 PIL_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "TIFF"}
+# DICOM transfer syntaxes whose pixel data is stored as it is (implicit and explicit VR little endian, explicit VR
+# big endian): pydicom reads them in this process. Any other is compressed and decoded in a worker process
+# (pneumo.dicom_worker): GDCM ends the process it runs in on some malformed files.
+NATIVE_DICOM_SYNTAXES = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2")
+# Deflated Explicit VR Little Endian: the whole data set is zlib-compressed, and pydicom inflates all of it
+# while reading the header, with no limit (a file of a megabyte could inflate to gigabytes). Not read.
+DEFLATED_DICOM_SYNTAX = "1.2.840.10008.1.2.1.99"
 # A model's input is decoded at no less than this multiple of its side (see load_model_input).
 REDUCED_DECODE_FACTOR = 2
 # ITU-R BT.601 luma, the weights PIL uses for RGB -> L.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA_ROWS = 256  # rows of a colour image reduced to luma at a time
 
 
 def read_bytes(source: ImageSource) -> tuple[bytes, str]:
@@ -112,25 +122,47 @@ def read_grayscale(source: ImageSource, min_side: int | None = None) -> np.ndarr
 
 
 class DecodedFile:
-    """One file, read once and decoded at most once per decode side: the models of a comparison, its
-    preview and its heatmap backdrop share the planes they can."""
+    """One file, read once and decoded at most once per decode scale: the models of a comparison, its preview
+    and its heatmap backdrop share the planes they can. A JPEG's requests that libjpeg answers at the same
+    reduced scale share that decode; any other format is decoded whole, once, whatever the request."""
 
     def __init__(self, source: "ImageSource | DecodedFile"):
         if isinstance(source, DecodedFile):
-            self.data, self.name, self._planes = source.data, source.name, source._planes
+            self.data, self.name = source.data, source.name
+            self._planes, self._scales = source._planes, source._scales
             return
         self.data, self.name = read_bytes(source)
-        self._planes: dict[int | None, np.ndarray] = {}
+        self._planes: dict[int, np.ndarray] = {}  # decode scale (1/n) -> plane
+        self._scales: dict[int | None, int] = {}  # min_side -> decode scale
 
     def plane(self, min_side: int | None = None) -> np.ndarray:
         """The decoded [0, 1] plane, at reduced scale for a JPEG when `min_side` allows (see read_grayscale)."""
-        if min_side not in self._planes:
-            self._planes[min_side] = _decode(self.data, self.name, min_side)
-        return self._planes[min_side]
+        if min_side not in self._scales:
+            self._scales[min_side] = reduced_decode_scale(self.data, min_side)
+        scale = self._scales[min_side]
+        if scale not in self._planes:
+            self._planes[scale] = _decode(self.data, self.name, min_side)
+        return self._planes[scale]
 
     def for_model(self, height: int, width: int) -> np.ndarray:
         """The plane a model of that input size reads: the one decode of the image path."""
         return self.plane(decode_side(height, width))
+
+
+def reduced_decode_scale(data: bytes, min_side: int | None) -> int:
+    """n, when a decode for `min_side` is at 1/n scale: what libjpeg's reduced decode gives a JPEG (read from its
+    header, as the decode will), 1 for any other file and for one whose header cannot be read (its decode says
+    why)."""
+    if not min_side or not data.startswith(b"\xff\xd8"):  # JPEG's start-of-image marker
+        return 1
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.format not in ("JPEG", "MPO"):
+            return 1
+        image.draft(image.mode, (min_side, min_side))
+        return int(image.decoderconfig[0]) if image.decoderconfig else 1
+    except Exception:  # noqa: BLE001  (the decode itself reports what is wrong with the file)
+        return 1
 
 
 def _decode(data: bytes, name: str, min_side: int | None = None) -> np.ndarray:
@@ -173,23 +205,41 @@ def _decode_pil(data: bytes, name: str, min_side: int | None = None) -> np.ndarr
         image = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImageError(name, str(error)) from None
-    return _pil_to_unit_gray(image)
+    gray = _pil_to_unit_gray(image)
+    if image.mode == "F" and not np.isfinite(gray).all():  # a float TIFF holding NaN, infinity, or a range past float32's
+        raise CorruptImageError(name, "pixel values that are not finite numbers")
+    return gray
 
 
 def _pil_to_unit_gray(image: Image.Image) -> np.ndarray:
+    """The decoded image as one float32 plane in [0, 1]. No float copy of the whole image is made beside the
+    plane itself (a 50-megapixel RGB image as float32 would be 600 MB): integers become floats in place, and
+    colour is reduced to luma a band of rows at a time."""
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         # 16-bit grayscale (PNG/TIFF). Pillow may present it as 32-bit "I"; the range is still 16-bit.
-        pixels = np.asarray(image, dtype=np.float32)
-        return np.clip(pixels / 65535.0, 0.0, 1.0)
+        pixels = np.asarray(image, dtype=np.float32)  # converted from integers: a new array, written in place
+        pixels /= 65535.0
+        return np.clip(pixels, 0.0, 1.0, out=pixels)
     if mode == "F":
         return _min_max(np.asarray(image, dtype=np.float32))
-    if mode == "L":
-        return np.asarray(image, dtype=np.float32) / 255.0
-    if mode in ("LA", "1"):
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return rgb @ LUMA / 255.0
+    if mode in ("L", "LA", "1"):
+        pixels = np.asarray(image if mode == "L" else image.convert("L"), dtype=np.float32)
+        pixels /= 255.0
+        return pixels
+    return _luma(image)
+
+
+def _luma(image: Image.Image) -> np.ndarray:
+    """BT.601 luma in [0, 1] of a colour image (RGB, RGBA, CMYK, palette...), LUMA_ROWS rows at a time: the same
+    values as the whole image at once, in a float32 band instead of a float32 copy of the whole image."""
+    width, height = image.size
+    gray = np.empty((height, width), np.float32)
+    for top in range(0, height, LUMA_ROWS):
+        band = image.crop((0, top, width, min(top + LUMA_ROWS, height))).convert("RGB")
+        gray[top:top + band.height] = np.asarray(band, dtype=np.float32) @ LUMA
+    gray /= 255.0
+    return gray
 
 
 def _decode_dicom(data: bytes, name: str) -> np.ndarray:
@@ -203,6 +253,9 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
+    if _transfer_syntax(data) == DEFLATED_DICOM_SYNTAX:
+        raise UnsupportedFormatError(name, f"DICOM transfer syntax {DEFLATED_DICOM_SYNTAX} (deflated data set) is not "
+                                           "read; save the file uncompressed or with compressed pixel data")
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), defer_size=DICOM_DEFERRED_BYTES)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError) as error:
@@ -214,11 +267,17 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
                      frames=int(dataset.get("NumberOfFrames", 1) or 1), samples=samples)
     if samples not in (1, 3):
         raise UnsupportedFormatError(name, f"DICOM with {samples} samples per pixel; pneumo reads 1 (grayscale) or 3")
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
     try:
-        pixels = pixel_array(io.BytesIO(data), index=0)
+        if syntax in NATIVE_DICOM_SYNTAXES:
+            pixels = pixel_array(io.BytesIO(data), index=0)
+        else:
+            pixels = dicom_worker.first_frame(data)
     except (NotImplementedError, RuntimeError) as error:
-        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", "unknown")
-        raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax} cannot be decoded: {error}") from None
+        raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax or 'unknown'} cannot be decoded: {error}") \
+            from None
+    except dicom_worker.DecoderCrashed as error:
+        raise CorruptImageError(name, f"the decoder of its compressed pixel data {error}") from None
     except (ValueError, EOFError, OSError) as error:
         raise CorruptImageError(name, str(error)) from None
     if samples == 3:
@@ -239,11 +298,22 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     return gray
 
 
+def _transfer_syntax(data: bytes) -> str | None:
+    """The Transfer Syntax UID of a DICOM file's meta information, read from its bytes (the meta information is
+    always explicit VR little endian, right after the preamble), before pydicom reads the rest."""
+    at = data.find(b"\x02\x00\x10\x00UI", 132, 132 + 4096)
+    if at < 0 or at + 8 > len(data):
+        return None
+    (length,) = struct.unpack_from("<H", data, at + 6)
+    return data[at + 8:at + 8 + length].rstrip(b"\x00 ").decode("ascii", "replace")
+
+
 def _min_max(values: np.ndarray) -> np.ndarray:
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values, dtype=np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # a range past float32's: not finite, refused by the caller
+        return ((values - low) / (high - low)).astype(np.float32)
 
 
 def percentile_window(gray: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:

@@ -33,10 +33,15 @@ DISCLAIMER = ("Research and teaching software, not a medical device. These predi
 METADATA_FIELDS = [("patient", "Patient name or ID"), ("age", "Age"), ("sex", "Sex"), ("exam_date", "Exam date"),
                    ("physician", "Referring physician"), ("notes", "Notes")]
 # Fonts for the characters DejaVu Sans lacks (Chinese, Japanese, Korean names), with the Debian package that
-# installs each; the first one present is used. PNEUMO_PDF_FONTS (paths separated by os.pathsep) adds others.
-EXTRA_FONTS = [("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts-noto-cjk"),
+# installs each; the first one present that has a character prints it. PNEUMO_PDF_FONTS (paths separated by
+# os.pathsep) puts others first. TrueType outlines come first: fpdf2 embeds them with the Identity-H encoding and
+# a ToUnicode map, so the name is text that readers extract and search (pypdf included). Noto Sans CJK has CFF
+# outlines, which fpdf2 embeds with a CMap of their own that pypdf does not follow: the name prints, but pypdf
+# extracts it with a NUL before every character. WenQuanYi Micro Hei covers Chinese, Japanese kana and Korean
+# Hangul; Droid Sans Fallback has no Hangul.
+EXTRA_FONTS = [("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei"),
                ("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf", "fonts-droid-fallback"),
-               ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei")]
+               ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts-noto-cjk")]
 MISSING_GLYPH = "□"  # printed in place of a character no available font has
 REVISION_CHARACTERS = 12  # a Hub commit is printed short in the table (like git), in full below it
 

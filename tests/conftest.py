@@ -89,6 +89,25 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", slope=1.0, intercept=0.
     return path
 
 
+def transcode(source, destination, syntax: str):
+    """Rewrite a DICOM file in another transfer syntax with GDCM's own encoders."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
+    change.SetInput(reader.GetImage())
+    assert change.Change(), syntax
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(destination))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    return destination
+
+
 def bomb_png(width=100_000, height=100_000) -> bytes:
     """A valid PNG header that claims 10 gigapixels: decoding it would exhaust memory."""
     def chunk(kind, body):

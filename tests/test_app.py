@@ -235,8 +235,7 @@ def cells(row: str) -> list[str]:
 def pdf_text(path) -> str:
     from pypdf import PdfReader
 
-    # pypdf reads the two-byte codes of a CJK font's glyphs with a NUL before each character (pdftotext does not).
-    return "\n".join(page.extract_text() for page in PdfReader(path).pages).replace("\x00", "")
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
 
 
 def words(text: str) -> str:
@@ -337,6 +336,12 @@ def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(cl
             assert path.suffix != ".pdf" or "pneumo-report" not in str(path), path
             assert not any(encoded in content for encoded in encodings), path
     assert written, "the request wrote no temporary file where the test looks"
+
+
+def test_gradio_sweeps_its_cache_of_uploads_and_images_as_served_files_says(demo_predictors):
+    from pneumo.served_files import CACHE_SWEEP_S
+
+    assert app.build_app(demo_predictors).delete_cache == CACHE_SWEEP_S == (600, 3600)
 
 
 def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limit(app_url):

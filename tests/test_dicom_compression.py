@@ -10,7 +10,7 @@ pylibjpeg-libjpeg; such a file gets a one-line "unsupported" error naming its tr
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_MODELS
+from conftest import BUNDLED_MODELS, transcode
 from pneumo.imaging import read_grayscale
 from test_encodings import dicom, gray8
 
@@ -22,25 +22,6 @@ SYNTAXES = {
     "rle_lossless": ("RLELossless", True),                    # 1.2.840.10008.1.2.5
     "jpeg2000_lossy": ("JPEG2000", False),                    # 1.2.840.10008.1.2.4.91
 }
-
-
-def transcode(source, destination, syntax: str):
-    """Rewrite a DICOM file in another transfer syntax with GDCM's own encoders."""
-    import gdcm
-
-    reader = gdcm.ImageReader()
-    reader.SetFileName(str(source))
-    assert reader.Read()
-    change = gdcm.ImageChangeTransferSyntax()
-    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, syntax)))
-    change.SetInput(reader.GetImage())
-    assert change.Change(), syntax
-    writer = gdcm.ImageWriter()
-    writer.SetFileName(str(destination))
-    writer.SetFile(reader.GetFile())
-    writer.SetImage(change.GetOutput())
-    assert writer.Write()
-    return destination
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +66,15 @@ def test_every_bundled_model_gives_the_uncompressed_files_probability(files, pre
     reference = predictor.predict_file(uncompressed).positive_probability
     probabilities = {name: predictor.predict_file(path).positive_probability for name, path in compressed.items()}
     assert all(abs(p - reference) <= 0.02 for p in probabilities.values()), (reference, probabilities)
+
+
+def test_threads_decoding_compressed_files_at_once_get_what_one_decode_gives(files):
+    """Compressed pixel data is decoded in one worker process (pneumo.dicom_worker), one file at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, compressed = files
+    paths = [compressed[name] for name in SYNTAXES] * 3
+    with ThreadPoolExecutor(8) as pool:
+        decoded = list(pool.map(read_grayscale, paths))
+    for path, plane in zip(paths, decoded):
+        np.testing.assert_array_equal(plane, read_grayscale(path))

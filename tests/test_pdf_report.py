@@ -21,8 +21,7 @@ def build(tmp_path, metadata, results):
 
     overlays = {name: np.zeros((64, 64, 3), np.uint8) for name in results}
     path = pdf_report.build_report(tmp_path / "report.pdf", metadata, np.zeros((64, 64), np.uint8), results, overlays)
-    # pypdf reads a CJK font's two-byte codes with a NUL before each character.
-    return "\n".join(page.extract_text() for page in PdfReader(path).pages).replace("\x00", "")
+    return "\n".join(page.extract_text() for page in PdfReader(path).pages)
 
 
 def test_without_a_font_for_a_script_the_report_says_what_it_cannot_print(tmp_path, monkeypatch, caplog):
@@ -33,6 +32,17 @@ def test_without_a_font_for_a_script_the_report_says_what_it_cannot_print(tmp_pa
     assert "□□ Lee" in text
     assert "Some characters of Patient name or ID cannot be printed" in " ".join(text.split())
     assert not any(character in record.getMessage() for record in caplog.records for character in "李雷")
+
+
+@pytest.mark.parametrize("name", ["王秀英", "山田 花子", "やまだ はなこ", "김민준", "Zoë 李雷 김민준 たろう"],
+                         ids=["chinese", "japanese-kanji", "japanese-kana", "korean", "mixed"])
+def test_a_chinese_japanese_or_korean_name_is_text_that_pypdf_extracts_exactly(tmp_path, name):
+    """Printed with a TrueType CJK font (embedded with a ToUnicode map), the name is searchable text."""
+    truetype = [path for path in pdf_report.extra_font_paths() if path.endswith(("wqy-microhei.ttc", ".ttf"))]
+    assert truetype, "install a TrueType CJK font for the PDF report (apt-get install fonts-wqy-microhei); .ci/run does"
+    text = build(tmp_path, {"patient": name}, {"A": result(0.7)})
+    assert f"Patient name or ID {name}\n" in text
+    assert pdf_report.MISSING_GLYPH not in text and "\x00" not in text
 
 
 def test_probabilities_near_0_and_1_are_printed_as_bounds_and_the_table_keeps_words_whole(tmp_path):
