@@ -2,7 +2,7 @@
 
     python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
                          [--heatmaps K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
-                         [--no-figures] [--no-intervals]
+                         [--adapt] [--no-figures] [--no-intervals]
     python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
@@ -26,7 +26,7 @@ output layout (DIR):
                                  out-of-distribution score and flag, one row per scored file
   <model>/metrics.json           counts and, for labeled files, accuracy, sensitivity, specificity, precision,
                                  F1, ROC-AUC, ECE, confusion matrix, 95% bootstrap intervals (not with
-                                 --no-intervals), subgroups
+                                 --no-intervals), subgroups; with --adapt, the site the model was adapted to
   <model>/classification_report.csv, confusion_matrix.csv
   <model>/confusion_matrix.png, roc_curve.png, reliability_diagram.png   (figures at 200 dpi; none with
                                  --no-figures, nor comparison.png)
@@ -85,6 +85,10 @@ def parse_score_args(argv):
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
                              "or ray://HEAD:10001) instead of starting Ray on this machine")
+    parser.add_argument("--adapt", action="store_true",
+                        help="adapt each model to this folder's own images first (batch-norm statistics, "
+                             "python -m pneumo.adapt; labels are not used), and score with its calibration for "
+                             "adapted networks; recorded in metrics.json")
     add_report_options(parser)
     return parser, parser.parse_args(argv)
 
@@ -125,6 +129,8 @@ def check_engine_options(parser, args) -> None:
         parser.error(f"{args.folder}: URIs are read by --engine ray")
     if not uri and not Path(args.folder).is_dir():
         parser.error(f"{args.folder}: no such folder")
+    if args.adapt and (args.engine != "local" or args.shard != (0, 1)):
+        parser.error("--adapt adapts to a whole folder on this machine: not with --engine ray or --shard")
     if args.engine != "ray":
         if args.ray_address:
             parser.error("--ray-address needs --engine ray")
@@ -139,6 +145,19 @@ def check_engine_options(parser, args) -> None:
         import_ray()
     except PneumoError as error:
         parser.error(str(error))
+
+
+def adapt_all(parser, predictors, folder) -> None:
+    from pneumo import PneumoError
+    from pneumo.adapt import adapt_for_scoring
+
+    if any(predictor.model is None for predictor in predictors):
+        parser.error("--adapt: an ensemble is not adapted; adapt its members (python -m pneumo.adapt) and score those")
+    try:
+        for name, what in adapt_for_scoring(predictors, folder).items():
+            print(f"{name}: {what}", file=sys.stderr)
+    except PneumoError as error:
+        parser.error(f"--adapt: {error}")
 
 
 def print_summary(all_metrics: dict) -> None:
@@ -171,6 +190,8 @@ def main(argv=None) -> int:
             predictors = list(load_models(dict(enumerate(args.models)) if args.models else model_references()).values())
         except PneumoError as error:
             parser.error(str(error))
+        if args.adapt:
+            adapt_all(parser, predictors, args.folder)
         try:
             if args.engine == "ray":
                 from pneumo.batch_ray import run_folder_ray

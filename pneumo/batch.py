@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 
 from .analysis import analyse
-from .batch_reports import labeled_part, prediction_columns, probability_column, write_model_reports, write_run_reports
+from .batch_reports import (
+    labeled_part,
+    prediction_columns,
+    probability_column,
+    write_model_reports,
+    write_run_reports,
+)
 from .data import label_from_folders, loaded_images
 from .errors import DataFolderError, InvalidImageError, NothingToScoreError
 from .files import atomic_write, write_csv, write_json
@@ -180,7 +186,7 @@ def binary_probabilities(predictor, positive: float) -> np.ndarray:
 def reason_of(error: str, file: ImageFile) -> str:
     """The error without the (already listed) file path."""
     prefix = f"{file.path}: "
-    return error[len(prefix):] if error.startswith(prefix) else error
+    return error.removeprefix(prefix)
 
 
 def folder_name(name) -> str:
@@ -205,10 +211,15 @@ def unique_names(predictors) -> list[str]:
 
 def model_record(predictor) -> dict:
     """Which model scored a run, the name figures give it (the demo's, for the bundled models), and the classes
-    its predictions speak of (enough to merge runs)."""
-    return {"model": predictor.name, "display_name": predictor.display_name,
-            "reference": predictor.reference, "revision": predictor.revision,
-            "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
+    its predictions speak of (enough to merge runs), and the site it was adapted to, if it was (pneumo.adapt)."""
+    record = {"model": predictor.name, "display_name": predictor.display_name,
+              "reference": predictor.reference, "revision": predictor.revision,
+              "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
+    site = predictor.config.get("site_adaptation")
+    if site:  # without its date: a resumed run adapts again and must match
+        record["adaptation"] = (f"{site['method']}: adapted to {site['images']} ({site['image_count']} images), "
+                                f"from {site['source']}")
+    return record
 
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,

@@ -57,6 +57,17 @@ def site_logits(predictor, paths: list[str], batch_size: int = 32) -> tuple[np.n
     return (np.concatenate(logits) if logits else np.zeros((0, width))), skipped
 
 
+def fit_site_calibration(logits, labels, positive_index: int, operating_point: str | None = None):
+    """The calibration and operating points fitted on a site's labeled images (their logits and class indices),
+    and which operating point decides: the source's (`operating_point`), where it is one of ours."""
+    labels = np.asarray(labels)
+    calibration = fit_calibration(logits, labels)
+    probabilities = calibration.probabilities(logits)[:, positive_index]
+    positives = (labels == positive_index).astype(int)
+    operating_points = {name: fit(positives, probabilities) for name, (_, fit) in OPERATING_POINTS.items()}
+    return calibration, operating_points, operating_point if operating_point in operating_points else "youden"
+
+
 def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) -> dict:
     """Write `out`: the `source` model with calibration and operating points fitted on `data`. Returns the
     record stored as `site_calibration`."""
@@ -80,13 +91,9 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
 
     positive = predictor.positive_index
     labels = (readable.label.to_numpy() == positive).astype(int)
-    calibration = fit_calibration(logits[fitting.row], readable.label.to_numpy()[fitting.row])
+    calibration, operating_points, operating_point = fit_site_calibration(
+        logits[fitting.row], readable.label.to_numpy()[fitting.row], positive, predictor.config.get("operating_point"))
     site_probabilities = calibration.probabilities(logits)[:, positive]
-    operating_points = {name: fit(labels[fitting.row], site_probabilities[fitting.row])
-                        for name, (_, fit) in OPERATING_POINTS.items()}
-    operating_point = predictor.config.get("operating_point", "youden")
-    if operating_point not in operating_points:
-        operating_point = "youden"
     threshold = operating_points[operating_point]
 
     source_probabilities = predictor.calibration.probabilities(logits)[:, positive]
@@ -98,7 +105,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
         "source": predictor.reference, "source_revision": predictor.revision,
         "source_model_sha256": model_folder.model_file_sha256(predictor.folder),
         "source_calibration": predictor.calibration.to_config(predictor.config.get("calibration", {}).get("fitted_on", "")), "source_threshold": predictor.threshold,
-        "data": str(data), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": str(data), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "fitting_images": len(fitting), "fitting_patients": int(fitting.patient.nunique()),
         "holdout_images": len(holdout), "holdout_patients": int(holdout.patient.nunique()),
         "skipped_files": len(skipped),

@@ -80,3 +80,7 @@ class UnknownArchitectureError(PneumoError, ValueError):
 
 class TrainingOptionError(PneumoError, ValueError):
     """A training option that the chosen architecture cannot honour."""
+
+
+class AdaptationError(PneumoError):
+    """A model or a set of images that adaptation to a site (pneumo.adapt) cannot use, with the reason."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, explanation, model_folder
+from . import __version__, adaptation, explanation, model_folder
 from .calibration import (
     Calibration,
     choose_threshold,
@@ -79,17 +79,17 @@ def training_summary(args: dict, arch, options: dict, training_options: dict, sp
     criterion_column = "val_criterion" if "val_criterion" in history else "val_auc"
     return {
         "data": "Kermany et al. 2018 pediatric chest X-rays (CC BY 4.0), train/ folder",
-        "train_images": int(len(train)),
+        "train_images": len(train),
         "train_patients": int(train.patient.nunique()),
-        "validation_images": int(len(validation)),
+        "validation_images": len(validation),
         "validation_patients": int(validation.patient.nunique()),
-        "holdout_images": int(len(holdout)),
+        "holdout_images": len(holdout),
         "class_counts_train": {name: int((train.label == i).sum()) for i, name in enumerate(class_names)},
         "validation_split": f"patient-level, stratified, seed {args['seed']} (data_split.csv)",
         "holdout_split": (f"the {args.get('holdout_fraction', 0):.0%} of patients with the earliest running numbers "
                           "of each file-name series, taken whole (data_split.csv: holdout_earliest)"),
         "selection_criterion": CRITERION,
-        "epochs_run": int(len(history)),
+        "epochs_run": len(history),
         "best_epoch": int(history[criterion_column].idxmax()) + 1,
         "batch_size": args["batch_size"],
         "learning_rate": args["learning_rate"],
@@ -132,6 +132,39 @@ def fit_on_validation(logits, labels, positive_index: int, paths) -> tuple[Calib
         labels, Calibration().probabilities(logits)[:, positive_index])
     metrics["split"] = "validation (patient-level split of train/, never used for fitting weights)"
     return calibration, operating_points, threshold, metrics
+
+
+def fit_adaptation_reference(model, validation: pd.DataFrame, data_root, size: int, preprocessing: Preprocessing,
+                             positive_index: int, released_roc_auc: float) -> dict | None:
+    """What a model adapted to a site (pneumo.adapt) decides with: the calibration and operating points fitted on
+    the validation split after its batch-norm statistics are re-estimated on the clean validation images, as
+    they will be on the site's. The released ones would not do: the moving statistics come from augmented
+    training batches, not clean X-rays (docs/experiments/adaptation.py measures the difference). With the
+    validation ROC-AUC of the released network (`released_roc_auc`), to tell whether the re-estimation costs
+    more than a site could gain (pneumo.adapt refuses then). None for a network without batch normalisation.
+    The network is left as it was."""
+    import keras
+
+    if not adaptation.batch_norm_layers(model):
+        return None
+    inputs = np.stack([load_model_input(str(Path(data_root) / path), size, size, preprocessing)
+                       for path in validation.path])
+    released, scores = adaptation.batch_norm_statistics(model), logits_model(model)
+    try:
+        adaptation.reestimate_batch_norm(model, adaptation.in_batches(inputs))
+        logits = np.concatenate([keras.ops.convert_to_numpy(scores(batch, training=False))
+                                 for batch in adaptation.in_batches(inputs, 64)])
+    finally:
+        adaptation.set_statistics(model, released)
+    calibration, operating_points, threshold, metrics = fit_on_validation(logits, validation.label.to_numpy(),
+                                                                          positive_index, validation.path)
+    fitted_on = "validation split, batch-norm statistics re-estimated on its clean images"
+    return {"method": adaptation.METHOD, "calibration": calibration.to_config(fitted_on),
+            "threshold": threshold, "threshold_method": OPERATING_POINTS[DEFAULT_OPERATING_POINT] + " (" + fitted_on
+            + ")", "operating_point": DEFAULT_OPERATING_POINT, "operating_points": operating_points,
+            "validation": {key: metrics[key] for key in ("n_images", "sensitivity", "specificity", "roc_auc",
+                                                         "expected_calibration_error")},
+            "released_validation_roc_auc": released_roc_auc}
 
 
 def export_model_folder(out) -> dict:
@@ -191,6 +224,10 @@ def export_model_folder(out) -> dict:
         "calibration": calibration.to_config("validation split"),
         "training": training_summary(args, arch, options, training_options, split, history, class_names),
     }
+    reference = fit_adaptation_reference(model, validation, args["data"], size, preprocessing, positive_index,
+                                         metrics["roc_auc"])
+    if reference:
+        config["adaptation"] = reference
     model_folder.write_config(out, config)
     config["out_of_distribution"] = fit_reference(out, args["data"])
     plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)

@@ -20,19 +20,20 @@ def expected_calibration_error(y_true, prob_positive, n_bins: int = 15) -> float
     return float(error)
 
 
-def compute_metrics(y_true, prob_positive, threshold: float = 0.5) -> dict:
-    """Binary metrics for PNEUMONIA (label 1) against NORMAL (label 0) at `threshold`.
+def compute_metrics(y_true, prob_positive, threshold=0.5) -> dict:
+    """Binary metrics for PNEUMONIA (label 1) against NORMAL (label 0) at `threshold` (one for all, or one per
+    image: cross-fitted halves each decide at their own; `threshold` is then recorded as None).
 
     The confusion matrix is [[TN, FP], [FN, TP]] (rows: true NORMAL, PNEUMONIA).
     """
     y_true = np.asarray(y_true, dtype=int)
     prob_positive = np.asarray(prob_positive, dtype=float)
-    y_pred = (prob_positive >= threshold).astype(int)
+    y_pred = (prob_positive >= np.asarray(threshold, dtype=float)).astype(int)
     (tn, fp), (fn, tp) = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
     both_classes = len(np.unique(y_true)) == 2
     return {
-        "n_images": int(len(y_true)),
-        "threshold": float(threshold),
+        "n_images": len(y_true),
+        "threshold": float(threshold) if np.ndim(threshold) == 0 else None,
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
         "specificity": float(tn / (tn + fp)) if tn + fp else None,
@@ -44,10 +45,11 @@ def compute_metrics(y_true, prob_positive, threshold: float = 0.5) -> dict:
     }
 
 
-def bootstrap_intervals(y_true, prob_positive, threshold: float, resamples: int = 1000, seed: int = 0,
+def bootstrap_intervals(y_true, prob_positive, threshold, resamples: int = 1000, seed: int = 0,
                         level: float = 0.95) -> dict:
     """Percentile-bootstrap confidence intervals (images resampled with replacement) for accuracy,
-    sensitivity, specificity, precision, F1 and ROC-AUC at `threshold`: {metric: [low, high]}."""
+    sensitivity, specificity, precision, F1 and ROC-AUC at `threshold` (one, or one per image): {metric: [low,
+    high]}."""
     y_true = np.asarray(y_true, dtype=int)
     prob_positive = np.asarray(prob_positive, dtype=float)
     rng = np.random.default_rng(seed)

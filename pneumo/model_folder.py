@@ -52,6 +52,7 @@ SPLIT_FILE = "data_split.csv"
 ROBUSTNESS_FILE = "metrics_robustness.csv"
 OOD_REFERENCE_FILE = "ood_reference.npz"
 SCORING_LOG = "test_scorings.csv"
+SITE_EVAL_FILE = "site_eval_test.json"  # pneumo.site_eval --record: the official test set, four settings
 CHECKPOINTS = "checkpoints"
 TRAIN_ARGS_FILE = "train_args.json"
 # validation and test; site_holdout in a folder refitted to a site's own data (pneumo.calibrate).
@@ -63,7 +64,7 @@ TRAIN_SPLIT, VALIDATION_SPLIT, HOLDOUT_SPLIT = "train", "validation", "holdout_e
 REQUIRED_CONFIG_KEYS = ("architecture", "input", "class_names", "positive_class", "threshold", "calibration")
 # What a Hub download fetches to use a model (either layout), and what a push publishes to document it.
 DOWNLOADED_FILES = [CONFIG_FILE, *NETWORK_FILES, LEGACY_MODEL_FILE, OOD_REFERENCE_FILE, CARD_FILE, "metrics_*.json"]
-PUBLISHED_FILES = [*DOWNLOADED_FILES, ROBUSTNESS_FILE, SCORING_LOG, HISTORY_FILE, CURVES_FILE, SPLIT_FILE]
+PUBLISHED_FILES = [*DOWNLOADED_FILES, ROBUSTNESS_FILE, SCORING_LOG, SITE_EVAL_FILE, HISTORY_FILE, CURVES_FILE, SPLIT_FILE]
 REQUIRED_FOR_PUBLISHING = [CONFIG_FILE, *NETWORK_FILES, "metrics_validation.json"]
 
 

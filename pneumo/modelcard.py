@@ -5,9 +5,11 @@ Every number in the card is read from a file the training or evaluation code wro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import explanation, model_folder
+from .adaptation import why_not_adapted
 from .calibration import Calibration
 from .files import write_text
 
@@ -199,10 +201,10 @@ Medical Center), every image resized to 224x224. {training['train_images']} trai
 ## Decision threshold and calibration
 Probabilities are `{Calibration.from_config(config['calibration']).describe()}`, fitted on
 {config['calibration'].get('fitted_on', 'validation split').replace('validation split', 'the validation split')}. PNEUMONIA is predicted when its probability is at least
-{config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}{site_calibration_text(config)}
+{config['threshold']:.3f} ({config['threshold_method']}).{operating_points_text(config)}{site_calibration_text(config)}{site_adaptation_text(config)}{adaptation_text(config)}
 
 ## Metrics
-{metrics_section}
+{metrics_section}{site_eval_text(folder)}
 
 ## Limitations
 - One hospital, one pediatric population, images already downsized to 224x224: expect lower accuracy
@@ -282,8 +284,60 @@ def site_calibration_text(config: dict) -> str:
             "training and validation sections describe the source model.")
 
 
+def site_adaptation_text(config: dict) -> str:
+    site = config.get("site_adaptation")
+    if not site:
+        return ""
+    return (f"\n\n**Adapted to a site** (`python -m pneumo.adapt`, {site['date']}): the network of `{site['source']}` "
+            f"(SHA-256 {site['source_model_sha256'][:12]}...) with its batch-norm statistics re-estimated on the "
+            f"{site['image_count']} readable images of `{site['images']}` (labels unused; {site['skipped_files']} "
+            "files skipped), every other weight unchanged. It decides with the calibration and threshold its "
+            "source fitted for an adapted network. The training and validation sections, and any metrics below, "
+            "describe the source model.")
+
+
+def adaptation_text(config: dict) -> str:
+    block = config.get("adaptation")
+    if not block or config.get("site_adaptation"):
+        return ""
+    refused = why_not_adapted(block)
+    if refused:
+        return f"\n\n**Not adapted to sites** (`python -m pneumo.adapt` refuses it): {refused}."
+    measured = block["validation"]
+    return (f"\n\n**Once adapted to a site** (`python -m pneumo.adapt`: batch-norm statistics re-estimated on the "
+            f"site's own X-rays, without labels) it decides with `{Calibration.from_config(block['calibration']).describe()}` "
+            f"and threshold {block['threshold']:.3f}, fitted on the validation split after the same re-estimation on "
+            f"its clean images (validation sensitivity {measured['sensitivity']:.3f}, specificity "
+            f"{measured['specificity']:.3f}, ECE {measured['expected_calibration_error']:.3f}).")
+
+
+def site_eval_text(folder: Path) -> str:
+    """The four settings of `python -m pneumo.site_eval --record` (the official test set), if measured."""
+    path = folder / model_folder.SITE_EVAL_FILE
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())
+    lines = ["", "", "### Adapted and refitted on the official test set (cross-fitted)", "",
+             (f"`python -m pneumo.site_eval` ({results['date'][:10]}): the {results['images']} images split by patient "
+             f"into halves of {results['halves'][0]} and {results['halves'][1]}; each half adapts (images only) and "
+             "refits (labels) the model that scores the other, and the two scored halves are pooled. 95% bootstrap "
+             "intervals in brackets."), "",
+             "| Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |", "|---|---|---|---|---|---|"]
+    for metrics in results["settings"].values():
+        cells = " | ".join(_with_interval(metrics, key) for key in
+                           ("accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"))
+        lines.append(f"| {metrics['setting']} | {cells} |")
+    if not results["adaptable"]:
+        lines += ["", "No batch normalisation: there are no statistics to adapt, so two settings only."]
+    return "\n".join(lines)
+
+
 def ood_limitation(config: dict) -> str:
     block = config.get("out_of_distribution")
+    if not block and config.get("site_adaptation"):
+        return ("Input is treated as a frontal chest X-ray whatever it is: an adapted network has no "
+                "out-of-distribution check (its source's reference holds the source network's features; through the "
+                "adapted network it flags almost every X-ray).")
     if not block:
         return ("Input is treated as a frontal chest X-ray whatever it is; this folder has no check for images "
                 "that are something else (`python -m pneumo.ood` adds one).")
@@ -326,7 +380,22 @@ def results_table(folders) -> str:
 
 
 
+def site_eval_table(folders) -> str:
+    """A Markdown table of the four settings of `python -m pneumo.site_eval --record` on the official test set, for
+    every model folder that has them (for README and model_card.md)."""
+    columns = ["accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"]
+    lines = ["| Model | Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for folder in map(Path, folders):
+        path = folder / model_folder.SITE_EVAL_FILE
+        if path.exists():
+            for metrics in json.loads(path.read_text())["settings"].values():
+                lines.append(f"| {folder.name} | {metrics['setting']} | "
+                             + " | ".join(_with_interval(metrics, key) for key in columns) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import sys
 
-    print(results_table(sys.argv[1:]))
+    print(results_table(sys.argv[1:]) + "\n\n" + site_eval_table(sys.argv[1:]))
