@@ -10,11 +10,14 @@ defaults are the bundled models/ folders, or the PNEUMO_*_MODEL environment vari
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import html
 import logging
 import os
 import re
+import signal
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,8 +43,12 @@ from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
 from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
 from pneumo.served_files import (  # noqa: E402
     CACHE_SWEEP_S,
+    EMPTY_FILE_AGE_S,
+    REAPER,
     DeleteOnceServed,
     OneTimeFiles,
+    clean_up_at_stop,
+    remove_empty_files,
     remove_leftovers,
     served_png,
 )
@@ -52,6 +59,10 @@ EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
 SHARE_SERVICE_HOST = "api.gradio.app"
+# glibc gives each thread serving requests a malloc arena of its own, and keeps their freed memory: the demo's
+# resident memory grew 9.2% over 400 soak calls (benchmarks/soak.py), and stayed flat with two arenas.
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # mallopt's parameter for it (glibc's malloc.h)
 REPORTS = OneTimeFiles()  # PDF reports, deleted once downloaded
 # Gradio's default theme, with bold text in the Bold faces: the SemiBold ones it ships hold only a few dozen
 # glyphs, so semibold words were drawn in two fonts ("PNEUMONI" in one, "A" in another).
@@ -326,10 +337,48 @@ def build_app(predictors) -> gr.Blocks:
 def launch(demo: gr.Blocks, **options):
     """Serve the page: uploads larger than the library reads are refused before they are stored, the browser
     keeps no history of runs (Gradio 6 would keep every input and result), a PDF report is deleted once
-    downloaded, and the images and reports an earlier run left behind are deleted first."""
+    downloaded, and the files an earlier run left behind are deleted first. Served until Ctrl+C or SIGTERM
+    (unless `prevent_thread_lock`), after which the files it served are deleted (pneumo.served_files)."""
     remove_leftovers()
-    return demo.launch(max_file_size=MAX_FILE_BYTES, run_history=False, theme=THEME, css=PAGE_CSS,
-                       app_kwargs={"middleware": [Middleware(DeleteOnceServed, files=REPORTS)]}, **options)
+    REAPER.every(EMPTY_FILE_AGE_S, remove_empty_files)  # the empty file Gradio leaves on each call
+    blocking = not options.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm(demo)) if blocking else None
+    try:
+        return demo.launch(max_file_size=MAX_FILE_BYTES, run_history=False, theme=THEME, css=PAGE_CSS,
+                           app_kwargs={"middleware": [Middleware(DeleteOnceServed, files=REPORTS)]}, **options)
+    finally:
+        if blocking:
+            demo.close()  # Gradio's own clean-up: it deletes the uploads and copies it kept
+            clean_up_at_stop()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def stop_on_sigterm(demo: gr.Blocks):
+    """A SIGTERM handler (docker stop, a Space restarting, `kill`) that stops the demo as Ctrl+C does: the server
+    is closed, launch() returns and cleans up, and the process exits 0. Without it the process died at once,
+    leaving every upload and heatmap behind."""
+    def stop(signum, frame):
+        if demo.is_running:
+            demo.close()  # launch() stops waiting and returns
+        else:  # still starting
+            raise SystemExit(0)
+    return stop
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at `arenas`, as the Dockerfile's MALLOC_ARENA_MAX does where the environment is
+    not ours (a Space, `python app.py`). Called before the models load and the server starts its threads, while
+    the process has its first two arenas: glibc fixes its limit once it has more than eight. Returns whether it
+    was set: not without glibc (a no-op there), nor over a MALLOC_ARENA_MAX the environment sets."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # no confstr, or no such name: not glibc
+        glibc = None
+    if not glibc:
+        return False
+    return ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas) == 1
 
 
 def model_option(variable: str) -> str:
@@ -338,6 +387,7 @@ def model_option(variable: str) -> str:
 
 
 def main(argv=None):
+    limit_malloc_arenas()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for name, (variable, _) in BUNDLED_MODELS.items():
         parser.add_argument(model_option(variable), dest=variable, metavar="REF",

@@ -1,8 +1,9 @@
 """Speed of the demo, as figures measured in one run (this machine is shared and noisy).
 
-    python benchmarks/app_speed.py [--port 7870]
+    python benchmarks/app_speed.py [--port 7870] [--models CNN+LSTM,ResNet50]
 
-  start-up   seconds from `python app.py` (every bundled model loaded) to a page that answers (target < 20 s)
+  start-up   seconds from `python app.py` (every bundled model, or those --models names) to a page that answers
+             (target < 20 s)
   /compare   median of 20 warm calls through gradio_client of the documented one-argument call, i.e. the
              default pair: two predictions, two heatmaps (target < 0.7 s)
   load       16 concurrent clients sending 5 /compare requests each: all must succeed
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -21,6 +23,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "pneumonia_person142_bacteria_683.jpeg"
+
+
+def start_demo(port: int, models: str | None = None, **popen) -> subprocess.Popen:
+    """`python app.py` on a loopback port, in a process of its own, with every bundled model or those `models`
+    names (comma-separated display names, as PNEUMO_MODELS takes them). `popen`: subprocess.Popen's options."""
+    env = dict(popen.pop("env", None) or os.environ)
+    if models:
+        env["PNEUMO_MODELS"] = models
+    return subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port)], cwd=REPO, env=env, **popen)
+
+
+def stop_demo(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(timeout=30)
 
 
 def wait_until_serving(url: str, process, limit_s: float = 180) -> float:
@@ -43,11 +59,11 @@ def main():
     parser.add_argument("--port", type=int, default=7870)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--models", help="the bundled models to load, e.g. CNN+LSTM,ResNet50 (default: all)")
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/"
     launched = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(args.port)], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_demo(args.port, args.models, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         startup = wait_until_serving(url, process)
         print(f"start-up: {startup:.1f} s to a serving page (target < 20 s; launched at t=0, "
@@ -81,8 +97,7 @@ def main():
         print(f"load: {succeeded}/{total} requests succeeded from {args.clients} concurrent clients in "
               f"{time.perf_counter() - start:.1f} s" + (f"; failures: {failures[:3]}" if failures else ""))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_demo(process)
 
 
 def _safe(function, argument):

@@ -4,6 +4,10 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -16,7 +20,7 @@ import pytest
 from PIL import Image
 
 import app
-from conftest import (BUNDLED_BY_NAME, BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, bomb_png, example_images,
+from conftest import (BUNDLED_BY_NAME, BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, REPO, bomb_png, example_images,
                       png_bytes, true_label)
 
 # A name in three scripts, one of which (Linear B) no font of a Debian machine covers.
@@ -342,6 +346,113 @@ def test_gradio_sweeps_its_cache_of_uploads_and_images_as_served_files_says(demo
     from pneumo.served_files import CACHE_SWEEP_S
 
     assert app.build_app(demo_predictors).delete_cache == CACHE_SWEEP_S == (600, 3600)
+
+
+def empty_files_at_the_top_of_gradios_cache() -> set:
+    from pneumo.served_files import gradio_cache_folder
+
+    return {path for path in gradio_cache_folder().glob("tmp*") if path.is_file() and path.stat().st_size == 0}
+
+
+def test_the_empty_file_gradio_leaves_on_each_call_is_swept(client):
+    """gr.File(type="filepath") leaves an empty file in Gradio's cache on each call; the reaper deletes those a
+    minute old every minute (here at once: the calls have ended, no upload is arriving)."""
+    from pneumo.served_files import remove_empty_files
+
+    before = empty_files_at_the_top_of_gradios_cache()
+    for image in example_images()[:3]:
+        client.predict(handle(image), EXTRA_DEMO_MODELS[0], None, api_name="/predict")
+    left = empty_files_at_the_top_of_gradios_cache() - before
+    assert left, "Gradio no longer leaves an empty file per call: remove_empty_files may go"
+    remove_empty_files(min_age_s=0)
+    assert not empty_files_at_the_top_of_gradios_cache()
+
+
+def test_the_demo_caps_glibcs_malloc_arenas(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc: nothing to cap")
+    assert app.limit_malloc_arenas() is True  # glibc's mallopt(M_ARENA_MAX, 2) returned 1
+
+
+def test_the_arena_cap_leaves_the_environments_and_is_a_no_op_without_glibc(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert app.limit_malloc_arenas() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+
+    def not_glibc(name):
+        raise ValueError("unrecognized configuration name")
+
+    monkeypatch.setattr(os, "confstr", not_glibc)
+    assert app.limit_malloc_arenas() is False
+
+
+def test_the_arenas_are_capped_before_the_models_load(monkeypatch):
+    from pneumo import PneumoError
+
+    calls = []
+    monkeypatch.setattr(app, "limit_malloc_arenas", lambda: calls.append("limit_malloc_arenas"))
+
+    def load_models(references):
+        calls.append("load_models")
+        raise PneumoError("no models here")
+
+    monkeypatch.setattr(app, "load_models", load_models)
+    with pytest.raises(SystemExit):
+        app.main([])
+    assert calls == ["limit_malloc_arenas", "load_models"]
+
+
+# A demo with the app's upload and served files, launched by app.launch, in a process of its own.
+SMALL_DEMO = """
+import sys
+import gradio as gr
+import numpy as np
+import app
+from pneumo.served_files import CACHE_SWEEP_S, served_png
+
+with gr.Blocks(delete_cache=CACHE_SWEEP_S) as demo:
+    upload = gr.File(type="filepath")
+    picture = gr.Image(type="filepath")
+    upload.change(lambda path: served_png(np.zeros((8, 8), np.uint8), "xray"), upload, picture, api_name="show")
+app.launch(demo, server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True)
+"""
+
+
+def test_sigterm_stops_the_demo_with_status_0_and_leaves_nothing_in_gradios_cache(tmp_path):
+    from gradio_client import Client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cache = tmp_path / "gradio"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    demo = subprocess.Popen([sys.executable, "-c", SMALL_DEMO, str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 180
+        while demo.poll() is None and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert demo.poll() is None, demo.communicate()[0]
+        client = Client(url, verbose=False, download_files=False)
+        for image in example_images()[:2]:
+            client.predict(handle(image), api_name="/show")
+        kept = sorted(path.name for path in cache.iterdir())
+        assert any(name.startswith("pneumo-served-") for name in kept) and any(name.startswith("tmp") for name in kept)
+        demo.send_signal(signal.SIGTERM)
+        output = demo.communicate(timeout=120)[0]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode == 0, output
+    assert not [path for path in cache.rglob("*") if path.is_file()]  # uploads, served images, empty files
+    assert not [path for path in cache.iterdir() if path.name.startswith(("pneumo-", "tmp"))
+                or re.fullmatch("[0-9a-f]{64}", path.name)]
 
 
 def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limit(app_url):
