@@ -13,6 +13,7 @@
       metrics_site_holdout.json a site refit's hold-out (pneumo.calibrate), before and after
       metrics_robustness.csv    the validation split under acquisition perturbations
       test_scorings.csv         every scoring of the test set: date, model file hash, metrics
+      site_eval_test.json       the test set as a new site: adapted and refitted, cross-fitted (pneumo.site_eval)
       history.csv, training_curves.png, data_split.csv
       checkpoints/              training state (local only: never published)
 
