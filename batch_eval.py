@@ -84,7 +84,8 @@ def parse_score_args(argv):
                              "--ray-address (pip install -r requirements-ray.txt)")
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
-                             "or ray://HEAD:10001) instead of starting Ray on this machine")
+                             "or ray://HEAD:10001) instead of starting Ray on this machine; one with token "
+                             "authentication also needs RAY_AUTH_MODE=token and its token (README: Past one machine)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt each model to this folder's own images first (batch-norm statistics, "
                              "python -m pneumo.adapt; labels are not used), and score with its calibration for "

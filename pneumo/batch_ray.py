@@ -4,6 +4,10 @@
     -> CPU tasks decode them through the one image path -> an actor pool scores them, each actor loading
     the model once -> per-file scores back here -> the local engine's tables and reports
 
+Every task and actor asks for one "slot" of CPU (`scoring_plan`): a whole CPU, or half of the smallest node's
+CPUs where a node has fewer than two. The actors (one per node with CPUs) therefore never hold every CPU, and
+reading and decoding always find one, whatever the cluster's shape (one CPU per node, a head without CPUs).
+
 Local folders and object storage (s3://, gs://, file://) are listed and read through pyarrow's filesystems,
 which Ray Data uses; on a cluster a local folder (and a local model folder) must be at the same path on
 every node. The predictions and skipped tables come from `pneumo.batch.predictions_and_skipped` and every
@@ -45,6 +49,7 @@ from .imaging import check_file_size, load_model_input
 from .loading import load_predictor
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
+LOG = logging.getLogger(__name__)
 # Memory reserved for each model replica (an actor): TensorFlow and a bundled model take about 1 GB at batch
 # 32, so a node is given no more replicas than it holds. Unlike the decoding tasks' resources, it also keeps
 # Ray Data from fusing the decoding into the actors (each would then decode one file at a time).
@@ -63,10 +68,13 @@ def import_ray():
 
 def start_ray(address: str | None = None) -> bool:
     """Join the Ray cluster at `address` (`auto`: the one `ray start` began on this machine), or without an
-    address start Ray here on this machine's cores. Returns whether this call started (and so should end) it.
+    address start Ray here on this machine's cores (never joining a cluster that an earlier `ray start` left
+    recorded here). Returns whether this call started (and so should end) it.
 
     Workers import pneumo from this checkout: through PYTHONPATH on this machine, shipped with the job
-    (`py_modules`) to a cluster, whose nodes need pneumo's own requirements installed.
+    (`py_modules`) to a cluster, whose nodes need pneumo's own requirements installed. A cluster that asks for
+    token authentication takes Ray's own settings (`TOKEN_SETTINGS`); one this process cannot join is a
+    one-line error.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -74,11 +82,57 @@ def start_ray(address: str | None = None) -> bool:
     package = Path(__file__).resolve().parent
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+        try:
+            ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as error:
+            raise join_error(address, error) from None
     else:
         python_path = os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")]))
-        ray.init(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}}, **quiet)
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+                 **quiet)
     return True
+
+
+# What a driver joining a cluster with token authentication needs in Ray 2.60, which turns it on for a cluster
+# that `ray start --head` begins where a token exists: Ray takes the token from the first of these places that
+# holds one, but sends it to an address it is given only when RAY_AUTH_MODE says so.
+TOKEN_SETTINGS = ("RAY_AUTH_MODE=token, with the cluster's token (`ray get-auth-token` on its head node) in "
+                  "RAY_AUTH_TOKEN, in the file that RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token")
+
+
+def join_error(address: str, error: Exception) -> PneumoError:
+    """Why this process cannot join the Ray cluster at `address`, in one line: token authentication missing or
+    refused (Ray passes the refusal on inside a ConnectionError's cause), or no cluster answering there."""
+    ray = import_ray()
+    causes = [error]
+    while (cause := causes[-1].__cause__ or causes[-1].__context__) is not None and cause not in causes:
+        causes.append(cause)
+    if any(isinstance(cause, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(cause)
+           for cause in causes):
+        mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+        return PneumoError(f"--ray-address {address}: the Ray cluster refused this driver (token authentication; "
+                           f"RAY_AUTH_MODE is {mode}): set {TOKEN_SETTINGS}")
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return PneumoError(f"--ray-address {address}: cannot join a Ray cluster there ({first_line})")
+
+
+def scoring_plan(nodes: list[dict], actors: int | None = None) -> tuple[int, float]:
+    """(model replicas, CPUs that each task and each replica asks for) on a cluster whose `ray.nodes()` are
+    `nodes`: by default one replica per live node with CPUs. The slot is a CPU, or half of the smallest node's
+    CPUs where a node has fewer than two, so that a node holding a replica can still read and decode; at least
+    one slot stays free for reading and decoding however many replicas are asked for."""
+    cpus = [node["Resources"].get("CPU", 0) for node in nodes if node["Alive"]]
+    cpus = [count for count in cpus if count > 0]
+    if not cpus:
+        raise PneumoError("the Ray cluster has no CPUs to read, decode and score on")
+    slot = min(1.0, min(cpus) / 2)
+    slots = sum(int(count // slot) for count in cpus)
+    return min(actors or len(cpus), slots - 1), slot  # every node with CPUs holds two slots or more
+
+
+def node_id() -> str:
+    """The Ray node this task or actor runs on (what the debug records of a run name)."""
+    return import_ray().get_runtime_context().get_node_id()
 
 
 def is_uri(folder_or_uri) -> bool:
@@ -114,7 +168,7 @@ def reason_skipped(error: InvalidImageError) -> str:
 
 def decode_batch(batch: dict, height: int, width: int, preprocessing) -> dict:
     """Model inputs for a batch of files' bytes, through the one image path (a Ray task). A file that is not
-    a usable X-ray gives zeros and the reason it is skipped."""
+    a usable X-ray gives zeros and the reason it is skipped; `decoded_on` is this task's node."""
     images = np.zeros((len(batch["path"]), height, width, 3), np.float32)
     reasons = []
     for i, data in enumerate(batch["bytes"]):
@@ -123,12 +177,13 @@ def decode_batch(batch: dict, height: int, width: int, preprocessing) -> dict:
             reasons.append("")
         except InvalidImageError as error:
             reasons.append(reason_skipped(error))
-    return {"path": batch["path"], "image": images, "reason": np.array(reasons, dtype=object)}
+    return {"path": batch["path"], "image": images, "reason": np.array(reasons, dtype=object),
+            "decoded_on": np.array([node_id()] * len(reasons), dtype=object)}
 
 
 class Scorer:
     """One model, loaded once per actor: P(positive class) and the out-of-distribution score of each decoded
-    image (NaN for the skipped ones)."""
+    image (NaN for the skipped ones); `scored_on` is this actor's node."""
 
     def __init__(self, reference: str, revision: str | None):
         self.predictor = load_predictor(reference, revision)
@@ -139,7 +194,8 @@ class Scorer:
         if good.any():
             probabilities, ood_score[good] = self.predictor.assess(batch["image"][good])
             probability[good] = probabilities[:, self.predictor.positive_index]
-        return {"path": batch["path"], "probability": probability, "ood_score": ood_score, "reason": batch["reason"]}
+        return {"path": batch["path"], "probability": probability, "ood_score": ood_score, "reason": batch["reason"],
+                "decoded_on": batch["decoded_on"], "scored_on": np.array([node_id()] * len(good), dtype=object)}
 
 
 def model_source(predictor) -> tuple[str, str | None]:
@@ -153,7 +209,9 @@ def model_source(predictor) -> tuple[str, str | None]:
 def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors: int | None = None,
                name: str | None = None):
     """One model's per-file scores (`pneumo.batch.PART_COLUMNS`, indexed by relative path, in `files` order).
-    Ray Data's progress, when shown, names the run `name`."""
+    Ray Data's progress, when shown, names the run `name`. `actors`: model replicas (see `scoring_plan`).
+    Each batch scored is a debug record of this module's logger: its size and the nodes that decoded and
+    scored it."""
     import pandas as pd
 
     ray = import_ray()
@@ -165,18 +223,22 @@ def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors
         except ImageTooLargeError as error:
             rows.append((file.relative.as_posix(), np.nan, np.nan, reason_skipped(error)))
     if relative_of:
-        # One model replica per node unless told otherwise: TensorFlow spreads one batch over a node's cores.
-        actors = actors or sum(1 for node in ray.nodes() if node["Alive"])
-        scored = (ray.data.read_binary_files(list(relative_of), include_paths=True, filesystem=filesystem)
-                  .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
+        # One model replica per node with CPUs unless told otherwise: TensorFlow spreads a batch over its cores.
+        actors, slot = scoring_plan(ray.nodes(), actors)
+        scored = (ray.data.read_binary_files(list(relative_of), include_paths=True, filesystem=filesystem,
+                                             num_cpus=slot)
+                  .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=slot,
                                fn_kwargs={"height": predictor.height, "width": predictor.width,
                                           "preprocessing": predictor.preprocessing})
                   .map_batches(Scorer, batch_size=batch_size, batch_format="numpy",
-                               compute=ray.data.ActorPoolStrategy(size=actors),
+                               compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=slot,
                                fn_constructor_args=model_source(predictor), memory=REPLICA_MEMORY))
         scored.set_name(name or predictor.name)
         try:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                LOG.debug("%s: %d files decoded on node %s, scored on node %s", name or predictor.name,
+                          len(batch["path"]), ",".join(sorted(set(batch["decoded_on"]))),
+                          ",".join(sorted(set(batch["scored_on"]))))
                 rows.extend((relative_of[path], float(probability), float(ood_score), str(reason))
                             for path, probability, ood_score, reason
                             in zip(batch["path"], batch["probability"], batch["ood_score"], batch["reason"]))

@@ -4,9 +4,12 @@ Ray starts once for this module (a few seconds); each model's run then starts it
 """
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import synthetic_xray, write_synthetic_class_folders
+from conftest import REPO, synthetic_xray, write_synthetic_class_folders
 from test_batch_eval import BAD_FILES
 
 
@@ -51,11 +54,20 @@ def two_models(tiny_model_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_session():
+    """Ray started here as batch_eval.py starts it without --ray-address, where an earlier `ray start` left the
+    address of a cluster long gone on record (in a Ray folder of the module's own, RAY_TMPDIR): Ray itself,
+    given no address, tries to join that one for minutes."""
     from pneumo.batch_ray import import_ray, start_ray
 
-    assert start_ray(), "Ray was already running in the test process"
-    yield
-    import_ray().shutdown()
+    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))  # short paths
+    (folder / "ray").mkdir()
+    (folder / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_TMPDIR", str(folder))
+        assert start_ray(), "Ray was already running in the test process"
+        yield
+        import_ray().shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +172,52 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, mixed_folder
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it does where Ray is not installed
     with pytest.raises(PneumoError, match="pip install -r requirements-ray.txt"):
         run_folder_ray(mixed_folder, tmp_path, two_models)
+
+
+def nodes(*cpus) -> list[dict]:
+    """`ray.nodes()` of a cluster whose live nodes have these CPUs (and one node that has died)."""
+    return [{"Alive": True, "Resources": {"CPU": count} if count else {}} for count in cpus] + [
+        {"Alive": False, "Resources": {}}]
+
+
+@pytest.mark.parametrize("cpus, replicas, slot", [
+    ((2,), 1, 1.0),        # this machine: one replica and one decoding task, each a CPU (as before)
+    ((16, 16), 2, 1.0),    # a replica per node, 15 CPUs per node left to read and decode
+    ((1, 1), 2, 0.5),      # one CPU per node (issue 25): a replica and a task share each node's CPU
+    ((0, 1, 1), 2, 0.5),   # a head without CPUs holds no replica
+    ((0, 8, 1), 2, 0.5),   # the smallest node sets the slot
+    ((1,), 1, 0.5),        # a one-CPU machine
+])
+def test_replicas_never_take_every_cpu(cpus, replicas, slot):
+    from pneumo.batch_ray import scoring_plan
+
+    assert scoring_plan(nodes(*cpus)) == (replicas, slot)
+    free = sum(cpus) - replicas * slot
+    assert free >= slot  # room for a task that reads and decodes, however the replicas are placed
+
+
+def test_replicas_asked_for_leave_a_slot_to_read_and_decode():
+    from pneumo.batch_ray import scoring_plan
+
+    assert scoring_plan(nodes(1, 1), actors=8) == (3, 0.5)
+    assert scoring_plan(nodes(4), actors=2) == (2, 1.0)
+
+
+def test_a_cluster_without_cpus_is_a_one_line_error():
+    from pneumo import PneumoError
+    from pneumo.batch_ray import scoring_plan
+
+    with pytest.raises(PneumoError, match="has no CPUs"):
+        scoring_plan(nodes(0))
+
+
+def test_an_address_without_a_cluster_is_a_one_line_error():
+    """In a child process (this one runs Ray), with Ray's retries and waits cut short."""
+    joining = ("from pneumo import PneumoError\nfrom pneumo.batch_ray import start_ray\n"
+               "try:\n    start_ray('127.0.0.1:1')\nexcept PneumoError as error:\n    print(error)")
+    impatient = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "1",
+                 "RAY_gcs_rpc_server_connect_timeout_s": "1"}
+    run = subprocess.run([sys.executable, "-c", joining], check=False, cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **impatient})
+    assert run.stdout.startswith("--ray-address 127.0.0.1:1: cannot join a Ray cluster there ("), run.stderr[-2000:]
+    assert len(run.stdout.strip().splitlines()) == 1
