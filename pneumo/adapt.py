@@ -21,15 +21,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import model_folder
 from .adaptation import METHOD, adapt_predictor, batch_norm_layers, why_not_adapted
 from .batch import discover
 from .cli import command
-from .data import loaded_images
-from .errors import AdaptationError, DataFolderError, InvalidImageError, ModelLoadError
+from .data import readable_batches
+from .errors import AdaptationError, DataFolderError, ModelLoadError
 from .export import fit_adaptation_reference
 from .loading import load_predictor
 from .modelcard import write_model_card
@@ -57,14 +56,10 @@ def check_adaptable(predictor) -> None:
 def usable_batches(predictor, paths: list[Path], skipped: list[str], batch_size: int = 32):
     """The model inputs of every readable file in `paths`, batch by batch; each unreadable file's reason is
     appended to `skipped`."""
-    dataset = loaded_images([str(path) for path in paths], predictor.load_image, predictor.input_shape,
-                            tolerate=InvalidImageError).batch(batch_size)
-    for images, errors in dataset:
-        errors = [error.decode() for error in errors.numpy()]
-        skipped += [error for error in errors if error]
-        good = np.array([not error for error in errors])
-        if good.any():
-            yield images.numpy()[good]
+    for images, _, unreadable in readable_batches(paths, predictor.load_image, predictor.input_shape, batch_size):
+        skipped += unreadable
+        if len(images):
+            yield images
 
 
 def adapt_to_folder(predictor, folder, least_images: int = MIN_IMAGES) -> dict:

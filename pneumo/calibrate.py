@@ -27,10 +27,10 @@ import numpy as np
 from . import model_folder
 from .calibration import choose_threshold, fit_calibration, threshold_for_sensitivity
 from .cli import command, fraction
-from .data import check_fraction, list_labeled_images, loaded_images, split_by_patient
-from .errors import DataFolderError, InvalidImageError, ModelLoadError
+from .data import check_fraction, list_labeled_images, readable_batches, split_by_patient
+from .errors import DataFolderError, ModelLoadError
 from .loading import load_predictor
-from .metrics import expected_calibration_error, full_metrics
+from .metrics import expected_calibration_error, full_metrics, summary_line
 from .modelcard import write_model_card
 
 OPERATING_POINTS = {
@@ -43,16 +43,11 @@ OPERATING_POINTS = {
 
 def site_logits(predictor, paths: list[str], batch_size: int = 32) -> tuple[np.ndarray, list[str]]:
     """Class scores of the readable images, and the files that could not be read (with the reason)."""
-    dataset = loaded_images(paths, predictor.load_image, (predictor.height, predictor.width, 3),
-                            tolerate=InvalidImageError).batch(batch_size)
-    logits, skipped, position = [], [], 0
-    for images, errors in dataset:
-        errors = [error.decode() for error in errors.numpy()]
-        good = np.array([not error for error in errors])
-        if good.any():
-            logits.append(predictor.logits(images.numpy()[good]))
-        skipped += [error for error in errors if error]
-        position += len(errors)
+    logits, skipped = [], []
+    for images, _, unreadable in readable_batches(paths, predictor.load_image, predictor.input_shape, batch_size):
+        skipped += unreadable
+        if len(images):
+            logits.append(predictor.logits(images))
     width = len(predictor.class_names)
     return (np.concatenate(logits) if logits else np.zeros((0, width))), skipped
 
@@ -142,10 +137,7 @@ def main(argv=None) -> int:
     metrics = model_folder.read_metrics(args.out, model_folder.SITE_HOLDOUT_SPLIT)
     print(json.dumps({"out": args.out, **record}, indent=2))
     for label, values in (("before", metrics["before_refit"]), ("after", metrics)):
-        intervals = values.get("confidence_intervals_95", {})
-        print(f"hold-out {label}: " + ", ".join(
-            f"{key} {values[key]:.3f}" + (f" ({intervals[key][0]:.3f}-{intervals[key][1]:.3f})" if key in intervals else "")
-            for key in ("accuracy", "sensitivity", "specificity", "expected_calibration_error")))
+        print(f"hold-out {label}: {summary_line(values)}")
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataFolderError
+from .errors import DataFolderError, InvalidImageError
 from .formats import SUPPORTED_SUFFIXES
 from .imaging import DECODER_SCALE, Preprocessing, decode_many_for_model, load_model_input
 from .perturbations import random_acquisition
@@ -193,6 +193,17 @@ def loaded_images(paths, load, shape, tolerate: type[Exception] | None = None):
 
     return (tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
             .map(as_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def readable_batches(paths, load, shape, batch_size: int = 32):
+    """The files in `paths` that decode, `batch_size` files at a time, decoded in parallel and in order: for each
+    batch, (the arrays of its readable files, their positions in `paths`, why the others are unreadable)."""
+    position = 0
+    for images, errors in loaded_images(paths, load, shape, tolerate=InvalidImageError).batch(batch_size):
+        errors = [error.decode() for error in errors.numpy()]
+        readable = np.array([not error for error in errors])
+        yield images.numpy()[readable], position + np.flatnonzero(readable), [error for error in errors if error]
+        position += len(errors)
 
 
 def make_dataset(paths, labels, height: int, width: int, batch_size: int = 32, *,

@@ -105,3 +105,14 @@ def full_metrics(y_true, prob_positive, threshold: float, subgroups=None) -> dic
     if subgroups is not None:
         metrics["subgroups"] = subgroup_metrics(y_true, prob_positive, threshold, subgroups)
     return metrics
+
+
+HEADLINE_KEYS = ("accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error")
+
+
+def summary_line(metrics: dict, keys=HEADLINE_KEYS) -> str:
+    """One line of `metrics` for a terminal: each key to 3 decimals, with its 95% interval where there is one."""
+    intervals = metrics.get("confidence_intervals_95", {})
+    return ", ".join(f"{key} {metrics[key]:.3f}" + (f" ({intervals[key][0]:.3f}-{intervals[key][1]:.3f})"
+                                                     if key in intervals else "")
+                     for key in keys if key in metrics)

@@ -38,11 +38,11 @@ from .adaptation import (
 )
 from .calibrate import fit_site_calibration
 from .cli import command
-from .data import list_labeled_images, split_by_patient
-from .errors import AdaptationError, DataFolderError, InvalidImageError
+from .data import list_labeled_images, readable_batches, split_by_patient
+from .errors import AdaptationError, DataFolderError
 from .files import write_json
 from .loading import load_predictor
-from .metrics import full_metrics
+from .metrics import full_metrics, summary_line
 from .modelcard import write_model_card
 
 SETTINGS = {
@@ -55,16 +55,11 @@ SETTINGS = {
 
 def readable_inputs(predictor, frame) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Model inputs of the files in `frame` that decode, which rows those are, and why the others did not."""
-    inputs, rows, skipped = [], [], []
-    for row, path in enumerate(frame.path):
-        try:
-            inputs.append(predictor.load_image(path))
-            rows.append(row)
-        except InvalidImageError as error:
-            skipped.append(str(error))
-    if not inputs:
+    batches = list(readable_batches(frame.path, predictor.load_image, predictor.input_shape, 64))
+    if not any(len(rows) for _, rows, _ in batches):
         raise DataFolderError("no readable images")
-    return np.stack(inputs), np.array(rows), skipped
+    return (np.concatenate([images for images, _, _ in batches]), np.concatenate([rows for _, rows, _ in batches]),
+            [reason for _, _, unreadable in batches for reason in unreadable])
 
 
 def logits_of(predictor, images: np.ndarray) -> np.ndarray:
@@ -140,13 +135,6 @@ def record(folder, results: dict) -> None:
         model_folder.log_test_scoring(folder, metrics, f"{results['data']} (site_eval, cross-fitted: "
                                                        f"{metrics['setting']})", when)
     write_model_card(folder)
-
-
-def summary_line(metrics: dict) -> str:
-    intervals = metrics.get("confidence_intervals_95", {})
-    return ", ".join(f"{key} {metrics[key]:.3f}" + (f" ({intervals[key][0]:.3f}-{intervals[key][1]:.3f})"
-                                                     if key in intervals else "")
-                     for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"))
 
 
 @command("pneumo.site_eval")
