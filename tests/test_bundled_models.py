@@ -172,8 +172,8 @@ def test_a_sample_of_the_test_set_scores_as_recorded(predictor):
 
 @pytest.mark.slow
 def test_batch_scoring_of_the_test_set_reproduces_the_recorded_test_metrics(predictor, tmp_path):
-    """The whole official test set scored again, as pneumo.evaluate scored it (minutes: `-m "not slow"` leaves it
-    out). Counts exactly: a probability that crossed the threshold is a real change. Every other number within
+    """The whole official test set scored again, as pneumo.evaluate scored it (minutes, so opt-in:
+    `python -m pytest -m slow`; the recorded probabilities and a scored sample cover it in every run). Counts exactly: a probability that crossed the threshold is a real change. Every other number within
     1e-4: oneDNN picks kernels by CPU, so another machine gives other last digits."""
     from pneumo.batch import run_folder
 
