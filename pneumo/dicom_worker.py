@@ -46,8 +46,10 @@ class _Worker:
     def __init__(self):
         # One thread for the linear algebra libraries: their per-thread buffers would count against the cap.
         environment = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        # Its stderr is dropped: codecs print a line there for each damaged file ("Corrupt JPEG data: ..."),
+        # which would fill a batch run's log; the error that matters comes back with the file.
         self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=environment)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment)
 
     def decode(self, data: bytes):
         import numpy as np

@@ -274,8 +274,12 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
         else:
             pixels = dicom_worker.first_frame(data)
     except (NotImplementedError, RuntimeError) as error:
-        raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax or 'unknown'} cannot be decoded: {error}") \
-            from None
+        # pydicom raises NotImplementedError where no decoder takes the syntax, and RuntimeError with each
+        # decoder's reason where all failed: "does not support" a variant (12-bit JPEG Extended), or damaged data.
+        if isinstance(error, NotImplementedError) or "does not support" in str(error):
+            raise UnsupportedFormatError(name, f"DICOM transfer syntax {syntax or 'unknown'} cannot be decoded: "
+                                               f"{error}") from None
+        raise CorruptImageError(name, f"its compressed pixel data cannot be decoded: {error}") from None
     except dicom_worker.DecoderCrashed as error:
         raise CorruptImageError(name, f"the decoder of its compressed pixel data {error}") from None
     except (ValueError, EOFError, OSError) as error:

@@ -56,6 +56,18 @@ def test_twelve_bit_jpeg_extended_is_one_clear_error(files, tmp_path):
         read_grayscale(path)
 
 
+@pytest.mark.parametrize("name", ["jpeg_lossless_sv1", "jpeg_ls_lossless"])
+def test_damaged_compressed_pixel_data_is_called_corrupt_not_unsupported(files, tmp_path, name):
+    """The syntax is one pneumo decodes; the codestream's middle is overwritten, so the decoder fails on the data."""
+    from pneumo.errors import CorruptImageError
+
+    data = bytearray(files[1][name].read_bytes())
+    middle = len(data) - 3000
+    data[middle:middle + 256] = bytes(range(256))
+    with pytest.raises(CorruptImageError, match="compressed pixel data cannot be decoded"):
+        read_grayscale(bytes(data), "damaged.dcm")
+
+
 @pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
 def predictor(request, bundled_predictors):
     return bundled_predictors[request.param.name]
