@@ -136,8 +136,6 @@ def check_engine_options(parser, args) -> None:
         if args.ray_address:
             parser.error("--ray-address needs --engine ray")
         return
-    if args.resume:
-        parser.error("--resume works with --engine local")
     if args.heatmaps and uri:
         parser.error("--heatmaps needs a local folder")
     from pneumo.batch_ray import import_ray
@@ -199,8 +197,8 @@ def main(argv=None) -> int:
 
                 metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
                                          threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
-                                         ray_address=args.ray_address, figures=args.figures,
-                                         intervals=args.intervals)
+                                         ray_address=args.ray_address, resume=args.resume,
+                                         figures=args.figures, intervals=args.intervals)
             else:
                 metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
                                      threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,

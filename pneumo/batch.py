@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -231,27 +232,14 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     `resume` continues an interrupted run from there, if it was started with the same settings. `figures` and
     `intervals` False leave out the figures and the metrics' bootstrap intervals (`write_reports`).
     """
-    import shutil
-
     from tqdm import tqdm
 
     files = discover(folder, shard)
     if not files:
         raise nothing_to_score(folder, shard)
     names = unique_names(predictors)
-    records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
-    parts = Path(out) / PARTS_FOLDER
-    settings = {"folder": str(Path(folder).resolve()), "shard": list(shard), "batch_size": batch_size,
-                "threshold": threshold, "models": records}
-    if resume and (parts / RUN_FILE).exists():
-        started = json.loads((parts / RUN_FILE).read_text())
-        if started != settings:
-            changed = ", ".join(key for key in settings if started.get(key) != settings[key])
-            raise DataFolderError(f"{out}: the interrupted run there was started with another {changed}; resume "
-                                  "it with the same command, or score into another --out")
-    else:
-        shutil.rmtree(parts, ignore_errors=True)  # a new run: what an earlier one left is not ours
-        write_json(parts / RUN_FILE, settings)
+    parts = start_parts(out, run_settings(str(Path(folder).resolve()), shard, batch_size, threshold, predictors),
+                        resume)
     all_predictions, skipped_frames, scored = {}, [], {}
     for name, predictor in zip(names, predictors):
         with tqdm(total=len(files), desc=name, unit="img", disable=not show_progress) as bar:
@@ -268,6 +256,32 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
                                 figures=figures, intervals=intervals)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
+
+
+def run_settings(folder: str, shard: tuple[int, int], batch_size: int, threshold: float | None,
+                 predictors) -> dict:
+    """What a run must be resumed with: the folder (an absolute path, or a URI), shard, batch size, threshold and
+    models."""
+    records = {name: model_record(predictor) for name, predictor in zip(unique_names(predictors), predictors)}
+    return {"folder": folder, "shard": list(shard), "batch_size": batch_size, "threshold": threshold,
+            "models": records}
+
+
+def start_parts(out, settings: dict, resume: bool) -> Path:
+    """The folder under `out` that a run's scores reach batch by batch (`file_scores`), holding the run's
+    `settings`: with `resume`, what an interrupted run started there with the same settings left (one started
+    with others is refused), else an empty one."""
+    parts = Path(out) / PARTS_FOLDER
+    if resume and (parts / RUN_FILE).exists():
+        started = json.loads((parts / RUN_FILE).read_text())
+        if started != settings:
+            changed = ", ".join(key for key in settings if started.get(key) != settings[key])
+            raise DataFolderError(f"{out}: the interrupted run there was started with another {changed}; resume "
+                                  "it with the same command, or score into another --out")
+    else:
+        shutil.rmtree(parts, ignore_errors=True)  # a new run: what an earlier one left is not ours
+        write_json(parts / RUN_FILE, settings)
+    return parts
 
 
 def nothing_to_score(folder, shard: tuple[int, int]) -> NothingToScoreError:

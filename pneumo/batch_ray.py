@@ -4,9 +4,14 @@
     -> CPU tasks decode them through the one image path -> an actor pool scores them, each actor loading
     the model once -> per-file scores back here -> the local engine's tables and reports
 
-Every task and actor asks for one "slot" of CPU (`scoring_plan`): a whole CPU, or half of the smallest node's
-CPUs where a node has fewer than two. The actors (one per node with CPUs) therefore never hold every CPU, and
-reading and decoding always find one, whatever the cluster's shape (one CPU per node, a head without CPUs).
+Every task and every actor gets one "slot" of CPU (`scoring_plan`): a whole CPU, or half of the smallest node's
+CPUs where a node has fewer than two. The actors' slots are a placement group's bundles, one per node with CPUs
+(`reserve_replicas`), which also hold a replica restarted after its node is lost off the nodes that have one: the
+actors never hold every CPU of a node, and reading and decoding always find one, whatever the cluster's shape (one
+CPU per node, a head without CPUs) and whichever nodes are lost.
+
+Scores reach `--out/.parts/` batch by batch as this process receives them, as the local engine writes them, so
+that a run resumed (`resume`) scores only what an interrupted one had not received.
 
 Local folders and object storage (s3://, gs://, file://) are listed and read through pyarrow's filesystems,
 which Ray Data uses; on a cluster a local folder (and a local model folder) must be at the same path on
@@ -19,9 +24,13 @@ Ray is optional (requirements-ray.txt): it is imported only when this engine run
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import shutil
+import warnings
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,10 +38,14 @@ from .batch import (
     PART_COLUMNS,
     ImageFile,
     discover,
+    done_parts,
     ensemble_file_scores,
     is_listed,
     nothing_to_score,
     predictions_and_skipped,
+    read_parts,
+    run_settings,
+    start_parts,
     unique_names,
     write_reports,
 )
@@ -45,6 +58,7 @@ from .errors import (
     ModelNotFoundError,
     PneumoError,
 )
+from .files import write_csv
 from .imaging import check_file_size, load_model_input
 from .loading import load_predictor
 
@@ -52,15 +66,27 @@ INSTALL_HINT = "pip install -r requirements-ray.txt"
 LOG = logging.getLogger(__name__)
 # Memory reserved for each model replica (an actor): TensorFlow and a bundled model take about 1 GB at batch
 # 32, so a node is given no more replicas than it holds. Unlike the decoding tasks' resources, it also keeps
-# Ray Data from fusing the decoding into the actors (each would then decode one file at a time).
+# Ray Data from fusing the decoding into the actors (each would then decode one file at a time), and it is what
+# admits one replica per bundle of the placement group (`scoring_dataset`).
 REPLICA_MEMORY = 2**30
+# How long a run waits for room for its model replicas before planning them again from the nodes then alive: a
+# node lost just before the run is still listed alive until Ray notices (some 15 s by default).
+RESERVE_TIMEOUT_S = 60
+RESERVE_ATTEMPTS = 3
+
+
+# How long Ray Data keeps a run's share of the cluster reserved after the run last asked for it (180 s by default;
+# a live run asks every 10 s). A run killed never gives its share back: on nodes of one or two CPUs, Ray Data then
+# leaves the next run, the one that resumes it, no CPU to schedule by until the share expires (it crawls).
+RESERVATION_EXPIRY_S = "30"
 
 
 def import_ray():
     """The `ray` module with Ray Data, or a one-line error that says how to install it."""
+    os.environ.setdefault("RAY_DATA_AUTOSCALING_REQUEST_EXPIRE_TIME_S", RESERVATION_EXPIRY_S)  # read on import
     try:
         import ray
-        import ray.data  # noqa: F401  (the extra that requirements-ray.txt installs)
+        import ray.data  # the extra that requirements-ray.txt installs
     except ImportError:
         raise PneumoError(f"the Ray engine needs Ray Data, which is not installed: {INSTALL_HINT}") from None
     return ray
@@ -118,16 +144,42 @@ def join_error(address: str, error: Exception) -> PneumoError:
 
 def scoring_plan(nodes: list[dict], actors: int | None = None) -> tuple[int, float]:
     """(model replicas, CPUs that each task and each replica asks for) on a cluster whose `ray.nodes()` are
-    `nodes`: by default one replica per live node with CPUs. The slot is a CPU, or half of the smallest node's
-    CPUs where a node has fewer than two, so that a node holding a replica can still read and decode; at least
-    one slot stays free for reading and decoding however many replicas are asked for."""
+    `nodes`: one replica per live node with CPUs, or `actors` if fewer. The slot is a CPU, or half of the smallest
+    node's CPUs where a node has fewer than two, so that a node holding a replica (one at most,
+    `reserve_replicas`) can still read and decode."""
     cpus = [node["Resources"].get("CPU", 0) for node in nodes if node["Alive"]]
     cpus = [count for count in cpus if count > 0]
     if not cpus:
         raise PneumoError("the Ray cluster has no CPUs to read, decode and score on")
-    slot = min(1.0, min(cpus) / 2)
-    slots = sum(int(count // slot) for count in cpus)
-    return min(actors or len(cpus), slots - 1), slot  # every node with CPUs holds two slots or more
+    return min(actors or len(cpus), len(cpus)), min(1.0, min(cpus) / 2)
+
+
+class Replicas(NamedTuple):
+    """Room held on the cluster for a run's model replicas (`reserve_replicas`)."""
+
+    group: object  # Ray's placement group: a bundle per replica, each on a node of its own
+    count: int
+    slot: float  # CPUs that each replica, and each task that reads or decodes, asks for
+
+
+def reserve_replicas(actors: int | None = None) -> Replicas:
+    """Room for the model replicas of `scoring_plan`, each on a node of its own (a placement group, STRICT_SPREAD).
+    Ray Data restarts a replica whose node is lost; held to the group, it waits for a node without one rather than
+    doubling up on a node that has one, where it would take the slot that reading and decoding need there and the
+    run would never end. A cluster without room for them is a one-line error."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    ray = import_ray()
+    for _ in range(RESERVE_ATTEMPTS):
+        count, slot = scoring_plan(ray.nodes(), actors)
+        group = placement_group([{"CPU": slot, "memory": REPLICA_MEMORY}] * count, strategy="STRICT_SPREAD")
+        try:
+            ray.get(group.ready(), timeout=RESERVE_TIMEOUT_S)
+            return Replicas(group, count, slot)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(group)
+    raise PneumoError(f"the Ray cluster has no room for {count} model replicas, one per node ({slot:g} CPU and "
+                      f"{REPLICA_MEMORY / 2**30:g} GiB of memory each), after {RESERVE_ATTEMPTS * RESERVE_TIMEOUT_S} s")
 
 
 def node_id() -> str:
@@ -163,7 +215,7 @@ def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
 def reason_skipped(error: InvalidImageError) -> str:
     """Why a file is skipped, without the name it was read under (as the local engine words it)."""
     message, prefix = str(error), f"{error.source}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message.removeprefix(prefix)
 
 
 def decode_batch(batch: dict, height: int, width: int, preprocessing) -> dict:
@@ -206,48 +258,79 @@ def model_source(predictor) -> tuple[str, str | None]:
     return predictor.reference, predictor.revision
 
 
-def ray_scores(predictor, filesystem, files, sizes, batch_size: int = 32, actors: int | None = None,
-               name: str | None = None):
-    """One model's per-file scores (`pneumo.batch.PART_COLUMNS`, indexed by relative path, in `files` order).
-    Ray Data's progress, when shown, names the run `name`. `actors`: model replicas (see `scoring_plan`).
-    Each batch scored is a debug record of this module's logger: its size and the nodes that decoded and
-    scored it."""
+def scoring_dataset(predictor, filesystem, paths: list[str], replicas: Replicas, batch_size: int):
+    """The files at `paths` on `filesystem` read, decoded and scored by `replicas` of the model, lazily: a Ray
+    Dataset of `Scorer`'s batches."""
+    from ray.util.annotations import RayDeprecationWarning
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    ray = import_ray()
+    # A block per batch: what the driver receives, writes down and, killed, loses.
+    read = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem, num_cpus=replicas.slot,
+                                      override_num_blocks=math.ceil(len(paths) / batch_size))
+    decoded = read.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=replicas.slot,
+                               fn_kwargs={"height": predictor.height, "width": predictor.width,
+                                          "preprocessing": predictor.preprocessing})
+    # A replica's CPU slot is its bundle's, held on its node whether it runs or waits for a restart. The replica
+    # asks only for the bundle's memory, which admits one replica per bundle: asking for the CPU too would have
+    # Ray Data, which does not see the bundles, count it twice and starve reading and decoding.
+    with warnings.catch_warnings():
+        # Ray 2.60 takes an actor pool's placement group only as a keyword it calls deprecated (until Ray 2.64).
+        warnings.simplefilter("ignore", RayDeprecationWarning)
+        return decoded.map_batches(Scorer, batch_size=batch_size, batch_format="numpy",
+                                   compute=ray.data.ActorPoolStrategy(size=replicas.count), num_cpus=0,
+                                   memory=REPLICA_MEMORY, fn_constructor_args=model_source(predictor),
+                                   scheduling_strategy=PlacementGroupSchedulingStrategy(replicas.group))
+
+
+def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_size: int = 32,
+               name: str | None = None, parts: Path | None = None):
+    """One model's per-file scores (`pneumo.batch.PART_COLUMNS`, indexed by relative path, in `files` order), by
+    `replicas` of it. Ray Data's progress, when shown, names the run `name`.
+
+    With `parts` (a folder), each batch's scores reach the disk there as one CSV file, written atomically, as this
+    process receives them, and files already there (from an interrupted run) are not scored again: a run killed
+    loses only the batches in flight. Each batch scored is a debug record of this module's logger: its size and
+    the nodes that decoded and scored it.
+    """
     import pandas as pd
 
     ray = import_ray()
-    rows, relative_of = [], {}
+    done = read_parts(parts) if parts else pd.DataFrame(columns=PART_COLUMNS)
+    already, too_large, relative_of = set(done.file), [], {}
     for file, size in zip(files, sizes):
+        relative = file.relative.as_posix()
+        if relative in already:
+            continue
         try:
             check_file_size(size, str(file.path))  # too large to read whole: refused before Ray reads it
-            relative_of[str(file.path)] = file.relative.as_posix()
+            relative_of[str(file.path)] = relative
         except ImageTooLargeError as error:
-            rows.append((file.relative.as_posix(), np.nan, np.nan, reason_skipped(error)))
+            too_large.append((relative, np.nan, np.nan, reason_skipped(error)))
+    frames = [done, pd.DataFrame(too_large, columns=PART_COLUMNS)]
     if relative_of:
-        # One model replica per node with CPUs unless told otherwise: TensorFlow spreads a batch over its cores.
-        actors, slot = scoring_plan(ray.nodes(), actors)
-        scored = (ray.data.read_binary_files(list(relative_of), include_paths=True, filesystem=filesystem,
-                                             num_cpus=slot)
-                  .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=slot,
-                               fn_kwargs={"height": predictor.height, "width": predictor.width,
-                                          "preprocessing": predictor.preprocessing})
-                  .map_batches(Scorer, batch_size=batch_size, batch_format="numpy",
-                               compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=slot,
-                               fn_constructor_args=model_source(predictor), memory=REPLICA_MEMORY))
+        scored = scoring_dataset(predictor, filesystem, list(relative_of), replicas, batch_size)
         scored.set_name(name or predictor.name)
+        next_part = len(done_parts(parts))
         try:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 LOG.debug("%s: %d files decoded on node %s, scored on node %s", name or predictor.name,
                           len(batch["path"]), ",".join(sorted(set(batch["decoded_on"]))),
                           ",".join(sorted(set(batch["scored_on"]))))
-                rows.extend((relative_of[path], float(probability), float(ood_score), str(reason))
-                            for path, probability, ood_score, reason
-                            in zip(batch["path"], batch["probability"], batch["ood_score"], batch["reason"]))
+                frame = pd.DataFrame({"file": [relative_of[path] for path in batch["path"]],
+                                      "probability": batch["probability"].astype(float),
+                                      "ood_score": batch["ood_score"].astype(float),
+                                      "reason": batch["reason"].astype(str)})
+                if parts:
+                    write_csv(Path(parts) / f"part-{next_part:06d}.csv", frame)
+                    next_part += 1
+                frames.append(frame)
         except ray.exceptions.RayError as error:
             worker_error = pneumo_error_of(error)
             if worker_error is None:
                 raise
             raise worker_error from None
-    scores = pd.DataFrame(rows, columns=PART_COLUMNS).set_index("file")
+    scores = pd.concat([frame for frame in frames if len(frame)], ignore_index=True).set_index("file")
     return scores.loc[[file.relative.as_posix() for file in files]]
 
 
@@ -268,15 +351,16 @@ def pneumo_error_of(error: Exception) -> PneumoError | None:
 
 def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
                    heatmaps: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
-                   actors: int | None = None, show_progress: bool = True, figures: bool = True,
-                   intervals: bool = True) -> dict[str, dict]:
+                   actors: int | None = None, show_progress: bool = True, resume: bool = False,
+                   figures: bool = True, intervals: bool = True) -> dict[str, dict]:
     """Score a folder or object-storage URI with every predictor on Ray and write all reports under `out`
     (those of `pneumo.batch.run_folder`); returns metrics per model.
 
     Ray starts on this machine without `ray_address`, and ends with the run; with one the run joins that
-    cluster, as it does a Ray already initialised in this process. `actors`: model replicas per model
-    (default: one per node). The predictors here give each model's classes and threshold; every actor loads
-    its own copy from the same folder or Hub revision.
+    cluster, as it does a Ray already initialised in this process. `actors`: model replicas per model (default:
+    one per node; never more). The predictors here give each model's classes and threshold; every actor loads
+    its own copy from the same folder or Hub revision. Scores reach `out/.parts/` as the run goes (removed once
+    the reports are written); `resume` continues an interrupted run from there, as `pneumo.batch.run_folder` does.
     """
     ray = import_ray()
     if heatmaps and is_uri(folder_or_uri):
@@ -284,23 +368,32 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     filesystem, files, sizes = list_files(folder_or_uri, shard)
     if not files:
         raise nothing_to_score(folder_or_uri, shard)
+    folder = str(folder_or_uri) if is_uri(folder_or_uri) else str(Path(folder_or_uri).resolve())
+    parts = start_parts(out, run_settings(folder, shard, batch_size, threshold, predictors), resume)
     started = start_ray(ray_address)
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    all_predictions, skipped_frames, scored = {}, [], {}
+    all_predictions, skipped_frames, scored, replicas = {}, [], {}, None
     try:
+        replicas = reserve_replicas(actors)
         for name, predictor in zip(unique_names(predictors), predictors):
             scores = ensemble_file_scores(predictor, scored)
             if scores is None and getattr(predictor, "members", None):
                 raise PneumoError(f"{predictor.folder}: the Ray engine scores an ensemble from its members; give "
                                   "them with --model before it, or use --engine local")
             if scores is None:
-                scores = ray_scores(predictor, filesystem, files, sizes, batch_size, actors, name)
+                scores = ray_scores(predictor, filesystem, files, sizes, replicas, batch_size, name, parts / name)
             scored[id(predictor)] = scores
             threshold_used = predictor.threshold if threshold is None else float(threshold)
             all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
             skipped_frames.append(skipped)
     finally:
+        if replicas:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(replicas.group)
         if started:
             ray.shutdown()
-    return write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
-                         figures=figures, intervals=intervals)
+    all_metrics = write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
+                                figures=figures, intervals=intervals)
+    shutil.rmtree(parts, ignore_errors=True)
+    return all_metrics

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import REPO, synthetic_xray, write_synthetic_class_folders
+from PIL import Image
 from test_batch_eval import BAD_FILES
 
 
@@ -188,19 +187,22 @@ def nodes(*cpus) -> list[dict]:
     ((0, 8, 1), 2, 0.5),   # the smallest node sets the slot
     ((1,), 1, 0.5),        # a one-CPU machine
 ])
-def test_replicas_never_take_every_cpu(cpus, replicas, slot):
+def test_replicas_never_take_every_cpu_of_a_node(cpus, replicas, slot):
+    """One replica per node with CPUs at most (reserve_replicas holds them there), each node keeping a slot for a
+    task that reads and decodes."""
     from pneumo.batch_ray import scoring_plan
 
     assert scoring_plan(nodes(*cpus)) == (replicas, slot)
-    free = sum(cpus) - replicas * slot
-    assert free >= slot  # room for a task that reads and decodes, however the replicas are placed
+    assert replicas <= sum(1 for count in cpus if count)
+    assert all(count - slot >= slot for count in cpus if count)
 
 
-def test_replicas_asked_for_leave_a_slot_to_read_and_decode():
+def test_replicas_asked_for_are_one_per_node_at_most():
     from pneumo.batch_ray import scoring_plan
 
-    assert scoring_plan(nodes(1, 1), actors=8) == (3, 0.5)
-    assert scoring_plan(nodes(4), actors=2) == (2, 1.0)
+    assert scoring_plan(nodes(1, 1), actors=8) == (2, 0.5)
+    assert scoring_plan(nodes(4), actors=2) == (1, 1.0)
+    assert scoring_plan(nodes(4, 4, 4), actors=2) == (2, 1.0)
 
 
 def test_a_cluster_without_cpus_is_a_one_line_error():

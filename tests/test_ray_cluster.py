@@ -3,27 +3,34 @@ its own Ray processes on this machine (`ray.cluster_utils.Cluster`), with token 
 turns it on. batch_eval.py joins it from a child process, as a driver on another machine would, so that a run
 that never ends (the actors holding every CPU, say) fails its test instead of hanging the suite.
 
-One cluster for the module; the run scored on it is shared by the tests that read it.
+One cluster for the module, and one folder scored on it, the hard way (each Ray run costs the suite half a
+minute): a run killed with SIGKILL once it has written a few batches down, then the same command with --resume,
+which loses worker 0 (every process of it killed at once) after that worker has scored for it. The cluster keeps
+one worker after that. The reports are compared with the local engine's.
 """
 
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, assert_close, write_synthetic_class_folders
+from test_batch_ray import assert_same_table, read_csv
 
-from conftest import REPO, write_synthetic_class_folders
-
-# Starts the cluster, writes its address and node ids to the file named by argv[1], and shuts it down when the
-# test process closes its stdin.
+# Starts the cluster, writes its address and node ids to the file named by argv[1], kills every process of the
+# worker whose number the test process writes on its stdin at once (SIGKILL, as when its machine is lost; the file
+# argv[1].lost-N says it is done), and shuts the cluster down when the test process closes its stdin.
 CLUSTER = """
 import json, os, sys
 from ray.cluster_utils import Cluster
@@ -34,7 +41,9 @@ with open(sys.argv[1] + ".part", "w") as file:
     json.dump({"address": cluster.address, "head": cluster.head_node.node_id,
                "workers": [node.node_id for node in workers]}, file)
 os.replace(sys.argv[1] + ".part", sys.argv[1])
-sys.stdin.read()
+for line in sys.stdin:
+    cluster.remove_node(workers[int(line)], allow_graceful=False)
+    open(f"{sys.argv[1]}.lost-{int(line)}", "w").close()
 cluster.shutdown()
 """
 
@@ -51,13 +60,38 @@ sys.exit(batch_eval.main(sys.argv[1:]))
 # not hang).
 RUN_TIMEOUT_S = 300
 AUTH_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+# Ray declares a node dead after it fails health checks in a row: 3 a second apart here, rather than 5 three
+# seconds apart, so that a lost node costs the test seconds, not a quarter of a minute. A check still waits for its
+# answer as long as by default (10 s): a busy node is not declared dead.
+HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+IMAGES = 120  # in the folder scored; 60 batches of 2, so that a run has scored some and not all for a while
+
+
+@dataclass
+class RayCluster:
+    address: str
+    head: str  # node ids
+    workers: list[str]
+    environment: dict  # what a driver needs: the cluster's token among them
+    process: subprocess.Popen
+    info: Path
+
+    def kill_worker(self, index: int) -> None:
+        """Kill every process of worker `index` at once (SIGKILL), as when its machine is lost; returns when they
+        are gone."""
+        self.process.stdin.write(f"{index}\n".encode())
+        self.process.stdin.flush()
+        done = Path(f"{self.info}.lost-{index}")
+        deadline = time.monotonic() + 60
+        while not done.exists():
+            assert self.process.poll() is None and time.monotonic() < deadline, "the cluster did not kill the node"
+            time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    """(address, head node id, worker node ids, environment that carries the cluster's token). Ray's files, its
-    record of the latest cluster among them, stay in a folder of the module's own (RAY_TMPDIR), short enough
-    for Ray's socket paths."""
+    """The cluster (RayCluster). Ray's files, its record of the latest cluster among them, stay in a folder of the
+    module's own (RAY_TMPDIR), short enough for Ray's socket paths."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
     (folder / "token").write_text(os.urandom(32).hex())  # as `ray get-auth-token --generate` makes one
     environment = {key: value for key, value in os.environ.items() if key not in AUTH_VARIABLES}
@@ -65,14 +99,14 @@ def cluster():
     info = folder / "cluster.json"
     with open(folder / "cluster.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-c", CLUSTER, str(info)], stdin=subprocess.PIPE,
-                                   stdout=log, stderr=subprocess.STDOUT, env=environment)
+                                   stdout=log, stderr=subprocess.STDOUT, env={**environment, **HEALTH_CHECKS})
     try:
         deadline = time.monotonic() + 180
         while not info.exists():
             assert process.poll() is None and time.monotonic() < deadline, (folder / "cluster.log").read_text()
             time.sleep(0.5)
         nodes = json.loads(info.read_text())
-        yield nodes["address"], nodes["head"], nodes["workers"], environment
+        yield RayCluster(nodes["address"], nodes["head"], nodes["workers"], environment, process, info)
     finally:
         process.stdin.close()
         try:
@@ -87,42 +121,112 @@ def batch_eval(arguments, environment, timeout=RUN_TIMEOUT_S) -> subprocess.Comp
                           env=environment, capture_output=True, text=True, timeout=timeout)
 
 
+@contextmanager
+def started_batch_eval(arguments, environment, log: Path):
+    """batch_eval.py (DRIVER) running, its stdout and stderr going to `log`; killed if still running at the end."""
+    with open(log, "w") as file:
+        run = subprocess.Popen([sys.executable, "-c", DRIVER, *map(str, arguments)], cwd=REPO, env=environment,
+                               stdout=file, stderr=subprocess.STDOUT)
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+def wait_until(condition, run: subprocess.Popen, what: str):
+    """Poll `condition` until it holds (returning its value), failing if `run` ends first or in RUN_TIMEOUT_S."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not (value := condition()):
+        assert run.poll() is None, f"the run ended (exit status {run.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} in {RUN_TIMEOUT_S} s"
+        time.sleep(0.01)
+    return value
+
+
+def finish(run: subprocess.Popen, log: Path) -> int:
+    try:
+        return run.wait(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail(f"the run did not end in {RUN_TIMEOUT_S} s: {log.read_text()[-3000:]}")
+
+
+def scored_batches(log_text: str) -> list[tuple[int, str, str]]:
+    """(files, nodes that decoded them, nodes that scored them) of each batch, from the driver's debug records."""
+    return [(int(count), decoded, scored) for count, decoded, scored
+            in re.findall(r"(\d+) files decoded on node (\S+), scored on node (\S+)$", log_text, re.MULTILINE)]
+
+
 @pytest.fixture(scope="module")
 def xrays(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-xrays")
-    write_synthetic_class_folders(root / "test", 12, seed=90)
+    write_synthetic_class_folders(root / "test", IMAGES // 2, seed=90)
     return root
 
 
 @pytest.fixture(scope="module")
+def local_run(xrays, tiny_model_folder, tmp_path_factory):
+    """The folder's reports from the local engine, uninterrupted."""
+    import batch_eval as entry_point
+
+    out = tmp_path_factory.mktemp("local-run")
+    assert entry_point.main([str(xrays), "--out", str(out), "--model", str(tiny_model_folder),
+                             "--no-figures", "--no-intervals"]) == 0
+    return out
+
+
+@dataclass
+class ClusterRun:
+    out: Path
+    kept: int  # files whose scores the killed run had written down
+    interrupted_log: str  # each run's output, its debug records among it
+    resumed_log: str
+    exit_status: int  # the resumed run's
+    running_when_lost: bool  # whether the resumed run was still going when worker 0 was gone
+    scored_when_lost: int  # files whose scores had been written down by then
+
+
+@pytest.fixture(scope="module")
 def cluster_run(cluster, xrays, tiny_model_folder, tmp_path_factory):
-    """(the run's folder, its stderr): the folder scored on the cluster. The engine waits for both model replicas
-    before scoring (RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S), so that the test sees where the work goes, not
-    which replica loaded first."""
-    address, _, _, environment = cluster
-    out = tmp_path_factory.mktemp("cluster-run")
-    arguments = [xrays, "--out", out, "--model", tiny_model_folder, "--engine", "ray", "--ray-address", address,
-                 "--batch-size", "4", "--no-figures", "--no-intervals"]
-    try:
-        run = batch_eval(arguments, {**environment, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"})
-    except subprocess.TimeoutExpired as timeout:
-        pytest.fail(f"the run on the cluster did not end in {RUN_TIMEOUT_S} s: {(timeout.stderr or b'')[-3000:]}")
-    assert run.returncode == 0, run.stderr[-3000:]
-    return out, run.stderr
+    """The folder scored on the cluster in batches of 2 by a run killed (SIGKILL) once it has written three batches
+    down, then by the same command with --resume; once the resumed run has received a batch scored on worker 0,
+    every process of worker 0 is killed. The engine waits for both model replicas before scoring
+    (RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S), so that the test sees where the work goes, not which replica loaded
+    first."""
+    from pneumo.batch import PARTS_FOLDER, read_parts
+
+    out, logs = tmp_path_factory.mktemp("cluster-run"), tmp_path_factory.mktemp("cluster-run-logs")
+    parts = out / PARTS_FOLDER / tiny_model_folder.name
+    arguments = [xrays, "--out", out, "--model", tiny_model_folder, "--engine", "ray", "--ray-address",
+                 cluster.address, "--batch-size", "2", "--no-figures", "--no-intervals"]
+    environment = {**cluster.environment, "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"}
+    with started_batch_eval(arguments, environment, logs / "interrupted.log") as interrupted:
+        wait_until(lambda: len(list(parts.glob("part-*.csv"))) >= 3, interrupted, "three batches were written down")
+        interrupted.send_signal(signal.SIGKILL)
+        assert interrupted.wait() == -signal.SIGKILL
+    kept = len(read_parts(parts))
+
+    with started_batch_eval([*arguments, "--resume"], environment, logs / "resumed.log") as resumed:
+        lost = cluster.workers[0]
+        wait_until(lambda: any(nodes == lost for _, _, nodes in scored_batches((logs / "resumed.log").read_text())),
+                   resumed, "a batch was scored on worker 0")
+        cluster.kill_worker(0)
+        running, scored = resumed.poll() is None, len(read_parts(parts))
+        status = finish(resumed, logs / "resumed.log")
+    return ClusterRun(out, kept, (logs / "interrupted.log").read_text(), (logs / "resumed.log").read_text(),
+                      status, running, scored)
 
 
 def read_predictions(folder) -> pd.DataFrame:
     return pd.read_csv(Path(folder) / "tiny-cnn-lstm" / "predictions.csv", keep_default_na=False)
 
 
-def test_a_run_on_the_cluster_predicts_what_the_local_engine_predicts(cluster_run, xrays, tiny_model_folder,
-                                                                      tmp_path):
-    import batch_eval as entry_point
-
-    assert entry_point.main([str(xrays), "--out", str(tmp_path), "--model", str(tiny_model_folder),
-                             "--no-figures", "--no-intervals"]) == 0
-    expected, scored = read_predictions(tmp_path), read_predictions(cluster_run[0])
-    assert len(expected) == 24
+def test_a_run_on_the_cluster_predicts_what_the_local_engine_predicts(cluster_run, local_run):
+    assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
+    expected, scored = read_predictions(local_run), read_predictions(cluster_run.out)
+    assert len(expected) == IMAGES
     assert list(scored.file) == list(expected.file)
     assert (scored.pop("probability_pneumonia") - expected.pop("probability_pneumonia")).abs().max() < 1e-5
     assert np.allclose(scored.pop("ood_score"), expected.pop("ood_score"), rtol=1e-3, atol=0)  # as test_batch_ray
@@ -130,25 +234,55 @@ def test_a_run_on_the_cluster_predicts_what_the_local_engine_predicts(cluster_ru
 
 
 def test_both_workers_score_and_the_head_without_cpus_runs_nothing(cluster, cluster_run):
-    _, head, workers, _ = cluster
-    batches = re.findall(r"(\d+) files decoded on node (\S+), scored on node (\S+)$", cluster_run[1], re.MULTILINE)
-    assert sum(int(count) for count, _, _ in batches) == 24
+    batches = scored_batches(cluster_run.interrupted_log) + scored_batches(cluster_run.resumed_log)
     decoded = {node for _, nodes, _ in batches for node in nodes.split(",")}
     scored = {node for _, _, nodes in batches for node in nodes.split(",")}
-    assert scored == set(workers)
-    assert decoded <= set(workers) and head not in decoded | scored
+    assert {node for _, _, nodes in scored_batches(cluster_run.resumed_log) for node in nodes.split(",")} == set(
+        cluster.workers)
+    assert scored == set(cluster.workers)
+    assert decoded <= set(cluster.workers) and cluster.head not in decoded | scored
+
+
+def test_a_killed_run_resumed_scores_only_what_it_had_not_written_down(cluster_run):
+    """The killed run loses only the batches in flight: what it wrote down is not scored again."""
+    assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
+    assert 6 <= cluster_run.kept < IMAGES
+    assert sum(count for count, _, _ in scored_batches(cluster_run.resumed_log)) == IMAGES - cluster_run.kept
+
+
+def test_a_resumed_run_ends_with_the_reports_of_an_uninterrupted_one(cluster_run, local_run):
+    """Every table to 1e-6 (probabilities) and 1e-3 relative (the out-of-distribution score), as the engines are
+    compared (test_batch_ray), and the metrics to 1e-6; no parts left behind."""
+    from pneumo.batch import PARTS_FOLDER, RUN_FILE
+
+    assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
+    resumed = cluster_run.out
+    written = sorted(p.relative_to(local_run).as_posix() for p in local_run.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(resumed).as_posix() for p in resumed.rglob("*") if p.is_file()) == written
+    assert not (resumed / PARTS_FOLDER).exists()
+    for relative in written:
+        if relative.endswith(".csv"):
+            assert_same_table(read_csv(resumed / relative), read_csv(local_run / relative), relative)
+        elif relative != RUN_FILE:
+            assert_close(*(json.loads((folder / relative).read_text()) for folder in (resumed, local_run)), relative)
+
+
+def test_a_run_that_loses_a_worker_node_completes_on_the_other(cluster_run):
+    """Worker 0 held one of the two model replicas and had scored for the run, which had files left to score when
+    the worker was gone (what it then scored is checked above)."""
+    assert cluster_run.running_when_lost and cluster_run.scored_when_lost < IMAGES
+    assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
 
 
 def test_a_driver_without_the_clusters_token_is_refused_in_one_line(cluster, xrays, tiny_model_folder, tmp_path):
     """RAY_AUTH_MODE unset: Ray sends no token to an address it is given. Ray's own retries are cut short
     (RAY_gcs_server_port_wait_time_s) to keep the test quick."""
-    address, _, _, environment = cluster
-    without_token = {key: value for key, value in environment.items() if key not in AUTH_VARIABLES}
+    without_token = {key: value for key, value in cluster.environment.items() if key not in AUTH_VARIABLES}
     run = batch_eval([xrays, "--out", tmp_path, "--model", tiny_model_folder, "--engine", "ray",
-                      "--ray-address", address], {**without_token, "RAY_gcs_server_port_wait_time_s": "2"},
+                      "--ray-address", cluster.address], {**without_token, "RAY_gcs_server_port_wait_time_s": "2"},
                      timeout=120)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1] == (
-        f"batch_eval.py: --ray-address {address}: the Ray cluster refused this driver (token authentication; "
+        f"batch_eval.py: --ray-address {cluster.address}: the Ray cluster refused this driver (token authentication; "
         "RAY_AUTH_MODE is unset): set RAY_AUTH_MODE=token, with the cluster's token (`ray get-auth-token` on its "
         "head node) in RAY_AUTH_TOKEN, in the file that RAY_AUTH_TOKEN_PATH names, or in ~/.ray/auth_token")

@@ -1,0 +1,168 @@
+"""s3:// folders: the Ray engine lists and reads a bucket through the S3 API, as it does the same folder on disk.
+
+The bucket lives in moto's S3 server, in its own process on a loopback port; everything reaches it as it would reach
+AWS or an S3-compatible store, through the usual AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_DEFAULT_REGION, AWS_ENDPOINT_URL). The README's example runs as written, Ray starting on this machine, in this
+process: the one Ray of the module.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, synthetic_xray, write_synthetic_class_folders
+from PIL import Image
+from test_batch_eval import BAD_FILES
+from test_batch_ray import assert_same_table, read_csv
+
+# moto's S3 server on a free loopback port, which it prints; it stops when the test process closes its stdin.
+SERVER = """
+import sys
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+README_URI = "s3://my-bucket/xrays"  # where the README's example reads from
+
+
+@pytest.fixture(scope="module")
+def xray_folder(tmp_path_factory):
+    """test/NORMAL and test/PNEUMONIA with 5 good images each (one named with spaces) and every kind of bad file
+    among them, an unlabeled folder, and hidden files (never scored)."""
+    root = tmp_path_factory.mktemp("xrays")
+    write_synthetic_class_folders(root / "test", 5, seed=70)
+    Image.fromarray(synthetic_xray(seed=71)).save(root / "test" / "NORMAL" / "scan 2 (copy).png")
+    for name, content in BAD_FILES.items():
+        (root / "test" / "NORMAL" / name).write_bytes(content)
+    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
+    (root / "unsorted").mkdir()
+    Image.fromarray(synthetic_xray(seed=7)).save(root / "unsorted" / "scan.png")
+    (root / ".cache").mkdir()
+    Image.fromarray(synthetic_xray(seed=8)).save(root / ".cache" / "hidden.png")
+    (root / "test" / "NORMAL" / ".DS_Store").write_bytes(b"Finder's notes")
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3(xray_folder):
+    """The AWS variables that reach the bucket `my-bucket`, which holds `xray_folder` under xrays/ (and an empty
+    "folder" object, as S3 consoles make them), set in this process too for the module's length."""
+    import boto3
+
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline())
+        variables = {"AWS_ACCESS_KEY_ID": "pneumo-test", "AWS_SECRET_ACCESS_KEY": "pneumo-test-secret",
+                     "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [name for name in os.environ if name.startswith("AWS_")]:  # a profile, another endpoint...
+                patch.delenv(name)
+            for name, value in variables.items():
+                patch.setenv(name, value)
+            bucket = boto3.client("s3")
+            bucket.create_bucket(Bucket="my-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+            bucket.put_object(Bucket="my-bucket", Key="xrays/test/", Body=b"")
+            for path in sorted(p for p in xray_folder.rglob("*") if p.is_file()):
+                bucket.upload_file(str(path), "my-bucket", f"xrays/{path.relative_to(xray_folder).as_posix()}")
+            yield variables
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
+def test_a_bucket_is_listed_as_discover_lists_the_folder_on_disk(s3, xray_folder, shard):
+    from pneumo.batch import discover
+    from pneumo.batch_ray import list_files
+
+    _, files, sizes = list_files(README_URI, shard)
+    on_disk = discover(xray_folder, shard)
+    assert [f.relative for f in files] == [f.relative for f in on_disk]
+    assert sizes == [f.path.stat().st_size for f in on_disk]
+    if shard == (0, 1):
+        assert len(files) == 10 + 1 + len(BAD_FILES) + 2  # good, spaced name, bad, tiny, unsorted
+
+
+def test_a_missing_bucket_is_a_one_line_error(s3):
+    from pneumo import PneumoError
+    from pneumo.batch_ray import list_files
+
+    with pytest.raises(PneumoError, match=r"^s3://no-such-bucket/xrays: cannot list it \(.*bucket does not exist"):
+        list_files("s3://no-such-bucket/xrays")
+
+
+def readme_example() -> tuple[set[str], list[str]]:
+    """(the variables the README's object-storage example exports, its batch_eval.py command)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    block = next(block for block in blocks if README_URI in block and "--ray-address" not in block)
+    exported = {name for line in block.splitlines() if line.startswith("export ")
+                for name in re.findall(r"(\w+)=", line.split("#")[0])}
+    commands = [line for line in block.splitlines() if line.startswith("python batch_eval.py")]
+    assert len(commands) == 1, block
+    return exported, shlex.split(commands[0].split("#")[0])
+
+
+@pytest.fixture(scope="module")
+def readme_run(s3, tiny_model_folder, tmp_path_factory):
+    """The reports folder of the README's example, run as written (batch_eval.main, which `python batch_eval.py`
+    calls, with its arguments) in a folder of its own, with the variables it exports set to reach the bucket, and
+    the tiny model in place of the bundled ones (PNEUMO_MODELS and PNEUMO_CNN_LSTM_MODEL, as the README says)."""
+    import batch_eval
+
+    exported, command = readme_example()
+    assert exported == set(AWS_VARIABLES)
+    assert command[:2] == ["python", "batch_eval.py"]
+    here = tmp_path_factory.mktemp("readme")
+    ray_folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))  # short paths
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(here)
+        patch.delenv("RAY_ADDRESS", raising=False)
+        patch.setenv("RAY_TMPDIR", str(ray_folder))
+        patch.setenv("PNEUMO_MODELS", "CNN+LSTM")
+        patch.setenv("PNEUMO_CNN_LSTM_MODEL", str(tiny_model_folder))
+        try:
+            assert batch_eval.main(command[2:]) == 0
+        finally:
+            shutil.rmtree(ray_folder, ignore_errors=True)
+    return here / command[command.index("--out") + 1]
+
+
+@pytest.fixture(scope="module")
+def on_disk(xray_folder, tiny_model_folder, tmp_path_factory):
+    """The reports of the same folder on disk, scored by the local engine."""
+    from pneumo.batch import run_folder
+    from pneumo.predictor import Predictor
+
+    out = tmp_path_factory.mktemp("on-disk")
+    run_folder(xray_folder, out, [Predictor.from_folder(tiny_model_folder)], show_progress=False, figures=False,
+               intervals=False)
+    return out
+
+
+def test_the_readme_example_predicts_what_the_folder_on_disk_gets(readme_run, on_disk, tiny_model_folder):
+    scored = read_csv(readme_run / tiny_model_folder.name / "predictions.csv")
+    expected = read_csv(on_disk / tiny_model_folder.name / "predictions.csv")
+    assert len(expected) == 12 and {"unsorted/scan.png", "test/NORMAL/scan 2 (copy).png"} <= set(expected.file)
+    assert_same_table(scored, expected, "predictions.csv")
+
+
+def test_bad_files_in_a_bucket_are_skipped_with_the_reasons_given_on_disk(readme_run, on_disk):
+    assert (readme_run / "skipped.csv").read_text() == (on_disk / "skipped.csv").read_text()
+    reasons = read_csv(readme_run / "skipped.csv").set_index("file").reason
+    assert len(reasons) == len(BAD_FILES) + 1
+    assert reasons["test/NORMAL/empty.png"] == "the file is empty"
+    assert "too small" in reasons["test/PNEUMONIA/tiny.png"]
+    assert np.all(reasons.str.len() > 0)
