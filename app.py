@@ -25,9 +25,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from pneumo import PneumoError  # noqa: E402
+from pneumo import ModelLoadError, PneumoError  # noqa: E402
 from pneumo.analysis import analyse, compare, model_limits, preview, report  # noqa: E402
-from pneumo.bundled import BUNDLED_MODELS, REPO_ROOT, load_models, model_references  # noqa: E402
+from pneumo.bundled import (  # noqa: E402
+    BUNDLED_MODELS,
+    REPO_ROOT,
+    load_models,
+    model_references,
+    networks_loading,
+)
 from pneumo.demo import (  # noqa: E402
     PAGE_CSS,
     banner_text,
@@ -50,6 +56,7 @@ from pneumo.served_files import (  # noqa: E402
     clean_up_at_stop,
     remove_empty_files,
     remove_leftovers,
+    served_jpeg,
     served_png,
 )
 from pneumo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
@@ -58,6 +65,10 @@ EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
 # Two CPU cores: two requests at a time, and a bounded line behind them.
 CONCURRENCY_LIMIT = 2
 QUEUE_SIZE = 64
+# Gradio's queue looks for work every millisecond while it has none or its workers are busy (Queue.sleep_when_free;
+# no public setting): 9% of a core on an idle demo, and a warm /compare 18-45 ms slower and 5-15% dearer in CPU on
+# 2 cores than when it looks every 10 ms, which delays a request's start by 5 ms on average.
+QUEUE_POLL_S = 0.01
 SHARE_SERVICE_HOST = "api.gradio.app"
 # glibc gives each thread serving requests a malloc arena of its own, and keeps their freed memory: the demo's
 # resident memory grew 9.2% over 400 soak calls (benchmarks/soak.py), and stayed flat with two arenas.
@@ -99,6 +110,8 @@ def as_gradio_errors(function):
             raise gr.Error(f"Upload a chest X-ray first ({SUPPORTED_FORMATS_TEXT}).", print_exception=False)
         try:
             return function(predictors, path, *args)
+        except ModelLoadError as error:  # a network that failed to load behind the page (pneumo.bundled)
+            raise gr.Error(html.escape(str(error)), print_exception=False) from None
         except PneumoError as error:
             LOG.warning("pneumo: refused an upload (%s)", getattr(error, "reason", type(error).__name__))
             raise gr.Error(html.escape(user_message(error, path)), print_exception=False) from None
@@ -137,7 +150,7 @@ def compare_models(predictors, path, model_a=None, model_b=None):
     summary, overlays = compare(pair, path)
     outputs = [banner_text(summary["models"], model_limits(pair))]
     for name, result in summary["models"].items():
-        outputs += [label_value(result), served_png(overlays[name], f"heatmap-{file_stem(name)}"), result]
+        outputs += [label_value(result), served_jpeg(overlays[name], f"heatmap-{file_stem(name)}"), result]
     return [*outputs, summary]
 
 
@@ -146,7 +159,7 @@ def predict(predictors, path, model_name, explain_class):
     """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details."""
     predictor = chosen_models(predictors, [model_name])[model_name]
     result, overlay = analyse(predictor, path, explain_class or None)
-    return label_value(result), served_png(overlay, f"heatmap-{file_stem(model_name)}"), result
+    return label_value(result), served_jpeg(overlay, f"heatmap-{file_stem(model_name)}"), result
 
 
 @as_gradio_errors
@@ -248,7 +261,7 @@ def build_app(predictors) -> gr.Blocks:
             with gr.Row():
                 for slot, name in (("Model A", first), ("Model B", second)):
                     with gr.Column():
-                        overlay = gr.Image(label=heatmap_label(predictors, name, slot), format="png",
+                        overlay = gr.Image(label=heatmap_label(predictors, name, slot), format="jpeg",
                                            interactive=False)
                         pair_overlays.append(overlay)
                         captions.append(gr.HTML())
@@ -275,7 +288,7 @@ def build_app(predictors) -> gr.Blocks:
             model_button = gr.Button(f"Run {first} on the X-ray above", variant="primary")
             decision = gr.HTML(elem_id="model-decision")
             with gr.Row():
-                overlay = gr.Image(label=heatmap_label(predictors, first), format="png", interactive=False)
+                overlay = gr.Image(label=heatmap_label(predictors, first), format="jpeg", interactive=False)
                 caption = gr.HTML()
             details = gr.Markdown(elem_classes="pneumo-details")
             api_outputs = [DecisionLabel(label="Decision and calibrated probabilities", visible=False), overlay,
@@ -331,7 +344,9 @@ def build_app(predictors) -> gr.Blocks:
 
         (upload.change(cleared(all_outputs), None, all_outputs, queue=False, api_visibility="private")
          .then(functools.partial(show_xray_if_any, predictors), upload, xray, api_visibility="private"))
-    return demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+    demo._queue.sleep_when_free = QUEUE_POLL_S
+    return demo
 
 
 def launch(demo: gr.Blocks, **options):
@@ -398,13 +413,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     overrides = {name: getattr(args, variable) for name, (variable, _) in BUNDLED_MODELS.items()}
     try:
-        predictors = load_models(model_references(overrides))
+        # The page is built from what each model folder says and served before the networks load: 8 s after
+        # start instead of 19 on 2 cores (benchmarks/app_speed.py). A request waits for the network it needs.
+        predictors = load_models(model_references(overrides), defer_networks=True)
     except PneumoError as error:
         raise SystemExit(f"pneumo: {error}") from None
     share = args.share and share_service_reachable()
     if args.share and not share:
         print(f"pneumo: no public link (Gradio's share service is unreachable); serving on http://{args.host}:{args.port}")
-    launch(build_app(predictors), server_name=args.host, server_port=args.port, share=share)
+    demo = build_app(predictors)
+    pair = [predictors[name] for name in default_pair(predictors)]
+    with networks_loading(predictors.values(), traced=pair, start_when=lambda: demo.is_running):
+        launch(demo, server_name=args.host, server_port=args.port, share=share)
 
 
 def share_service_reachable(timeout_s: float = 3.0) -> bool:

@@ -12,13 +12,14 @@ from .model_repos import is_hub_reference, resolve_model_folder
 from .predictor import Predictor
 
 
-def load_predictor(reference, revision: str | None = None, loaded=()) -> Predictor:
+def load_predictor(reference, revision: str | None = None, loaded=(), defer_network: bool = False) -> Predictor:
     """A local model folder, or a Hugging Face Hub repo id `OWNER/NAME[@REVISION]`.
 
     A reference that means a local path (`model_repos.is_local_path`: models/cnn-lsm among them) is a folder
     here or nothing; one that could be either and is no folder here is tried on the Hub, and an error then
     says both. An ensemble folder (pneumo.ensemble) takes its members from `loaded` (predictors already loaded)
     where their weights are the ones it was fitted with, and loads the others from its own member folders.
+    `defer_network`: a model folder's network loads when first needed (Predictor.from_folder); an ensemble's now.
     """
     reference = str(reference)
     if not is_hub_reference(reference):
@@ -26,12 +27,12 @@ def load_predictor(reference, revision: str | None = None, loaded=()) -> Predict
             raise ModelNotFoundError(f"{reference}: no such model folder{nearby_folders(reference)}")
         if model_folder.is_ensemble(reference):
             return EnsemblePredictor.from_folder(reference, loaded)
-        return Predictor.from_folder(reference)
+        return Predictor.from_folder(reference, defer_network=defer_network)
     try:
         folder, resolved_revision = resolve_model_folder(reference, revision)
     except ModelLoadError as error:
         raise type(error)(f"{reference}: no such model folder here, and as a Hub repo: {error}") from None
-    return Predictor.from_folder(folder, reference=reference, revision=resolved_revision)
+    return Predictor.from_folder(folder, reference=reference, revision=resolved_revision, defer_network=defer_network)
 
 
 def nearby_folders(reference: str) -> str:

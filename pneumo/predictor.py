@@ -109,6 +109,13 @@ class CalibratedPredictor:
         prediction = self._prediction(probabilities, ood_score)
         return prediction, heatmaps[self.class_names.index(class_name or prediction.label)]
 
+    def load_network(self) -> None:
+        """Load what was left for its first use (Predictor.from_folder's `defer_network`); nothing once loaded."""
+
+    def trace(self) -> None:
+        """Trace the explained pass now (seconds, once), rather than in the first request that needs it."""
+        self.explained_assessment(np.zeros(self.input_shape, np.float32))
+
     def explain(self, image: np.ndarray, class_name: str | None = None) -> np.ndarray:
         """The heatmap of `class_name` (default: the positive class), values in [0, 1], on the method's grid:
         the feature map's for Grad-CAM, the model input's for integrated gradients."""
@@ -123,12 +130,11 @@ class Predictor(CalibratedPredictor):
     fitted on the validation split).
     """
 
-    def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None):
-        import keras
-        import tensorflow as tf
-
+    def __init__(self, model, config: dict, folder, reference: str, revision: str | None = None,
+                 load_network=None):
+        """`model`: the Keras network; or None, and `load_network()` returns it when it is first needed (the demo
+        serves its page, built from what each folder's pneumo.json says, while the networks load behind it)."""
         super().__init__(config, folder, reference, revision)
-        self.model = model
         self.height = int(config["input"]["height"])
         self.width = int(config["input"]["width"])
         self.preprocessing = Preprocessing.from_config(config.get("preprocessing"))
@@ -142,9 +148,18 @@ class Predictor(CalibratedPredictor):
         self._explainer = None
         # Concurrent first requests would each trace an explainer (about 5 s for integrated gradients).
         self._explainer_lock = threading.Lock()
-        # One traced graph for every batch size: calling a Keras model eagerly costs more than the
-        # arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50 on 2 cores).
-        # The same pass yields the pooled features the out-of-distribution check measures.
+        # Requests that arrive while a deferred network loads wait for that one load.
+        self._network_lock = threading.Lock()
+        self._network_loader, self._network_error = load_network, None
+        self._network, self._forward = (None, None) if model is None else (model, self._traced_forward(model))
+
+    def _traced_forward(self, model):
+        """The network's forward pass as one traced graph for every batch size: calling a Keras model eagerly
+        costs more than the arithmetic itself for a single image (about 0.5 s against 0.05 s for the ResNet50
+        on 2 cores). The same pass yields the pooled features the out-of-distribution check measures."""
+        import keras
+        import tensorflow as tf
+
         scores = keras.Model(model.input, [model.get_layer(self.logits_layer).output,
                                            model.get_layer(self.ood_layer).output])
 
@@ -152,8 +167,32 @@ class Predictor(CalibratedPredictor):
             logits, feature_map = scores(images, training=False)
             return logits, grid_average(feature_map)
 
-        self._forward = tf.function(logits_and_features,
-                                    input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
+        return tf.function(logits_and_features,
+                           input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
+
+    @property
+    def model(self):
+        """The Keras network, loaded first if it was deferred; a load that failed raises its ModelLoadError again."""
+        return self._loaded()[0]
+
+    def load_network(self) -> None:
+        self._loaded()
+
+    def _loaded(self):
+        """(the network, its traced forward pass), once."""
+        with self._network_lock:
+            if self._network is None:
+                if self._network_error is None:
+                    try:
+                        network = self._network_loader()
+                        self._network, self._forward = network, self._traced_forward(network)
+                    except ModelLoadError as error:
+                        self._network_error = error
+                    except USABLE_MODEL_ERRORS as error:
+                        self._network_error = unusable_model(self.folder, error)
+                if self._network_error is not None:  # a new exception each time: a raise extends its traceback
+                    raise type(self._network_error)(*self._network_error.args)
+            return self._network, self._forward
 
     def _feature_reference(self, config: dict):
         block = config.get("out_of_distribution")
@@ -165,18 +204,22 @@ class Predictor(CalibratedPredictor):
         return FeatureReference.load(path)
 
     @classmethod
-    def from_folder(cls, folder, reference=None, revision=None) -> "Predictor":
+    def from_folder(cls, folder, reference=None, revision=None, defer_network: bool = False) -> "Predictor":
+        """The folder's predictor. With `defer_network`, only what its pneumo.json says is read now: the network
+        loads when first needed, or when `model` is first read (a folder missing its network's files is refused at
+        once all the same, by load_network)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise ModelNotFoundError(f"{folder}: no such model folder")
         config = model_folder.read_config(folder)
-        network = model_folder.load_network(folder, config)
+        if defer_network and all(path.exists() for path in model_folder.network_files(folder, config)):
+            network, load_network = None, lambda: model_folder.load_network(folder, config)
+        else:
+            network, load_network = model_folder.load_network(folder, config), None
         try:
-            return cls(network, config, folder, reference or str(folder), revision)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError, OSError, EOFError, zipfile.BadZipFile) \
-                as error:  # a malformed value in pneumo.json, a layer the network lacks, a damaged reference file
-            raise ModelLoadError(f"{folder}: {model_folder.CONFIG_FILE} does not describe a usable model "
-                                 f"({type(error).__name__}: {error})") from error
+            return cls(network, config, folder, reference or str(folder), revision, load_network)
+        except USABLE_MODEL_ERRORS as error:
+            raise unusable_model(folder, error) from error
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -188,7 +231,7 @@ class Predictor(CalibratedPredictor):
         return load_model_input(source, self.height, self.width, self.preprocessing)
 
     def _logits_and_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self._forward(np.asarray(images, dtype=np.float32))
+        logits, features = self._loaded()[1](np.asarray(images, dtype=np.float32))
         return logits.numpy(), features.numpy()
 
     def logits(self, images: np.ndarray) -> np.ndarray:
@@ -225,6 +268,16 @@ class Predictor(CalibratedPredictor):
         return self.calibration.probabilities(logits[None])[0], self.ood_scores(features[None])[0], heatmaps
 
 
+
+
+# What a malformed pneumo.json, a layer the network lacks or a damaged reference file raises.
+USABLE_MODEL_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OSError, EOFError,
+                       zipfile.BadZipFile)
+
+
+def unusable_model(folder, error: Exception) -> ModelLoadError:
+    return ModelLoadError(f"{folder}: {model_folder.CONFIG_FILE} does not describe a usable model "
+                          f"({type(error).__name__}: {error})")
 
 
 def explainer(model, block: dict, logits_layer: str, ood_layer: str):
