@@ -1,6 +1,7 @@
 """Speed and memory of batch scoring, as ratios measured in one run (this machine is shared and noisy).
 
-    python benchmarks/batch_eval_speed.py [--data ../shared/data/chest_xray/test] [--stream-images 20000] [--ray]
+    python benchmarks/batch_eval_speed.py [--data ../shared/data/chest_xray/test] [--images N] [--stream-images 20000]
+                                          [--ray]
 
 For each bundled model, on the official test folder:
   forward    images/s of the model alone on pre-decoded tensors
@@ -165,6 +166,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, help="an evenly spaced sample of this many images (default: all)")
     parser.add_argument("--stream-images", type=int, default=20000, help="0 skips the memory run")
     parser.add_argument("--dicom-images", type=int, default=100, help="full-size DICOM copies (8 MB each); "
                         "0 skips the full-size runs")
@@ -172,6 +174,8 @@ def main():
                         "(needs requirements-ray.txt)")
     args = parser.parse_args()
     files = discover(args.data)
+    if args.images and args.images < len(files):
+        files = files[::len(files) // args.images][:args.images]
     print(f"{len(files)} images from {args.data}, batch {args.batch_size}, {os.cpu_count()} CPUs")
     print(f"{'model':<10}{'forward/s':>11}{'pipeline/s':>12}{'naive/s':>9}{'pipe/fwd':>10}{'pipe/naive':>12}")
     for reference in BUNDLED:
