@@ -1,7 +1,7 @@
 """Score whole folders: discovery, sharding, streaming inference that skips bad files, and merging shards.
 
-Decoding runs in parallel with inference through tf.data and nothing is cached, so memory stays flat
-however many images a folder holds. Every report is computed from the predictions table alone, which is
+Decoding runs in parallel with inference (`data.readable_batches`) and nothing is cached, so memory stays
+flat however many images a folder holds. Every report is computed from the predictions table alone, which is
 what lets `merge` rebuild a sharded run exactly.
 """
 
@@ -25,8 +25,8 @@ from .batch_reports import (
     write_model_reports,
     write_run_reports,
 )
-from .data import label_from_folders, loaded_images
-from .errors import DataFolderError, InvalidImageError, NothingToScoreError
+from .data import label_from_folders, readable_batches
+from .errors import DataFolderError, NothingToScoreError
 from .files import atomic_write, write_csv, write_json
 
 SKIPPED_COLUMNS = ["file", "reason"]
@@ -72,22 +72,19 @@ def shard_of(relative_path: str, count: int) -> int:
 
 def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
     """Yield (file, class probabilities or None, out-of-distribution score (NaN without a reference),
-    error message or None) in order, decoding in parallel with inference."""
-    dataset = (loaded_images([f.path for f in files], predictor.load_image, predictor.input_shape,
-                             tolerate=InvalidImageError)
-               .batch(batch_size).prefetch(2))
+    error message or None) in order, decoding the next batch while the model scores this one."""
     position = 0
-    for images, errors in dataset:
-        errors = [e.decode() for e in errors.numpy()]
-        good = np.array([not e for e in errors])
-        probabilities = np.full((len(errors), len(predictor.class_names)), np.nan)
-        ood_scores = np.full(len(errors), np.nan)
-        if good.any():
-            probabilities[good], ood_scores[good] = predictor.assess(images.numpy()[good])
-        for offset, error in enumerate(errors):
-            file = files[position + offset]
-            yield file, (None if error else probabilities[offset]), ood_scores[offset], (error or None)
-        position += len(errors)
+    for images, readable, unreadable in readable_batches([f.path for f in files], predictor.load_image,
+                                                         predictor.input_shape, batch_size):
+        scored = dict(zip(readable.tolist(), zip(*predictor.assess(images)))) if len(images) else {}
+        reasons = iter(unreadable)
+        end = position + len(readable) + len(unreadable)
+        for index in range(position, end):
+            if index in scored:
+                yield files[index], *scored[index], None
+            else:
+                yield files[index], None, np.nan, next(reasons)
+        position = end
 
 
 def score(predictor, files: list[ImageFile], threshold: float | None = None, batch_size: int = 32,

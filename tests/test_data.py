@@ -1,4 +1,4 @@
-"""Image-folder discovery, the leakage-free patient split, class weights and the tf.data pipeline."""
+"""Image-folder discovery, the leakage-free patient split, class weights and the decoding of folders."""
 
 from pathlib import Path
 
@@ -127,14 +127,33 @@ def test_training_batches_depend_on_seed_epoch_and_image_only(synthetic_dataset)
 
 
 @pytest.mark.parametrize("method", ["decoder_scale", "equalize"])
-def test_dataset_images_equal_the_one_image_path(synthetic_dataset, method):
+def test_readable_batches_hold_the_one_image_path_in_order_and_say_why_the_rest_are_not(synthetic_dataset, tmp_path,
+                                                                                        method):
     from pneumo.imaging import Preprocessing, load_model_input
 
     preprocessing = Preprocessing({"method": method})
-    frame = data.list_labeled_images(synthetic_dataset / "train").head(3)
-    images, _ = next(iter(data.make_dataset(frame.path, frame.label, 64, 64, batch_size=3, preprocessing=preprocessing)))
-    for image, path in zip(np.asarray(images), frame.path):
-        assert np.array_equal(image, load_model_input(path, 64, 64, preprocessing))
+    images = list(data.list_labeled_images(synthetic_dataset / "train").path[:5])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    paths = [images[0], tmp_path / "empty.png", *images[1:4], tmp_path / "notes.png", images[4]]
+
+    batches = list(data.readable_batches(paths, lambda path: load_model_input(path, 64, 64, preprocessing),
+                                         (64, 64, 3), batch_size=3))
+    assert [positions.tolist() for _, positions, _ in batches] == [[0, 2], [3, 4], [6]]
+    assert [len(errors) for _, _, errors in batches] == [1, 1, 0]
+    assert "empty.png" in batches[0][2][0] and "notes.png" in batches[1][2][0]
+    decoded = np.concatenate([arrays for arrays, _, _ in batches])
+    for array, path in zip(decoded, images):
+        assert np.array_equal(array, load_model_input(path, 64, 64, preprocessing))
+
+
+def test_a_batch_with_nothing_readable_is_empty_not_an_error(tmp_path):
+    from pneumo.imaging import load_model_input
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    [(arrays, positions, errors)] = data.readable_batches([tmp_path / "empty.png"],
+                                                          lambda path: load_model_input(path, 64, 64), (64, 64, 3))
+    assert arrays.shape == (0, 64, 64, 3) and positions.tolist() == [] and len(errors) == 1
 
 
 SPLIT_IN_A_FRESH_INTERPRETER = """
