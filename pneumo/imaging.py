@@ -336,16 +336,22 @@ def equalize(gray: np.ndarray, bins: int = 4096) -> np.ndarray:
     """Global histogram equalisation: each pixel becomes the fraction of the image darker than it.
 
     Invariant to any increasing change of the grey levels (gain, black level, gamma, window, bit depth)
-    up to the `bins` levels between the image's own minimum and maximum.
+    up to the `bins` levels between the image's own minimum and maximum. Computed in two image-sized
+    buffers (a full-size decode is megapixels, and this runs for every image scored).
     """
     lo, hi = float(gray.min()), float(gray.max())
     if hi <= lo:
         return np.zeros_like(gray, dtype=np.float32)
-    levels = np.minimum(((gray - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
-    cdf = np.cumsum(np.bincount(levels.ravel(), minlength=bins)).astype(np.float64)
-    darkest = cdf[levels.min()]
-    cdf = (cdf - darkest) / max(cdf[-1] - darkest, 1.0)
-    return cdf[levels].astype(np.float32)
+    scaled = np.subtract(gray, lo, dtype=np.float32)
+    scaled /= hi - lo
+    scaled *= bins
+    levels = scaled.astype(np.intp)  # the index type: bincount and take convert nothing
+    np.minimum(levels, bins - 1, out=levels)
+    histogram = np.bincount(levels.ravel(), minlength=bins)
+    cdf = np.cumsum(histogram, dtype=np.float64)
+    darkest = cdf[np.flatnonzero(histogram)[0]]
+    cdf = ((cdf - darkest) / max(cdf[-1] - darkest, 1.0)).astype(np.float32)
+    return np.take(cdf, levels, out=scaled)
 
 
 # The intensity normalisations a model folder can name. "decoder_scale" keeps what decoding gives
