@@ -10,6 +10,7 @@ import json
 import shutil
 import struct
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -118,6 +119,60 @@ def bomb_png(width=100_000, height=100_000) -> bytes:
 
 def truncated_jpeg() -> bytes:
     return example_images()[0].read_bytes()[:2000]
+
+
+def run_at_once(function, threads: int, timeout: float = 120) -> list:
+    """`function()` on `threads` threads released together, as concurrent first requests arrive: their results in
+    thread order. A call that raises fails the test with its exception; one that has not ended in `timeout` fails it."""
+    start, results, errors = threading.Barrier(threads), [None] * threads, []
+
+    def call(index):
+        start.wait()
+        try:
+            results[index] = function()
+        except BaseException as error:  # noqa: BLE001  (raised again below, in the test's own thread)
+            errors.append(error)
+
+    workers = [threading.Thread(target=call, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout)
+    assert not any(worker.is_alive() for worker in workers), f"a call did not end in {timeout} s"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def bad_files() -> dict[str, bytes]:
+    """One file of each kind a folder scoring must skip with a reason, by name."""
+    return {
+        "empty.png": b"",
+        "truncated.jpeg": truncated_jpeg(),
+        "report.png": b"%PDF-1.4 a PDF renamed .png",
+        "notes.txt": b"not an image at all",
+        "bomb.png": bomb_png(),
+    }
+
+
+def write_folder_with_bad_files(root: Path, count: int, *, seed: int, folder_names=("NORMAL", "PNEUMONIA"),
+                                unlabeled: str | None = None, hidden: bool = False) -> Path:
+    """`root`/test/<class folders> with `count` synthetic X-rays each, every bad file of `bad_files()` in the first
+    class folder and an image too small to score in the second; with `unlabeled`, a folder of that name beside
+    test/ holding one X-ray; with `hidden`, a hidden folder and a hidden file (never scored)."""
+    write_synthetic_class_folders(root / "test", count, folder_names=folder_names, seed=seed)
+    first, second = (root / "test" / name for name in folder_names)
+    for name, content in bad_files().items():
+        (first / name).write_bytes(content)
+    Image.fromarray(synthetic_xray()[:30, :30]).save(second / "tiny.png")
+    if unlabeled:
+        (root / unlabeled).mkdir()
+        Image.fromarray(synthetic_xray(seed=7)).save(root / unlabeled / "scan.png")
+    if hidden:
+        (root / ".cache").mkdir()
+        Image.fromarray(synthetic_xray(seed=8)).save(root / ".cache" / "hidden.png")
+        (first / ".DS_Store").write_bytes(b"Finder's notes")
+    return root
 
 
 def gif_bytes(array) -> bytes:

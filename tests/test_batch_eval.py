@@ -11,27 +11,17 @@ import pytest
 from PIL import Image
 
 import batch_eval
-from conftest import (REPO, assert_close, bomb_png, copy_with_threshold, synthetic_xray, truncated_jpeg,
+from conftest import (REPO, assert_close, bad_files, copy_with_threshold, synthetic_xray, write_folder_with_bad_files,
                       write_synthetic_class_folders)
 
-BAD_FILES = {
-    "empty.png": b"",
-    "truncated.jpeg": truncated_jpeg(),
-    "report.png": b"%PDF-1.4 a PDF renamed .png",
-    "notes.txt": b"not an image at all",
-    "bomb.png": bomb_png(),
-}
+BAD_FILES = bad_files()
 
 
 @pytest.fixture(scope="module")
 def labeled_folder(tmp_path_factory):
     """test/normal and test/PNEUMONIA (mixed case) with 6 good images each, and bad files among them."""
-    root = tmp_path_factory.mktemp("labeled")
-    write_synthetic_class_folders(root / "test", 6, folder_names=("normal", "PNEUMONIA"), seed=50)
-    for name, content in BAD_FILES.items():
-        (root / "test" / "normal" / name).write_bytes(content)
-    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
-    return root
+    return write_folder_with_bad_files(tmp_path_factory.mktemp("labeled"), 6, seed=50,
+                                       folder_names=("normal", "PNEUMONIA"))
 
 
 @pytest.fixture(scope="module")

@@ -15,27 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, synthetic_xray, write_synthetic_class_folders
+from conftest import REPO, write_folder_with_bad_files
 from PIL import Image
-from test_batch_eval import BAD_FILES
 
 
 @pytest.fixture(scope="module")
 def mixed_folder(tmp_path_factory):
     """test/normal and test/PNEUMONIA with 5 good images each and every kind of bad file among them, an
     unlabeled folder whose name starts with "_", and hidden files (never scored)."""
-    root = tmp_path_factory.mktemp("mixed")
-    write_synthetic_class_folders(root / "test", 5, folder_names=("normal", "PNEUMONIA"), seed=60)
-    for name, content in BAD_FILES.items():
-        (root / "test" / "normal" / name).write_bytes(content)
-    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
+    root = write_folder_with_bad_files(tmp_path_factory.mktemp("mixed"), 5, seed=60,
+                                       folder_names=("normal", "PNEUMONIA"), unlabeled="_unsorted", hidden=True)
     noise = np.random.default_rng(0).integers(0, 256, (1100, 1100), dtype=np.uint8)
     Image.fromarray(noise).save(root / "test" / "PNEUMONIA" / "huge.png")  # over the file limit set below
-    (root / "_unsorted").mkdir()
-    Image.fromarray(synthetic_xray(seed=7)).save(root / "_unsorted" / "scan.png")
-    (root / ".cache").mkdir()
-    Image.fromarray(synthetic_xray(seed=8)).save(root / ".cache" / "hidden.png")
-    (root / "test" / "normal" / ".DS_Store").write_bytes(b"Finder's notes")
     return root
 
 

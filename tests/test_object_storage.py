@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_xray, write_synthetic_class_folders
+from conftest import REPO, synthetic_xray, write_folder_with_bad_files
 from PIL import Image
 from test_batch_eval import BAD_FILES
 from test_batch_ray import assert_same_table, read_csv
@@ -41,17 +41,8 @@ README_URI = "s3://my-bucket/xrays"  # where the README's example reads from
 def xray_folder(tmp_path_factory):
     """test/NORMAL and test/PNEUMONIA with 5 good images each (one named with spaces) and every kind of bad file
     among them, an unlabeled folder, and hidden files (never scored)."""
-    root = tmp_path_factory.mktemp("xrays")
-    write_synthetic_class_folders(root / "test", 5, seed=70)
+    root = write_folder_with_bad_files(tmp_path_factory.mktemp("xrays"), 5, seed=70, unlabeled="unsorted", hidden=True)
     Image.fromarray(synthetic_xray(seed=71)).save(root / "test" / "NORMAL" / "scan 2 (copy).png")
-    for name, content in BAD_FILES.items():
-        (root / "test" / "NORMAL" / name).write_bytes(content)
-    Image.fromarray(synthetic_xray()[:30, :30]).save(root / "test" / "PNEUMONIA" / "tiny.png")
-    (root / "unsorted").mkdir()
-    Image.fromarray(synthetic_xray(seed=7)).save(root / "unsorted" / "scan.png")
-    (root / ".cache").mkdir()
-    Image.fromarray(synthetic_xray(seed=8)).save(root / ".cache" / "hidden.png")
-    (root / "test" / "NORMAL" / ".DS_Store").write_bytes(b"Finder's notes")
     return root
 
 
