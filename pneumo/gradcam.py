@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .maps import grid_average, scaled_to_peak
+from .tracing import TracedOnce
 
 
 class GradCam:
@@ -25,7 +26,6 @@ class GradCam:
                                                 model.get_layer(ood_layer or map_layer).output])
         classes = int(self._model.outputs[1].shape[-1])
 
-        @tf.function(reduce_retracing=True)
         def logits_and_gradients(images):
             # Gradients of every class score at once: they flow back only through the layers after the
             # feature map (the head), so all classes cost little more than one.
@@ -35,7 +35,7 @@ class GradCam:
             gradients = tf.stack([tape.gradient(score, feature_map) for score in scores])
             return feature_map, logits, gradients, grid_average(pooled_map)
 
-        self._compute = logits_and_gradients
+        self._compute = TracedOnce(logits_and_gradients, tf.TensorSpec([1, *model.input.shape[1:]], tf.float32))
 
     def logits_and_heatmaps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The class scores of one model input, a (classes, rows, cols) heatmap per class in [0, 1], and the

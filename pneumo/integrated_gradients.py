@@ -29,6 +29,7 @@ import numpy as np
 
 from .explanation import BASELINE, STEPS
 from .maps import grid_average, scaled_to_peak
+from .tracing import TracedOnce
 
 BLUR = 0.02  # the heatmap's Gaussian blur: its standard deviation as a fraction of the input's side
 
@@ -52,7 +53,6 @@ class IntegratedGradients:
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas, step_weights = tf.constant((nodes + 1) / 2, tf.float32), tf.constant(weights / 2, tf.float32)
 
-        @tf.function(input_signature=[tf.TensorSpec([self.rows, self.cols, channels], tf.float32)])
         def integrate(image):
             baseline_image = tf.zeros_like(image)
             path = baseline_image + alphas[:, None, None, None] * (image - baseline_image)
@@ -67,7 +67,7 @@ class IntegratedGradients:
             attributions = (image - baseline_image) * tf.einsum("s,ksrcd->krcd", step_weights, gradients)
             return logits[-1], attributions, grid_average(pooled)[-1]
 
-        self._integrate = integrate
+        self._integrate = TracedOnce(integrate, tf.TensorSpec([self.rows, self.cols, channels], tf.float32))
 
     def attributions(self, image: np.ndarray) -> np.ndarray:
         """Every class's attributions over one model input, (classes, rows, cols, channels): those of class k sum

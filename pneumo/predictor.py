@@ -22,6 +22,7 @@ from .integrated_gradients import IntegratedGradients
 from .maps import grid_average
 from .models import LOGITS_LAYER
 from .ood import FeatureReference
+from .tracing import TracedOnce
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,7 @@ class Predictor(CalibratedPredictor):
             logits, feature_map = scores(images, training=False)
             return logits, grid_average(feature_map)
 
-        return tf.function(logits_and_features,
-                           input_signature=[tf.TensorSpec([None, self.height, self.width, 3], tf.float32)])
+        return TracedOnce(logits_and_features, tf.TensorSpec([None, self.height, self.width, 3], tf.float32))
 
     @property
     def model(self):

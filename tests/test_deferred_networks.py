@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BUNDLED_BY_NAME, example_images
+from conftest import BUNDLED_BY_NAME, example_images, run_at_once
 from pneumo import ModelLoadError, model_folder
 from pneumo.bundled import load_networks, networks_loading
 from pneumo.predictor import Predictor
@@ -45,17 +45,7 @@ def test_a_deferred_folder_says_what_its_pneumo_json_says_before_its_network_loa
 def test_concurrent_first_requests_load_a_deferred_network_once(tiny_model_folder, counted_loads):
     deferred = Predictor.from_folder(tiny_model_folder, defer_network=True)
     image = deferred.load_image(example_images()[1])
-    start, results = threading.Barrier(THREADS), [None] * THREADS
-
-    def first_request(index):
-        start.wait()
-        results[index] = deferred.assess(image[None])[0]
-
-    threads = [threading.Thread(target=first_request, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    results = run_at_once(lambda: deferred.assess(image[None])[0], THREADS)
     assert len(counted_loads) == 1
     for result in results[1:]:
         np.testing.assert_array_equal(result, results[0])

@@ -1,14 +1,18 @@
 """A predictor shared by the demo's concurrent requests builds its explainer (a traced Grad-CAM or integrated
 gradients graph, seconds of work) once, however many first requests arrive together."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 
 import pneumo.predictor
-from conftest import png_bytes, synthetic_xray
+from conftest import REPO, png_bytes, run_at_once, synthetic_xray
 from pneumo.models import get_architecture
 from pneumo.predictor import Predictor
 
@@ -39,21 +43,30 @@ def test_concurrent_first_explanations_build_one_explainer_and_agree(tmp_path, m
         return build(*args)
 
     monkeypatch.setattr(pneumo.predictor, "explainer", slow_explainer)
-    start = threading.Barrier(THREADS)
-    results = [None] * THREADS
-
-    def first_request(index):
-        start.wait()
-        results[index] = predictor.explained_assessment(image)
-
-    threads = [threading.Thread(target=first_request, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    results = run_at_once(lambda: predictor.explained_assessment(image), THREADS)
     assert len(built) == 1
-    assert all(result is not None for result in results)
     probabilities, _, heatmaps = results[0]
     for other_probabilities, _, other_heatmaps in results[1:]:
         np.testing.assert_array_equal(other_probabilities, probabilities)
         np.testing.assert_array_equal(other_heatmaps, heatmaps)
+
+
+def test_many_models_each_trace_their_passes_once_and_tensorflow_sees_no_retracing(tiny_model_folder):
+    """The soak test's log had TensorFlow's "triggered tf.function retracing" warning: it counts traces by the
+    Python code, so the fifth model loaded looked like one function retraced five times (TensorFlow warns at five)."""
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from conftest import run_at_once\n"
+        "from pneumo.predictor import Predictor\n"
+        "predictors = [Predictor.from_folder(sys.argv[1]) for _ in range(5)]\n"
+        "for predictor in predictors:\n"
+        "    image = np.random.default_rng(0).random(predictor.input_shape, dtype=np.float32)\n"
+        "    predictor.assess(image[None])\n"
+        "    run_at_once(lambda: predictor.explained_assessment(image), 3)\n"
+        "print('done')\n")
+    finished = subprocess.run([sys.executable, "-c", script, str(tiny_model_folder)],
+                              cwd=Path(__file__).parent, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert finished.returncode == 0 and "done" in finished.stdout, finished.stderr[-3000:]
+    assert "retracing" not in finished.stderr, finished.stderr[-3000:]
