@@ -216,7 +216,7 @@ def main():
         ray_rates(files, args.data, args.batch_size)
     if args.stream_images:
         peak, seconds = peak_rss_of_streaming_run(args.data, args.stream_images)
-        print(f"batch_eval.py on {args.stream_images} images (both models): peak RSS {peak:.2f} GB "
+        print(f"batch_eval.py on {args.stream_images} images (every bundled model): peak RSS {peak:.2f} GB "
               f"(target < 3 GB), {seconds:.0f} s")
 
 
