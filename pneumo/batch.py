@@ -104,25 +104,20 @@ def file_scores(predictor, files: list[ImageFile], batch_size: int = 32, progres
     as the run goes; files already in it (from an interrupted run) are not scored again. Their batches
     were whole and the rest are batched as before, so the tables equal an uninterrupted run's.
     """
-    done = read_parts(parts) if parts else pd.DataFrame(columns=PART_COLUMNS)
-    already = set(done.file)
-    todo = [f for f in files if f.relative.as_posix() not in already]
+    written = ScoreParts(parts)
+    todo = [f for f in files if f.relative.as_posix() not in written.done]
     if progress and len(files) > len(todo):
         progress(len(files) - len(todo))
-    batches, batch, next_part = [done], [], len(done_parts(parts))
+    batch = []
     for file, probabilities, ood_score, error in stream_scores(predictor, todo, batch_size):
         batch.append((file.relative.as_posix(), None if error else float(probabilities[predictor.positive_index]),
                       ood_score, reason_of(error, file) if error else ""))
         if len(batch) == batch_size or file is todo[-1]:
-            frame = pd.DataFrame(batch, columns=PART_COLUMNS)
-            if parts:
-                write_csv(Path(parts) / f"part-{next_part:06d}.csv", frame)
-                next_part += 1
-            batches.append(frame)
+            written.add(pd.DataFrame(batch, columns=PART_COLUMNS))
             if progress:
                 progress(len(batch))
             batch = []
-    return pd.concat(batches, ignore_index=True).set_index("file").loc[[f.relative.as_posix() for f in files]]
+    return written.table(files)
 
 
 def ensemble_file_scores(predictor, scored: dict[int, pd.DataFrame]) -> pd.DataFrame | None:
@@ -142,6 +137,30 @@ def ensemble_file_scores(predictor, scored: dict[int, pd.DataFrame]) -> pd.DataF
 
 # One row per file in a part: P(positive class) and the out-of-distribution score, or why it was skipped.
 PART_COLUMNS = ["file", "probability", "ood_score", "reason"]
+
+
+class ScoreParts:
+    """One model's scores as a run receives them, batch by batch (PART_COLUMNS frames). With a `folder`, each batch
+    also reaches the disk there as one CSV file, written atomically, and what an interrupted run left there is read
+    back first (`done`: the files it holds), for both engines."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = Path(folder) if folder else None
+        self.frames = [read_parts(folder)]
+        self.done = set(self.frames[0].file)
+        self._next_part = len(done_parts(folder))
+
+    def add(self, frame: pd.DataFrame, write: bool = True) -> None:
+        """`frame`'s scores, written down as a part unless `write` is false."""
+        if self.folder and write:
+            write_csv(self.folder / f"part-{self._next_part:06d}.csv", frame)
+            self._next_part += 1
+        self.frames.append(frame)
+
+    def table(self, files: list[ImageFile]) -> pd.DataFrame:
+        """Every file's scores, indexed by relative path, in `files` order."""
+        frames = [frame for frame in self.frames if len(frame)] or self.frames[:1]
+        return pd.concat(frames, ignore_index=True).set_index("file").loc[[f.relative.as_posix() for f in files]]
 
 
 def done_parts(parts) -> list[Path]:

@@ -37,13 +37,12 @@ import numpy as np
 from .batch import (
     PART_COLUMNS,
     ImageFile,
+    ScoreParts,
     discover,
-    done_parts,
     ensemble_file_scores,
     is_listed,
     nothing_to_score,
     predictions_and_skipped,
-    read_parts,
     run_settings,
     start_parts,
     unique_names,
@@ -58,7 +57,6 @@ from .errors import (
     ModelNotFoundError,
     PneumoError,
 )
-from .files import write_csv
 from .imaging import check_file_size, load_model_input
 from .loading import load_predictor
 
@@ -296,42 +294,35 @@ def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_si
     import pandas as pd
 
     ray = import_ray()
-    done = read_parts(parts) if parts else pd.DataFrame(columns=PART_COLUMNS)
-    already, too_large, relative_of = set(done.file), [], {}
+    written, too_large, relative_of = ScoreParts(parts), [], {}
     for file, size in zip(files, sizes):
         relative = file.relative.as_posix()
-        if relative in already:
+        if relative in written.done:
             continue
         try:
             check_file_size(size, str(file.path))  # too large to read whole: refused before Ray reads it
             relative_of[str(file.path)] = relative
         except ImageTooLargeError as error:
             too_large.append((relative, np.nan, np.nan, reason_skipped(error)))
-    frames = [done, pd.DataFrame(too_large, columns=PART_COLUMNS)]
+    written.add(pd.DataFrame(too_large, columns=PART_COLUMNS), write=False)  # cheap to check again on resuming
     if relative_of:
         scored = scoring_dataset(predictor, filesystem, list(relative_of), replicas, batch_size)
         scored.set_name(name or predictor.name)
-        next_part = len(done_parts(parts))
         try:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 LOG.debug("%s: %d files decoded on node %s, scored on node %s", name or predictor.name,
                           len(batch["path"]), ",".join(sorted(set(batch["decoded_on"]))),
                           ",".join(sorted(set(batch["scored_on"]))))
-                frame = pd.DataFrame({"file": [relative_of[path] for path in batch["path"]],
-                                      "probability": batch["probability"].astype(float),
-                                      "ood_score": batch["ood_score"].astype(float),
-                                      "reason": batch["reason"].astype(str)})
-                if parts:
-                    write_csv(Path(parts) / f"part-{next_part:06d}.csv", frame)
-                    next_part += 1
-                frames.append(frame)
+                written.add(pd.DataFrame({"file": [relative_of[path] for path in batch["path"]],
+                                          "probability": batch["probability"].astype(float),
+                                          "ood_score": batch["ood_score"].astype(float),
+                                          "reason": batch["reason"].astype(str)}))
         except ray.exceptions.RayError as error:
             worker_error = pneumo_error_of(error)
             if worker_error is None:
                 raise
             raise worker_error from None
-    scores = pd.concat([frame for frame in frames if len(frame)], ignore_index=True).set_index("file")
-    return scores.loc[[file.relative.as_posix() for file in files]]
+    return written.table(files)
 
 
 # The errors of loading a model, which a worker raising one passes on as a ModelLoadError (batch_eval.py: bad usage).
