@@ -2,7 +2,7 @@
 
     python app.py [--cnn-lstm REF] [--resnet50 REF] [--<model> REF ...] [--host 127.0.0.1] [--port 7860] [--share]
 
-One option per bundled model (pneumo.bundled.BUNDLED_MODELS, named after its environment variable:
+One option per bundled model (pneumo.hub.bundled.BUNDLED_MODELS, named after its environment variable:
 PNEUMO_CNN_LSTM_MODEL -> --cnn-lstm). REF is a model folder or a Hub repo `OWNER/NAME[@REVISION]`; the
 defaults are the bundled models/ folders, or the PNEUMO_*_MODEL environment variables.
 """
@@ -26,15 +26,15 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import ModelLoadError, PneumoError  # noqa: E402
-from pneumo.analysis import analyse, compare, model_limits, preview, report  # noqa: E402
-from pneumo.bundled import (  # noqa: E402
+from pneumo.prediction.analysis import analyse, compare, model_limits, preview, report  # noqa: E402
+from pneumo.hub.bundled import (  # noqa: E402
     BUNDLED_MODELS,
     REPO_ROOT,
     load_models,
     model_references,
     networks_loading,
 )
-from pneumo.demo import (  # noqa: E402
+from pneumo.demo.panels import (  # noqa: E402
     PAGE_CSS,
     banner_text,
     decision_panel,
@@ -45,9 +45,9 @@ from pneumo.demo import (  # noqa: E402
     user_message,
 )
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
-from pneumo.imaging import MAX_FILE_BYTES  # noqa: E402
-from pneumo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
-from pneumo.served_files import (  # noqa: E402
+from pneumo.imaging.decoding import MAX_FILE_BYTES  # noqa: E402
+from pneumo.demo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
+from pneumo.demo.served_files import (  # noqa: E402
     CACHE_SWEEP_S,
     EMPTY_FILE_AGE_S,
     REAPER,
@@ -59,7 +59,7 @@ from pneumo.served_files import (  # noqa: E402
     served_jpeg,
     served_png,
 )
-from pneumo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
+from pneumo.demo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
 # Two CPU cores: two requests at a time, and a bounded line behind them.
@@ -110,7 +110,7 @@ def as_gradio_errors(function):
             raise gr.Error(f"Upload a chest X-ray first ({SUPPORTED_FORMATS_TEXT}).", print_exception=False)
         try:
             return function(predictors, path, *args)
-        except ModelLoadError as error:  # a network that failed to load behind the page (pneumo.bundled)
+        except ModelLoadError as error:  # a network that failed to load behind the page (pneumo.hub.bundled)
             raise gr.Error(html.escape(str(error)), print_exception=False) from None
         except PneumoError as error:
             LOG.warning("pneumo: refused an upload (%s)", getattr(error, "reason", type(error).__name__))
@@ -234,7 +234,7 @@ def build_app(predictors) -> gr.Blocks:
     first, second = default_pair(predictors)
     limits = model_limits(predictors)
     # delete_cache: uploads, the X-ray preview and the heatmaps leave Gradio's cache within about an hour
-    # (pneumo.served_files).
+    # (pneumo.demo.served_files).
     with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=CACHE_SWEEP_S) as demo:
         gr.Markdown("# pneumo: pneumonia on pediatric chest X-rays\n" + DISCLAIMER)
         xray = gr.Image(label="The X-ray as the models read it", format="png", interactive=False, height=300,
@@ -353,7 +353,7 @@ def launch(demo: gr.Blocks, **options):
     """Serve the page: uploads larger than the library reads are refused before they are stored, the browser
     keeps no history of runs (Gradio 6 would keep every input and result), a PDF report is deleted once
     downloaded, and the files an earlier run left behind are deleted first. Served until Ctrl+C or SIGTERM
-    (unless `prevent_thread_lock`), after which the files it served are deleted (pneumo.served_files)."""
+    (unless `prevent_thread_lock`), after which the files it served are deleted (pneumo.demo.served_files)."""
     remove_leftovers()
     REAPER.every(EMPTY_FILE_AGE_S, remove_empty_files)  # the empty file Gradio leaves on each call
     blocking = not options.get("prevent_thread_lock") and threading.current_thread() is threading.main_thread()

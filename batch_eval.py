@@ -6,7 +6,7 @@
     python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
-any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo.ensemble --write;
+any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo.training.ensemble --write;
 scored from its members' probabilities when they are scored too) or a Hub repo OWNER/NAME[@REVISION]
 (default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
 """
@@ -88,7 +88,7 @@ def parse_score_args(argv):
                              "authentication also needs RAY_AUTH_MODE=token and its token (README: Past one machine)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt each model to this folder's own images first (batch-norm statistics, "
-                             "python -m pneumo.adapt; labels are not used), and score with its calibration for "
+                             "python -m pneumo.site.adapt; labels are not used), and score with its calibration for "
                              "adapted networks; recorded in metrics.json")
     add_report_options(parser)
     return parser, parser.parse_args(argv)
@@ -138,7 +138,7 @@ def check_engine_options(parser, args) -> None:
         return
     if args.heatmaps and uri:
         parser.error("--heatmaps needs a local folder")
-    from pneumo.batch_ray import import_ray
+    from pneumo.batch.ray_engine import import_ray
 
     try:
         import_ray()
@@ -148,10 +148,10 @@ def check_engine_options(parser, args) -> None:
 
 def adapt_all(parser, predictors, folder) -> None:
     from pneumo import PneumoError
-    from pneumo.adapt import adapt_for_scoring
+    from pneumo.site.adapt import adapt_for_scoring
 
     if any(predictor.model is None for predictor in predictors):
-        parser.error("--adapt: an ensemble is not adapted; adapt its members (python -m pneumo.adapt) and score those")
+        parser.error("--adapt: an ensemble is not adapted; adapt its members (python -m pneumo.site.adapt) and score those")
     try:
         for name, what in adapt_for_scoring(predictors, folder).items():
             print(f"{name}: {what}", file=sys.stderr)
@@ -169,7 +169,7 @@ def print_summary(all_metrics: dict) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from pneumo import ModelLoadError, PneumoError
-    from pneumo.batch import merge_runs, run_folder
+    from pneumo.batch.scoring import merge_runs, run_folder
 
     if argv[:1] == ["merge"]:
         parser, args = parse_merge_args(argv[1:])
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         parser, args = parse_score_args(argv)
         check_engine_options(parser, args)
         check_writable(parser, args.out)
-        from pneumo.bundled import load_models, model_references
+        from pneumo.hub.bundled import load_models, model_references
 
         try:
             # Numbered by position: the same model may be given twice. An ensemble reuses its members.
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
             adapt_all(parser, predictors, args.folder)
         try:
             if args.engine == "ray":
-                from pneumo.batch_ray import run_folder_ray
+                from pneumo.batch.ray_engine import run_folder_ray
 
                 metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
                                          threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,

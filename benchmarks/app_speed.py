@@ -75,7 +75,7 @@ def wait_until_serving(url: str, process, limit_s: float = 180) -> float:
 def demo_models(models: str | None) -> list[str]:
     """The display names of the models the demo loads (all the bundled ones, or those `models` names)."""
     sys.path.insert(0, str(REPO))
-    from pneumo.bundled import BUNDLED_MODELS
+    from pneumo.hub.bundled import BUNDLED_MODELS
 
     return [name.strip() for name in models.split(",")] if models else list(BUNDLED_MODELS)
 
@@ -147,11 +147,11 @@ def handler_breakdown(models: str | None, calls: int) -> dict[str, list[float]]:
         os.environ["PNEUMO_MODELS"] = models
     sys.path.insert(0, str(REPO))
     import app
-    from pneumo.analysis import heatmap_backdrop
-    from pneumo.bundled import load_models, model_references
-    from pneumo.imaging import DecodedFile
-    from pneumo.overlays import overlay_heatmap
-    from pneumo.served_files import served_jpeg
+    from pneumo.prediction.analysis import heatmap_backdrop
+    from pneumo.hub.bundled import load_models, model_references
+    from pneumo.imaging.decoding import DecodedFile
+    from pneumo.explain.overlays import overlay_heatmap
+    from pneumo.demo.served_files import served_jpeg
 
     predictors = load_models(dict(list(model_references().items())[:2]))
     for _ in range(WARM_UP_CALLS):

@@ -17,7 +17,7 @@ change in the machine's load lands on both; the ratio printed is the median of t
 their range beside it (on a shared machine the range is the noise).
 Then batch_eval.py scores a folder of N links to the test images in a child process, whose peak RSS
 must stay under 3 GB.
-With --ray, each model's images/s with the Ray Data engine (pneumo.batch_ray, Ray started here beforehand,
+With --ray, each model's images/s with the Ray Data engine (pneumo.batch.ray_engine, Ray started here beforehand,
 the model's actor started within the time) against the local engine's, on the same folder.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
+from pneumo.hub.bundled import BUNDLED_MODELS  # noqa: E402
 
 BUNDLED = [folder for _, folder in BUNDLED_MODELS.values()]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -74,7 +74,7 @@ def measure(reference: str, files, batch_size: int, chunk: int) -> dict:
     import numpy as np
 
     from pneumo import load_predictor
-    from pneumo.batch import score
+    from pneumo.batch.scoring import score
 
     predictor = load_predictor(reference)
     images = np.stack([predictor.load_image(f.path) for f in files])
@@ -104,7 +104,7 @@ def full_size_copies(files, folder: Path, suffix: str, side: int = 2048) -> list
 
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import write_dicom
-    from pneumo.batch import discover
+    from pneumo.batch.scoring import discover
 
     for f in files:
         target = folder / f.relative.parent / f"{f.relative.stem}{suffix}"
@@ -119,7 +119,7 @@ def full_size_copies(files, folder: Path, suffix: str, side: int = 2048) -> list
 
 def full_size_rates(files, batch_size: int, dicom_images: int, chunk: int) -> None:
     from pneumo import load_predictor
-    from pneumo.batch import score
+    from pneumo.batch.scoring import score
 
     with tempfile.TemporaryDirectory() as folder:
         jpegs = full_size_copies(files, Path(folder) / "jpeg", ".jpeg")
@@ -147,8 +147,8 @@ def full_size_rates(files, batch_size: int, dicom_images: int, chunk: int) -> No
 def ray_rates(files, data: Path, batch_size: int) -> None:
     """Images/s of the Ray engine against the local engine, per bundled model, on the same files."""
     from pneumo import load_predictor
-    from pneumo.batch import score
-    from pneumo.batch_ray import import_ray, list_files, ray_scores, start_ray
+    from pneumo.batch.scoring import score
+    from pneumo.batch.ray_engine import import_ray, list_files, ray_scores, start_ray
 
     ray = import_ray()
     started = start_ray()
@@ -188,7 +188,7 @@ def peak_rss_of_streaming_run(data: Path, count: int) -> tuple[float, float]:
 
 
 def main():
-    from pneumo.batch import discover
+    from pneumo.batch.scoring import discover
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import fuzzing  # noqa: E402
-from pneumo.dicom_worker import WORKER_ADDRESS_SPACE_BYTES  # noqa: E402
+from pneumo.imaging.dicom_worker import WORKER_ADDRESS_SPACE_BYTES  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ does, except the last PDF it asks for, which it fetches once all calls have ende
             arenas (or the MALLOC_ARENA_MAX this run is given)
   files     the demo's temporary folders after the calls, after the held-back PDFs are fetched, and after the demo
             stops. A PDF report goes once downloaded (target: none left); heatmaps (pneumo-served-*) and uploads
-            stay until Gradio's sweep an hour later (pneumo.served_files), so they and whatever else Gradio or the
+            stay until Gradio's sweep an hour later (pneumo.demo.served_files), so they and whatever else Gradio or the
             libraries leave (its cache, TMPDIR) are counted; the empty files Gradio leaves at the top of its cache go
             once a minute old, at the reaper's next round (target: none two minutes old after the calls)
   stop      SIGTERM, as `docker stop` sends it: the demo's exit status (target: 0), and what it left in Gradio's
@@ -47,8 +47,8 @@ from pathlib import Path
 from app_speed import REPO, start_demo, stop_demo, wait_until_serving
 
 sys.path.insert(0, str(REPO))
-from pneumo.pdf_report import METADATA_FIELDS
-from pneumo.served_files import EMPTY_FILE_AGE_S, IMAGE_PREFIX, REPORT_PREFIX
+from pneumo.demo.pdf_report import METADATA_FIELDS
+from pneumo.demo.served_files import EMPTY_FILE_AGE_S, IMAGE_PREFIX, REPORT_PREFIX
 
 EXAMPLES = sorted((REPO / "examples").glob("*.jpeg"))
 WARM_UP_SHARE = 0.05
@@ -364,7 +364,7 @@ def print_figures(run: dict, args) -> None:
                  + f"; {stopped['examples'][0]} copies of the example X-rays, kept by Gradio")
     print(f"  SIGTERM ends the demo with status 0: {verdict(status == 0, f'status {status}')}; "
           f"leaving nothing in Gradio's cache: {verdict(not any(left.values()), left_text)}")
-    print(f"heatmaps stay until Gradio's sweep deletes them an hour after they were made (pneumo.served_files), "
+    print(f"heatmaps stay until Gradio's sweep deletes them an hour after they were made (pneumo.demo.served_files), "
           f"or the demo stops: {images[0]} folders, {images[2] / 1e6:.1f} MB for {compares} /compare calls; uploads: "
           f"one folder per distinct X-ray, likewise (here the {len(EXAMPLES)} examples, whose copies Gradio keeps)")
 

@@ -25,7 +25,7 @@ def measure(arch: str, size: int, images: int, policy: str) -> float:
 import sys, time, numpy as np, keras
 sys.path.insert(0, {str(REPO)!r})
 keras.mixed_precision.set_global_policy({policy!r})
-from pneumo.models import get_architecture
+from pneumo.networks import get_architecture
 model = get_architecture({arch!r}).build(({size}, {size}, 3), 2)
 x = np.random.rand({images}, {size}, {size}, 3).astype("float32")
 y = np.eye(2, dtype="float32")[np.random.randint(0, 2, {images})]

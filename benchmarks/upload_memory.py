@@ -3,7 +3,7 @@
     python benchmarks/upload_memory.py [--megapixels 50]
 
 For a JPEG and a PNG (grayscale and RGB) of that size, a child process does what the demo does with one upload
-(pneumo.analysis: the X-ray preview, the heatmaps' backdrop, and the inputs of a 224 px and a 150 px model, from
+(pneumo.prediction.analysis: the X-ray preview, the heatmaps' backdrop, and the inputs of a 224 px and a 150 px model, from
 one DecodedFile) and prints the growth of its peak memory, its time and how many decodes it made, against one
 decode of the whole image. Target: a JPEG never decoded whole (a small fraction of a full decode's memory), any
 other format decoded once (the same memory as one full decode).
@@ -22,18 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 sys.path.insert(0, {repo!r})
-from pneumo import imaging
-from pneumo.analysis import heatmap_backdrop, preview
+from pneumo.imaging import decoding
+from pneumo.prediction.analysis import heatmap_backdrop, preview
 
 def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
 
-decodes, decode = [], imaging._decode
-imaging._decode = lambda *args: decodes.append(args[2]) or decode(*args)
+decodes, decode = [], decoding._decode
+decoding._decode = lambda *args: decodes.append(args[2]) or decode(*args)
 before, start = peak_mb(), time.perf_counter()
-decoded = imaging.DecodedFile({path!r})
+decoded = decoding.DecodedFile({path!r})
 if {what!r} == "demo":
     preview(decoded); heatmap_backdrop(decoded); decoded.for_model(224, 224); decoded.for_model(150, 150)
 else:

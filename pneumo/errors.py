@@ -83,4 +83,4 @@ class TrainingOptionError(PneumoError, ValueError):
 
 
 class AdaptationError(PneumoError):
-    """A model or a set of images that adaptation to a site (pneumo.adapt) cannot use, with the reason."""
+    """A model or a set of images that adaptation to a site (pneumo.site.adapt) cannot use, with the reason."""

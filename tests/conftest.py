@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo.bundled import BUNDLED_MODELS as BUNDLED_BY_NAME
+from pneumo.hub.bundled import BUNDLED_MODELS as BUNDLED_BY_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-# The folders that ship with pneumo (pneumo.bundled lists them once).
+# The folders that ship with pneumo (pneumo.hub.bundled lists them once).
 BUNDLED_MODELS = [folder for _, folder in BUNDLED_BY_NAME.values()]
 
 
@@ -192,7 +192,7 @@ def synthetic_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_folder(synthetic_dataset, tmp_path_factory):
     """A cnn_lstm trained for 2 epochs at 64x64 on the synthetic set, exported like a bundled model."""
-    from pneumo.train import main
+    from pneumo.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "tiny-cnn-lstm"
     main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "2",
@@ -208,7 +208,7 @@ def row_lstm_folder(synthetic_dataset, tmp_path_factory):
     """A row_lstm trained for 1 epoch at 24x24 on the synthetic set, exported like a released model (one batch
     holds the whole training split: the LSTMs' training step, slow to trace, is traced once). It shares the
     tiny CNN+LSTM's data split, so the two make an ensemble."""
-    from pneumo.train import main
+    from pneumo.training.train import main
 
     out = tmp_path_factory.mktemp("models") / "tiny-row-lstm"
     assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
@@ -218,7 +218,7 @@ def row_lstm_folder(synthetic_dataset, tmp_path_factory):
 
 def legacy_copy(folder, destination) -> Path:
     """`folder` rewritten in pneumo 0.1's layout: pneumo's metadata in config.json, the network in model.keras."""
-    from pneumo import model_folder
+    from pneumo.hub import model_folder
 
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
@@ -314,10 +314,10 @@ def stricter_model(tiny_model_folder, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundled_predictors():
-    """Every bundled model (pneumo.bundled.BUNDLED_MODELS), loaded once for the whole session: folder name ->
+    """Every bundled model (pneumo.hub.bundled.BUNDLED_MODELS), loaded once for the whole session: folder name ->
     Predictor. Tests share these objects and must not change them (a test that needs another threshold builds
     a new Predictor on the same network)."""
-    from pneumo.bundled import load_models
+    from pneumo.hub.bundled import load_models
 
     loaded = load_models({name: str(folder) for name, (_, folder) in BUNDLED_BY_NAME.items()})
     return {BUNDLED_BY_NAME[name][1].name: predictor for name, predictor in loaded.items()}
@@ -331,7 +331,7 @@ EXTRA_DEMO_MODELS = ("Tiny", "Tiny strict")
 def demo_predictors(bundled_predictors, tiny_model_folder, stricter_model):
     """What the demo loads in the tests: the bundled models (the session's, unless a PNEUMO_*_MODEL variable
     points one elsewhere), and two tiny ones (so that a choice of models is tested with more than two)."""
-    from pneumo.bundled import load_models, model_references
+    from pneumo.hub.bundled import load_models, model_references
 
     shown = {}
     for name, reference in model_references().items():

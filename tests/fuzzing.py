@@ -5,7 +5,7 @@ EXIF-rotated; PNG 8- and 16-bit, palette, RGB and RGBA; BMP; TIFF raw, LZW, defl
 every transfer syntax pneumo decodes or refuses), are mutated by a seeded mutator: truncation, bit flips, byte
 runs, spliced blocks, and header edits that know the format (absurd sizes, frame counts, bit depths, sample
 counts, chunk lengths, with the PNG checksums redone so that the edit reaches the decoder). Each mutated file
-goes through the one image path (`pneumo.imaging.load_model_input`). Its outcome is "decoded" (a finite model
+goes through the one image path (`pneumo.imaging.decoding.load_model_input`). Its outcome is "decoded" (a finite model
 input in [0, 1]), the name of the InvalidImageError it raised, or a bug: any other exception, or a model input
 that is not one.
 
@@ -37,7 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from conftest import EXAMPLES, transcode, write_dicom  # noqa: E402
 from pneumo.errors import InvalidImageError  # noqa: E402
-from pneumo.imaging import load_model_input  # noqa: E402
+from pneumo.imaging.decoding import load_model_input  # noqa: E402
 
 MODEL_SIDE = 64  # the model input every file is decoded for (a JPEG is decoded at no less than twice that)
 # Values a header edit writes: the edges of each field's range, and sizes just under and over pneumo's limits.
@@ -366,7 +366,7 @@ def fuzz(files: int, seed: int, folder: Path) -> dict:
     """Mutate `files` files (the seeds taken in turn) and report the counts by outcome, overall and by format
     (jpeg, png, bmp, tiff, dicom), the bugs (each with what reproduces it: the seed file's name, the case number
     for `case` and the mutations), the slowest case, and this process's peak RSS (the DICOM decoder's worker
-    process is capped by pneumo.dicom_worker.WORKER_ADDRESS_SPACE_BYTES)."""
+    process is capped by pneumo.imaging.dicom_worker.WORKER_ADDRESS_SPACE_BYTES)."""
     seeds = seed_files(folder)
     names = list(seeds)
     counts, by_format, bugs, slowest = Counter(), {}, [], (0.0, "")

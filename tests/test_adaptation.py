@@ -1,5 +1,5 @@
-"""Adapting a model to a site without labels (pneumo.adaptation, pneumo.adapt, batch_eval.py --adapt) and the
-cross-fitted evaluation of adaptation and refitting (pneumo.site_eval), on the tiny models the tests train."""
+"""Adapting a model to a site without labels (pneumo.site.adabn, pneumo.site.adapt, batch_eval.py --adapt) and the
+cross-fitted evaluation of adaptation and refitting (pneumo.site.site_eval), on the tiny models the tests train."""
 
 import json
 import shutil
@@ -10,17 +10,17 @@ import pytest
 from conftest import synthetic_xray, write_synthetic_class_folders
 from PIL import Image
 
-from pneumo import model_folder
-from pneumo.adaptation import (
+from pneumo.hub import model_folder
+from pneumo.site.adabn import (
     batch_norm_layers,
     batch_norm_statistics,
     in_batches,
     reestimate_batch_norm,
 )
-from pneumo.loading import load_predictor
-from pneumo.predictor import Predictor
+from pneumo.hub.loading import load_predictor
+from pneumo.prediction.predictor import Predictor
 
-SITE_IMAGES = 100  # pneumo.adapt's minimum
+SITE_IMAGES = 100  # pneumo.site.adapt's minimum
 
 
 def write_site(folder, count: int, brightness: float = 1.0, seed: int = 0):
@@ -39,7 +39,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adapted_folder(tiny_model_folder, site, tmp_path_factory):
-    from pneumo.adapt import main
+    from pneumo.site.adapt import main
 
     out = tmp_path_factory.mktemp("adapted") / "tiny-site"
     assert main([str(tiny_model_folder), "--images", str(site), "--out", str(out)]) == 0
@@ -88,7 +88,7 @@ def test_a_network_without_batch_normalisation_is_refused():
 
 def test_export_fits_the_calibration_for_adapted_networks_and_leaves_the_released_network_as_it_was(
         tiny_model_folder, synthetic_dataset):
-    from pneumo.export import fit_adaptation_reference
+    from pneumo.training.export import fit_adaptation_reference
 
     predictor = Predictor.from_folder(tiny_model_folder)
     block = predictor.config["adaptation"]
@@ -130,7 +130,7 @@ def test_the_adapted_folder_has_the_sites_statistics_the_same_weights_and_says_w
 
 
 def test_too_few_usable_images_are_refused_and_nothing_is_written(tiny_model_folder, tmp_path, capsys):
-    from pneumo.adapt import main
+    from pneumo.site.adapt import main
 
     folder = write_site(tmp_path / "few", SITE_IMAGES - 1)
     (folder / "broken.png").write_bytes(b"not an image")
@@ -141,7 +141,7 @@ def test_too_few_usable_images_are_refused_and_nothing_is_written(tiny_model_fol
 
 def test_a_model_without_batch_normalisation_is_refused_before_reading_images(row_lstm_folder, site, tmp_path,
                                                                              capsys):
-    from pneumo.adapt import main
+    from pneumo.site.adapt import main
 
     assert main([str(row_lstm_folder), "--images", str(site), "--out", str(tmp_path / "out")]) == 1
     assert "no batch normalisation" in capsys.readouterr().err
@@ -172,7 +172,7 @@ def test_batch_eval_adapt_scores_as_the_adapted_folder_and_says_so(tiny_model_fo
 def test_a_model_whose_validation_auc_the_re_estimation_lowers_is_not_adapted(tiny_model_folder, site, tmp_path,
                                                                              capsys):
     import batch_eval
-    from pneumo.adapt import main
+    from pneumo.site.adapt import main
 
     folder = shutil.copytree(tiny_model_folder, tmp_path / "tiny-fixed-statistics",
                              ignore=shutil.ignore_patterns("checkpoints"))
@@ -209,8 +209,8 @@ def labeled_site(tmp_path_factory):
 
 
 def test_site_eval_scores_every_image_once_in_each_of_four_settings(tiny_model_folder, labeled_site):
-    from pneumo.data import list_labeled_images
-    from pneumo.site_eval import SETTINGS, cross_fitted
+    from pneumo.training.data import list_labeled_images
+    from pneumo.site.site_eval import SETTINGS, cross_fitted
 
     predictor = Predictor.from_folder(tiny_model_folder)
     before = batch_norm_statistics(predictor.model)
@@ -235,14 +235,14 @@ def test_site_eval_scores_every_image_once_in_each_of_four_settings(tiny_model_f
 
 
 def test_site_eval_of_a_network_without_batch_normalisation_has_two_settings(row_lstm_folder, labeled_site):
-    from pneumo.site_eval import cross_fitted
+    from pneumo.site.site_eval import cross_fitted
 
     results = cross_fitted(Predictor.from_folder(row_lstm_folder), labeled_site)
     assert list(results["settings"]) == ["out_of_the_box", "refit"] and not results["adaptable"]
 
 
 def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_folder, labeled_site, tmp_path, capsys):
-    from pneumo.site_eval import main
+    from pneumo.site.site_eval import main
 
     folder = shutil.copytree(tiny_model_folder, tmp_path / "tiny", ignore=shutil.ignore_patterns("checkpoints"))
     assert main([str(folder), "--data", str(labeled_site), "--record"]) == 0

@@ -46,7 +46,7 @@ def client(app_url, tmp_path_factory):
 def disagreeing_models(bundled_predictors):
     """The bundled CNN+LSTM's network twice, with thresholds that make one call every X-ray PNEUMONIA and the other
     none: the two always disagree, whatever the network says (a threshold above 1: a probability can round to 1)."""
-    from pneumo.predictor import Predictor
+    from pneumo.prediction.predictor import Predictor
 
     bundled = bundled_predictors[BUNDLED_MODELS[0].name]
     return {"Eager": Predictor(bundled.model, {**bundled.config, "threshold": 0.0}, bundled.folder, "eager"),
@@ -140,9 +140,9 @@ def test_compare_returns_both_models_and_both_heatmaps(client):
 
 
 def test_the_heatmaps_are_sent_as_jpeg_within_a_few_grey_levels_of_the_overlay(client, demo_predictors):
-    """JPEG, not PNG: about 1 ms to encode instead of 65 ms (pneumo.served_files). The overlay itself, and the
+    """JPEG, not PNG: about 1 ms to encode instead of 65 ms (pneumo.demo.served_files). The overlay itself, and the
     heatmap under it, are what they were; only the file sent is lossy, by under a grey level on average."""
-    from pneumo.analysis import analyse
+    from pneumo.prediction.analysis import analyse
 
     image = EXAMPLES / "pneumonia_person64_virus_122.jpeg"
     _, _, overlay, *_ = client.predict(handle(image), api_name="/compare")
@@ -158,9 +158,9 @@ def test_a_2048_px_jpeg_gets_the_same_probability_from_the_demo_and_from_batch_e
     """One image path: a threshold is fitted on the path it is used on. A large JPEG is where the demo and
     batch_eval.py once parted (a full decode against a reduced one). The batch side is batch_eval.py's engine,
     run on the models the demo serves (loaded once for the session)."""
-    from pneumo.batch import run_folder
-    from pneumo.bundled import model_references
-    from pneumo.imaging import DecodedFile
+    from pneumo.batch.scoring import run_folder
+    from pneumo.hub.bundled import model_references
+    from pneumo.imaging.decoding import DecodedFile
 
     folder = tmp_path / "large"
     folder.mkdir()
@@ -219,11 +219,11 @@ def test_the_handlers_compare_the_first_two_models_unless_told_otherwise(demo_pr
 
 def test_a_model_whose_network_failed_to_load_says_so_and_the_others_keep_answering(tiny_model_folder, tmp_path,
                                                                                      app_temp_dir):
-    """The demo serves its page before the networks load (pneumo.bundled): a network that then fails to load is
+    """The demo serves its page before the networks load (pneumo.hub.bundled): a network that then fails to load is
     reported to each request for that model, by the model's folder, not as a bad upload."""
     import gradio as gr
 
-    from pneumo.predictor import Predictor
+    from pneumo.prediction.predictor import Predictor
 
     damaged = shutil.copytree(tiny_model_folder, tmp_path / "damaged")
     (damaged / "model.weights.h5").write_bytes(b"not an HDF5 file")
@@ -281,7 +281,7 @@ def words(text: str) -> str:
 
 
 def report_folders() -> set:
-    from pneumo.served_files import gradio_cache_folder
+    from pneumo.demo.served_files import gradio_cache_folder
 
     return set(gradio_cache_folder().glob("pneumo-report-*"))
 
@@ -317,7 +317,7 @@ def test_the_report_holds_the_pair_it_is_given(client):
 
 def test_the_report_says_when_the_models_disagree_with_each_models_verdict_and_measured_limits(
         disagreeing_client, disagreeing_models):
-    from pneumo.verdicts import limits_sentence, measured_limits
+    from pneumo.demo.verdicts import limits_sentence, measured_limits
 
     pdf = disagreeing_client.predict(handle(example_images()[0]), "Test Patient", "", "", "", "", "",
                                      api_name="/report")
@@ -339,8 +339,8 @@ def test_the_compare_banner_says_when_the_models_disagree_and_what_their_errors_
 
 
 def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(client, caplog, capfd, app_temp_dir):
-    from pneumo.pdf_report import EXTRA_FONTS, extra_font_paths
-    from pneumo.served_files import gradio_cache_folder
+    from pneumo.demo.pdf_report import EXTRA_FONTS, extra_font_paths
+    from pneumo.demo.served_files import gradio_cache_folder
 
     assert extra_font_paths(), f"install a CJK font for the PDF report (apt-get install {EXTRA_FONTS[0][1]}); .ci/run does"
     caplog.set_level(logging.DEBUG)
@@ -376,7 +376,7 @@ def test_a_name_in_any_script_prints_and_reaches_no_log_and_no_temporary_file(cl
 
 
 def test_gradio_sweeps_its_cache_of_uploads_and_images_as_served_files_says(demo_predictors):
-    from pneumo.served_files import CACHE_SWEEP_S
+    from pneumo.demo.served_files import CACHE_SWEEP_S
 
     assert app.build_app(demo_predictors).delete_cache == CACHE_SWEEP_S == (600, 3600)
 
@@ -389,7 +389,7 @@ def test_gradios_queue_looks_for_work_every_10_ms_not_every_millisecond(demo_pre
 
 
 def empty_files_at_the_top_of_gradios_cache() -> set:
-    from pneumo.served_files import gradio_cache_folder
+    from pneumo.demo.served_files import gradio_cache_folder
 
     return {path for path in gradio_cache_folder().glob("tmp*") if path.is_file() and path.stat().st_size == 0}
 
@@ -397,7 +397,7 @@ def empty_files_at_the_top_of_gradios_cache() -> set:
 def test_the_empty_file_gradio_leaves_on_each_call_is_swept(client):
     """gr.File(type="filepath") leaves an empty file in Gradio's cache on each call; the reaper deletes those a
     minute old every minute (here at once: the calls have ended, no upload is arriving)."""
-    from pneumo.served_files import remove_empty_files
+    from pneumo.demo.served_files import remove_empty_files
 
     before = empty_files_at_the_top_of_gradios_cache()
     for image in example_images()[:3]:
@@ -444,8 +444,8 @@ def test_the_arenas_are_capped_before_the_models_load(monkeypatch):
 
 
 def test_the_demo_builds_and_launches_its_page_before_any_network_loads(monkeypatch):
-    """The page comes from what each model folder says; the networks load once it is served (pneumo.bundled)."""
-    from pneumo import model_folder
+    """The page comes from what each model folder says; the networks load once it is served (pneumo.hub.bundled)."""
+    from pneumo.hub import model_folder
 
     loads, launched = [], []
     load = model_folder.load_network
@@ -462,7 +462,7 @@ import sys
 import gradio as gr
 import numpy as np
 import app
-from pneumo.served_files import CACHE_SWEEP_S, served_png
+from pneumo.demo.served_files import CACHE_SWEEP_S, served_png
 
 with gr.Blocks(delete_cache=CACHE_SWEEP_S) as demo:
     upload = gr.File(type="filepath")
@@ -509,7 +509,7 @@ def test_sigterm_stops_the_demo_with_status_0_and_leaves_nothing_in_gradios_cach
 
 
 def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limit(app_url):
-    from pneumo.imaging import MAX_FILE_BYTES
+    from pneumo.imaging.decoding import MAX_FILE_BYTES
 
     root = app_url.rstrip("/")
     config = json.loads(urllib.request.urlopen(f"{root}/config", timeout=30).read())
@@ -521,7 +521,7 @@ def test_the_browser_keeps_no_history_and_uploads_are_capped_at_the_library_limi
 
 
 def test_a_picture_that_is_not_a_chest_xray_is_flagged_in_the_banner_the_details_and_the_pdf(client, tmp_path):
-    from pneumo.ood_probes import not_chest_xrays
+    from ood_probes import not_chest_xrays
 
     page = tmp_path / "discharge-summary.png"
     page.write_bytes(not_chest_xrays()["text page"])

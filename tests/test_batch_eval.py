@@ -120,13 +120,14 @@ def test_two_models_are_compared_and_their_disagreements_listed(labeled_folder, 
 
 def test_without_a_model_every_bundled_model_is_scored_compared_and_any_two_disagreeing_listed(
         labeled_folder, tiny_model_folder, stricter_model, eager_model, tmp_path, monkeypatch):
-    from pneumo import batch_reports, bundled
+    from pneumo.batch import reports
+    from pneumo.hub import bundled
 
     shown = {"Tiny": ("PNEUMO_TEST_TINY_MODEL", tiny_model_folder),
              "Strict": ("PNEUMO_TEST_STRICT_MODEL", stricter_model), "Eager": ("PNEUMO_TEST_EAGER_MODEL", eager_model)}
     monkeypatch.setattr(bundled, "BUNDLED_MODELS", shown)
     figures = []
-    monkeypatch.setattr(batch_reports, "plot_comparison",
+    monkeypatch.setattr(reports, "plot_comparison",
                         lambda models, metric_names, path: figures.append(list(models)))
     assert run(labeled_folder, "--out", tmp_path / "out", "--no-intervals") == 0  # the figures name the models
     names = [tiny_model_folder.name, "tiny-stricter", "tiny-eager"]
@@ -193,7 +194,7 @@ def test_a_finished_run_leaves_no_parts_and_no_half_written_files(labeled_folder
     """Scores go to the hidden .parts/ folder while a run is under way, and every report is written under a hidden
     temporary name and then moved into place (pneumo.files): once the run has finished, nothing hidden is left
     at any depth. Every kind of report is written: tables, figures and heatmaps."""
-    from pneumo.batch import PARTS_FOLDER
+    from pneumo.batch.scoring import PARTS_FOLDER
 
     assert run(labeled_folder, "--out", tmp_path, "--model", eager_model, "--heatmaps", "2") == 0
     assert (tmp_path / eager_model.name / "heatmaps" / "index.csv").exists()
@@ -224,7 +225,7 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path, args, message):
 
 def test_a_missing_bundled_folder_says_how_to_point_at_it_or_leave_it_out(labeled_folder, tiny_model_folder,
                                                                           tmp_path, monkeypatch, capsys):
-    from pneumo import bundled
+    from pneumo.hub import bundled
 
     shown = {"Tiny": ("PNEUMO_TEST_TINY_MODEL", tiny_model_folder),
              "Gone": ("PNEUMO_TEST_GONE_MODEL", tmp_path / "gone")}
@@ -250,8 +251,8 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
     import signal
     import time
 
-    from pneumo.batch import PARTS_FOLDER, read_parts, run_folder
-    from pneumo.predictor import Predictor
+    from pneumo.batch.scoring import PARTS_FOLDER, read_parts, run_folder
+    from pneumo.prediction.predictor import Predictor
 
     out, parts = tmp_path / "resumed", tmp_path / "resumed" / PARTS_FOLDER / tiny_model_folder.name
     command = [sys.executable, str(REPO / "batch_eval.py"), str(large_folder), "--out", str(out),
@@ -282,7 +283,7 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
 
 
 def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_folder, tmp_path):
-    from pneumo.batch import PARTS_FOLDER, RUN_FILE
+    from pneumo.batch.scoring import PARTS_FOLDER, RUN_FILE
 
     out = tmp_path / "out"
     (out / PARTS_FOLDER).mkdir(parents=True)
@@ -319,7 +320,7 @@ def test_figures_are_at_print_resolution_and_the_metrics_carry_95_percent_interv
 
 
 def test_figures_name_the_bundled_models_as_the_demo_does(monkeypatch):
-    from pneumo.bundled import BUNDLED_MODELS, display_name
+    from pneumo.hub.bundled import BUNDLED_MODELS, display_name
 
     for variable, _ in BUNDLED_MODELS.values():
         monkeypatch.delenv(variable, raising=False)

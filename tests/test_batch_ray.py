@@ -33,7 +33,7 @@ def mixed_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_models(tiny_model_folder, tmp_path_factory):
     """The tiny model, and a copy with a threshold between its probabilities (so the two disagree)."""
-    from pneumo.predictor import Predictor
+    from pneumo.prediction.predictor import Predictor
 
     stricter = tmp_path_factory.mktemp("stricter") / "tiny-stricter"
     shutil.copytree(tiny_model_folder, stricter, ignore=shutil.ignore_patterns("checkpoints"))
@@ -47,7 +47,7 @@ def ray_session():
     """Ray started here as batch_eval.py starts it without --ray-address, where an earlier `ray start` left the
     address of a cluster long gone on record (in a Ray folder of the module's own, RAY_TMPDIR): Ray itself,
     given no address, tries to join that one for minutes."""
-    from pneumo.batch_ray import import_ray, start_ray
+    from pneumo.batch.ray_engine import import_ray, start_ray
 
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))  # short paths
     (folder / "ray").mkdir()
@@ -63,13 +63,13 @@ def ray_session():
 @pytest.fixture(scope="module")
 def both_engines(ray_session, mixed_folder, two_models, tmp_path_factory):
     """(local engine's output folder, Ray engine's) for the folder, the Ray engine reading it as a file:// URI."""
-    from pneumo import imaging
-    from pneumo.batch import run_folder
-    from pneumo.batch_ray import run_folder_ray
+    from pneumo.imaging import decoding
+    from pneumo.batch.scoring import run_folder
+    from pneumo.batch.ray_engine import run_folder_ray
 
     out = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(imaging, "MAX_FILE_BYTES", 2**20)  # huge.png (1.2 MB) is refused unread by both engines
+        patch.setattr(decoding, "MAX_FILE_BYTES", 2**20)  # huge.png (1.2 MB) is refused unread by both engines
         run_folder(mixed_folder, out / "local", two_models, batch_size=4, show_progress=False)
         run_folder_ray(mixed_folder.as_uri(), out / "ray", two_models, batch_size=4, show_progress=False)
     return out / "local", out / "ray"
@@ -126,8 +126,8 @@ def test_a_model_a_ray_worker_cannot_load_is_a_one_line_error(ray_session, tiny_
                                                                tmp_path):
     """As when a model folder is not at the same path on every node of a cluster."""
     from pneumo import PneumoError
-    from pneumo.batch_ray import run_folder_ray
-    from pneumo.predictor import Predictor
+    from pneumo.batch.ray_engine import run_folder_ray
+    from pneumo.prediction.predictor import Predictor
 
     copy = tmp_path / "tiny-copy"
     shutil.copytree(tiny_model_folder, copy, ignore=shutil.ignore_patterns("checkpoints"))
@@ -139,8 +139,8 @@ def test_a_model_a_ray_worker_cannot_load_is_a_one_line_error(ray_session, tiny_
 
 @pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
 def test_a_storage_uri_is_listed_as_discover_lists_the_folder(mixed_folder, shard):
-    from pneumo.batch import discover
-    from pneumo.batch_ray import list_files
+    from pneumo.batch.scoring import discover
+    from pneumo.batch.ray_engine import list_files
 
     _, files, sizes = list_files(mixed_folder.as_uri(), shard)
     assert [f.relative for f in files] == [f.relative for f in discover(mixed_folder, shard)]
@@ -148,7 +148,7 @@ def test_a_storage_uri_is_listed_as_discover_lists_the_folder(mixed_folder, shar
 
 
 def test_an_empty_folder_is_nothing_to_score_before_ray_starts(tmp_path, two_models):
-    from pneumo.batch_ray import run_folder_ray
+    from pneumo.batch.ray_engine import run_folder_ray
     from pneumo.errors import NothingToScoreError
 
     with pytest.raises(NothingToScoreError, match="no files to score"):
@@ -157,7 +157,7 @@ def test_an_empty_folder_is_nothing_to_score_before_ray_starts(tmp_path, two_mod
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, mixed_folder, two_models, tmp_path):
     from pneumo import PneumoError
-    from pneumo.batch_ray import run_folder_ray
+    from pneumo.batch.ray_engine import run_folder_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as it does where Ray is not installed
     with pytest.raises(PneumoError, match="pip install -r requirements-ray.txt"):
@@ -181,7 +181,7 @@ def nodes(*cpus) -> list[dict]:
 def test_replicas_never_take_every_cpu_of_a_node(cpus, replicas, slot):
     """One replica per node with CPUs at most (reserve_replicas holds them there), each node keeping a slot for a
     task that reads and decodes."""
-    from pneumo.batch_ray import scoring_plan
+    from pneumo.batch.ray_engine import scoring_plan
 
     assert scoring_plan(nodes(*cpus)) == (replicas, slot)
     assert replicas <= sum(1 for count in cpus if count)
@@ -189,7 +189,7 @@ def test_replicas_never_take_every_cpu_of_a_node(cpus, replicas, slot):
 
 
 def test_replicas_asked_for_are_one_per_node_at_most():
-    from pneumo.batch_ray import scoring_plan
+    from pneumo.batch.ray_engine import scoring_plan
 
     assert scoring_plan(nodes(1, 1), actors=8) == (2, 0.5)
     assert scoring_plan(nodes(4), actors=2) == (1, 1.0)
@@ -198,7 +198,7 @@ def test_replicas_asked_for_are_one_per_node_at_most():
 
 def test_a_cluster_without_cpus_is_a_one_line_error():
     from pneumo import PneumoError
-    from pneumo.batch_ray import scoring_plan
+    from pneumo.batch.ray_engine import scoring_plan
 
     with pytest.raises(PneumoError, match="has no CPUs"):
         scoring_plan(nodes(0))
@@ -206,7 +206,7 @@ def test_a_cluster_without_cpus_is_a_one_line_error():
 
 def test_an_address_without_a_cluster_is_a_one_line_error():
     """In a child process (this one runs Ray), with Ray's retries and waits cut short."""
-    joining = ("from pneumo import PneumoError\nfrom pneumo.batch_ray import start_ray\n"
+    joining = ("from pneumo import PneumoError\nfrom pneumo.batch.ray_engine import start_ray\n"
                "try:\n    start_ray('127.0.0.1:1')\nexcept PneumoError as error:\n    print(error)")
     impatient = {"RAY_gcs_server_port_wait_time_s": "1", "RAY_py_gcs_connect_timeout_s": "1",
                  "RAY_gcs_rpc_server_connect_timeout_s": "1"}

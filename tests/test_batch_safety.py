@@ -10,7 +10,7 @@ from PIL import Image
 
 import batch_eval
 from conftest import copy_with_threshold, synthetic_xray, write_dicom
-from pneumo.batch import folder_name
+from pneumo.batch.scoring import folder_name
 from test_dicom_files import GRAY, rewritten
 
 QUICK = ("--no-figures", "--no-intervals")

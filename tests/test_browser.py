@@ -133,7 +133,7 @@ def test_the_examples_are_thumbnails_that_fill_the_upload(page):
 
 
 def test_a_dicom_upload_is_shown_as_the_models_read_it(page, tmp_path):
-    from pneumo.analysis import preview
+    from pneumo.prediction.analysis import preview
 
     pixels = synthetic_xray(160).astype(np.uint16) * 200
     dicom = write_dicom(tmp_path / "chest.dcm", pixels, photometric="MONOCHROME1")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import BUNDLED_MODELS, EXAMPLES, assert_close, example_images, true_label
-from pneumo import model_folder
+from pneumo.hub import model_folder
 
 
 @pytest.fixture(scope="module", params=BUNDLED_MODELS, ids=lambda p: p.name)
@@ -60,7 +60,7 @@ def test_rgb_jpeg_gray_png_and_16_bit_png_agree_within_0_02(predictor, tmp_path)
 
 
 def test_batch_scoring_and_predict_file_give_the_same_probability(predictor):
-    from pneumo.batch import discover, score
+    from pneumo.batch.scoring import discover, score
 
     predictions, _ = score(predictor, discover(EXAMPLES), batch_size=3)
     single = [predictor.predict_file(EXAMPLES / name).positive_probability for name in predictions.file]
@@ -134,11 +134,11 @@ def needs_the_test_set():
 
 @pytest.mark.parametrize("folder", BUNDLED_MODELS, ids=lambda p: p.name)
 def test_the_recorded_test_metrics_follow_from_the_recorded_probabilities(folder):
-    """metrics_test.json recomputed with the library's own metrics (as pneumo.evaluate computes them) from each
+    """metrics_test.json recomputed with the library's own metrics (as pneumo.training.evaluate computes them) from each
     file's recorded, calibrated P(PNEUMONIA) at the folder's threshold: counts exactly, every other number to
     1e-6 (the same numbers, read back from text). The bootstrap intervals are left to the slow test below."""
-    from pneumo.batch_reports import model_metrics, probability_column
-    from pneumo.data import label_from_folders
+    from pneumo.batch.reports import model_metrics, probability_column
+    from pneumo.training.data import label_from_folders
 
     config = model_folder.read_config(folder)
     model = {"class_names": config["class_names"], "positive_class": config["positive_class"]}
@@ -158,7 +158,7 @@ def test_a_sample_of_the_test_set_scores_as_recorded(predictor):
     """Every 39th file of the official test set (16 files, both classes), scored now, gets the recorded P(PNEUMONIA)
     within 1e-4 (TensorFlow's CPU kernels differ between machines in the last digits); the recording covers
     every file of the test set."""
-    from pneumo.batch import discover, score
+    from pneumo.batch.scoring import discover, score
 
     needs_the_test_set()
     files = discover(TEST_SET)
@@ -172,10 +172,10 @@ def test_a_sample_of_the_test_set_scores_as_recorded(predictor):
 
 @pytest.mark.slow
 def test_batch_scoring_of_the_test_set_reproduces_the_recorded_test_metrics(predictor, tmp_path):
-    """The whole official test set scored again, as pneumo.evaluate scored it (minutes, so opt-in:
+    """The whole official test set scored again, as pneumo.training.evaluate scored it (minutes, so opt-in:
     `python -m pytest -m slow`; the recorded probabilities and a scored sample cover it in every run). Counts exactly: a probability that crossed the threshold is a real change. Every other number within
     1e-4: oneDNN picks kernels by CPU, so another machine gives other last digits."""
-    from pneumo.batch import run_folder
+    from pneumo.batch.scoring import run_folder
 
     needs_the_test_set()
     scored = run_folder(TEST_SET, tmp_path, [predictor], show_progress=False, figures=False)[predictor.name]

@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from conftest import write_synthetic_class_folders
-from pneumo import model_folder
-from pneumo.calibrate import main, refit
+from pneumo.hub import model_folder
+from pneumo.site.refit import main, refit
 from pneumo.errors import DataFolderError
-from pneumo.predictor import Predictor
+from pneumo.prediction.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo import data
+from pneumo.training import data
 
 REAL_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray" / "train"
 
@@ -129,7 +129,7 @@ def test_training_batches_depend_on_seed_epoch_and_image_only(synthetic_dataset)
 @pytest.mark.parametrize("method", ["decoder_scale", "equalize"])
 def test_readable_batches_hold_the_one_image_path_in_order_and_say_why_the_rest_are_not(synthetic_dataset, tmp_path,
                                                                                         method):
-    from pneumo.imaging import Preprocessing, load_model_input
+    from pneumo.imaging.decoding import Preprocessing, load_model_input
 
     preprocessing = Preprocessing({"method": method})
     images = list(data.list_labeled_images(synthetic_dataset / "train").path[:5])
@@ -148,7 +148,7 @@ def test_readable_batches_hold_the_one_image_path_in_order_and_say_why_the_rest_
 
 
 def test_a_batch_with_nothing_readable_is_empty_not_an_error(tmp_path):
-    from pneumo.imaging import load_model_input
+    from pneumo.imaging.decoding import load_model_input
 
     (tmp_path / "empty.png").write_bytes(b"")
     [(arrays, positions, errors)] = data.readable_batches([tmp_path / "empty.png"],
@@ -158,7 +158,7 @@ def test_a_batch_with_nothing_readable_is_empty_not_an_error(tmp_path):
 
 SPLIT_IN_A_FRESH_INTERPRETER = """
 import sys
-from pneumo import data
+from pneumo.training import data
 frame = data.list_labeled_images(sys.argv[1])
 print("\\n".join(data.split_by_patient(frame, 0.15, seed=42)[1].path))
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import BUNDLED_MODELS, transcode
-from pneumo.imaging import read_grayscale
+from pneumo.imaging.decoding import read_grayscale
 from test_encodings import dicom, gray8
 
 # name -> (GDCM transfer syntax, lossless)
@@ -81,7 +81,7 @@ def test_every_bundled_model_gives_the_uncompressed_files_probability(files, pre
 
 
 def test_threads_decoding_compressed_files_at_once_get_what_one_decode_gives(files):
-    """Compressed pixel data is decoded in one worker process (pneumo.dicom_worker), one file at a time."""
+    """Compressed pixel data is decoded in one worker process (pneumo.imaging.dicom_worker), one file at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     _, compressed = files

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import synthetic_xray, write_dicom
 from pneumo import errors
-from pneumo.imaging import DecodedFile, read_grayscale
+from pneumo.imaging.decoding import DecodedFile, read_grayscale
 
 GRAY = synthetic_xray(size=128).astype(np.uint16) * 16
 

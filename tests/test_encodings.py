@@ -130,7 +130,7 @@ def test_a_2048_px_upscaled_copy_gets_the_same_probability(predictor, encoded, r
 
 
 def test_the_exif_rotation_is_undone_before_the_model_sees_the_image(encoded):
-    from pneumo.imaging import read_grayscale
+    from pneumo.imaging.decoding import read_grayscale
 
     upright, rotated = read_grayscale(encoded / "gray.png"), read_grayscale(encoded / "exif_rotated.jpg")
     assert rotated.shape == upright.shape
@@ -139,7 +139,7 @@ def test_the_exif_rotation_is_undone_before_the_model_sees_the_image(encoded):
 
 def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(predictor, encoded, request):
     """libjpeg's 1/2..1/8 scale decode: a 2048 px JPEG reaches the model decoded no larger than it needs."""
-    from pneumo.imaging import read_grayscale
+    from pneumo.imaging.decoding import read_grayscale
 
     if predictor.name in REDUCED_DECODE_SENSITIVE:
         request.node.add_marker(pytest.mark.xfail(
@@ -156,6 +156,6 @@ def test_a_full_size_jpeg_decodes_at_reduced_scale_with_the_same_probability(pre
 
 
 def test_only_jpeg_has_a_reduced_decode(encoded):
-    from pneumo.imaging import read_grayscale
+    from pneumo.imaging.decoding import read_grayscale
 
     assert read_grayscale(encoded / "gray.png", min_side=64).shape == read_grayscale(encoded / "gray.png").shape

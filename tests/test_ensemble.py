@@ -11,12 +11,13 @@ import pytest
 
 import batch_eval
 from conftest import assert_operating_points_fitted_on_validation, copy_with_threshold
-from pneumo import load_predictor, model_folder
-from pneumo.calibration import Calibration
-from pneumo.ensemble import combination_table, main, member_scores
-from pneumo.ensemble_predictor import EnsemblePredictor
+from pneumo import load_predictor
+from pneumo.hub import model_folder
+from pneumo.prediction.calibration import Calibration
+from pneumo.training.ensemble import combination_table, main, member_scores
+from pneumo.prediction.ensemble_predictor import EnsemblePredictor
 from pneumo.errors import DataFolderError, ModelLoadError
-from pneumo.predictor import Predictor
+from pneumo.prediction.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def test_writing_over_a_folder_that_is_not_an_ensemble_is_refused(tiny_model_fol
 
 
 def test_an_ensembles_test_scoring_is_logged_with_the_hash_of_its_fit(ensemble_folder, synthetic_dataset, tmp_path):
-    from pneumo.evaluate import main as evaluate
+    from pneumo.training.evaluate import main as evaluate
 
     copy = shutil.copytree(ensemble_folder.parent, tmp_path / "models") / ensemble_folder.name
     assert evaluate([str(copy), "--data", str(synthetic_dataset / "train"), "--split", "test"]) == 0
@@ -180,12 +181,12 @@ def test_an_ensembles_test_scoring_is_logged_with_the_hash_of_its_fit(ensemble_f
 
 def test_commands_that_need_one_network_refuse_an_ensemble_and_say_so(ensemble_folder, synthetic_dataset, tmp_path,
                                                                       capsys):
-    from pneumo.calibrate import main as calibrate
-    from pneumo.robustness import main as robustness
+    from pneumo.site.refit import main as calibrate
+    from pneumo.training.robustness import main as robustness
 
     assert calibrate([str(ensemble_folder), "--data", str(synthetic_dataset / "train"),
                       "--out", str(tmp_path / "site")]) == 1
     assert robustness([str(ensemble_folder), "--data", str(synthetic_dataset)]) == 1
     errors = capsys.readouterr().err
-    assert "pneumo.calibrate" in errors and "pneumo.robustness" in errors and errors.count("ensemble") >= 2
+    assert "pneumo.site.refit" in errors and "pneumo.training.robustness" in errors and errors.count("ensemble") >= 2
     assert not (tmp_path / "site").exists()

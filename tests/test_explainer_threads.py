@@ -11,10 +11,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import pneumo.predictor
+import pneumo.prediction.predictor
 from conftest import REPO, png_bytes, run_at_once, synthetic_xray
-from pneumo.models import get_architecture
-from pneumo.predictor import Predictor
+from pneumo.networks import get_architecture
+from pneumo.prediction.predictor import Predictor
 
 SIDE = 32
 THREADS = 8
@@ -34,7 +34,7 @@ def test_concurrent_first_explanations_build_one_explainer_and_agree(tmp_path, m
     predictor = tiny_predictor(tmp_path)
     image = predictor.load_image(png_bytes(synthetic_xray(size=64)))
     built = []
-    build = pneumo.predictor.explainer
+    build = pneumo.prediction.predictor.explainer
 
     def slow_explainer(*args):
         # Long enough that, without the lock, every thread would find no explainer yet and build its own.
@@ -42,7 +42,7 @@ def test_concurrent_first_explanations_build_one_explainer_and_agree(tmp_path, m
         time.sleep(0.5)
         return build(*args)
 
-    monkeypatch.setattr(pneumo.predictor, "explainer", slow_explainer)
+    monkeypatch.setattr(pneumo.prediction.predictor, "explainer", slow_explainer)
     results = run_at_once(lambda: predictor.explained_assessment(image), THREADS)
     assert len(built) == 1
     probabilities, _, heatmaps = results[0]
@@ -58,7 +58,7 @@ def test_many_models_each_trace_their_passes_once_and_tensorflow_sees_no_retraci
         "import sys\n"
         "import numpy as np\n"
         "from conftest import run_at_once\n"
-        "from pneumo.predictor import Predictor\n"
+        "from pneumo.prediction.predictor import Predictor\n"
         "predictors = [Predictor.from_folder(sys.argv[1]) for _ in range(5)]\n"
         "for predictor in predictors:\n"
         "    image = np.random.default_rng(0).random(predictor.input_shape, dtype=np.float32)\n"

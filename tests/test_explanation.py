@@ -9,13 +9,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import BUNDLED_MODELS, TINY_ROW_LSTM_SIDE as SIDE, png_bytes, synthetic_xray
-from pneumo import model_folder
+from pneumo.hub import model_folder
 from pneumo.errors import ModelLoadError
-from pneumo.overlays import overlay_backdrop, overlay_heatmap
-from pneumo.integrated_gradients import IntegratedGradients
-from pneumo.models import get_architecture, logits_model
-from pneumo.maps import grid_average
-from pneumo.predictor import Predictor
+from pneumo.explain.overlays import overlay_backdrop, overlay_heatmap
+from pneumo.explain.integrated_gradients import IntegratedGradients
+from pneumo.networks import get_architecture, logits_model
+from pneumo.explain.maps import grid_average
+from pneumo.prediction.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

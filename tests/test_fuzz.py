@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import synthetic_xray, transcode, write_dicom
 from pneumo import errors
-from pneumo.imaging import DEFLATED_DICOM_SYNTAX, read_grayscale
+from pneumo.imaging.decoding import DEFLATED_DICOM_SYNTAX, read_grayscale
 
 FUZZER = Path(__file__).with_name("fuzzing.py")
 FILES = 5000  # about 10 s here; benchmarks/fuzz_decoders.py runs more
@@ -57,7 +57,7 @@ def test_a_compressed_dicom_that_ends_its_decoder_is_one_corrupt_file_and_the_pr
     good = transcode(write_dicom(tmp_path / "plain.dcm", GRAY12), tmp_path / "jpeg-ls.dcm", "JPEGLSLossless")
     hostile = tmp_path / "rows-200.dcm"
     hostile.write_bytes(with_rows(good.read_bytes(), 200))
-    script = ("import sys; from pneumo.imaging import read_grayscale; from pneumo.errors import CorruptImageError\n"
+    script = ("import sys; from pneumo.imaging.decoding import read_grayscale; from pneumo.errors import CorruptImageError\n"
               "try:\n    read_grayscale(sys.argv[1])\nexcept CorruptImageError as error:\n    print('refused:', error)\n"
               "print('then decoded:', read_grayscale(sys.argv[2]).shape)")
     run = subprocess.run([sys.executable, "-c", script, str(hostile), str(good)], check=False,

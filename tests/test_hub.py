@@ -7,7 +7,7 @@ import pytest
 
 from pneumo import load_predictor
 from pneumo.errors import HubUnavailableError, ModelLoadError, ModelNotFoundError
-from pneumo.model_repos import is_hub_reference, split_reference
+from pneumo.hub.repos import is_hub_reference, split_reference
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -1,4 +1,4 @@
-"""Deploying the demo to a Hugging Face Space from the working tree (python -m pneumo.hub deploy-space).
+"""Deploying the demo to a Hugging Face Space from the working tree (python -m pneumo.hub.commands deploy-space).
 
 Most tests record the HfApi calls with a stand-in object; the last ones run the command against the
 loopback Hub (tests/loopback_hub.py) over real HTTP, and against a port nothing listens on.
@@ -16,9 +16,9 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, SpaceCard
 
 from conftest import REPO
 from loopback_hub import LoopbackHub, client_env
-from pneumo.bundled import BUNDLED_MODELS, model_references
+from pneumo.hub.bundled import BUNDLED_MODELS, model_references
 from pneumo.errors import ModelLoadError, SpaceDeployError
-from pneumo.space import deploy_space
+from pneumo.hub.space import deploy_space
 
 SPACE = "owner/pneumo-demo"
 # Two repos: a demo of the first two bundled models, whichever others are bundled.
@@ -46,7 +46,7 @@ What the demo does, and how to run it.
 """
 # Files in the working tree that must stay off the Space.
 NOT_FOR_THE_SPACE = ("models/resnet50/model.keras", "tests/test_app.py", "runs/resnet50-1/history.csv",
-                     "pneumo/__pycache__/hub.cpython-311.pyc", "pneumo/demo.pyi", "batch_eval.py")
+                     "pneumo/__pycache__/hub.cpython-311.pyc", "pneumo/demo/panels.pyi", "batch_eval.py")
 
 
 class RecordingApi:
@@ -99,7 +99,7 @@ def tree(tmp_path):
 
 
 def space_paths(root) -> set[str]:
-    """What a Space runs on, listed independently of pneumo.hub's patterns."""
+    """What a Space runs on, listed independently of pneumo.hub.commands's patterns."""
     library = {p.relative_to(root).as_posix() for p in (root / "pneumo").rglob("*.py") if "__pycache__" not in p.parts}
     examples = {f"examples/{p.name}" for p in (root / "examples").glob("*.jpeg")}
     return {"app.py", "requirements.txt", "packages.txt", "README.md", "examples/README.md", *library, *examples}
@@ -114,7 +114,7 @@ def test_the_commit_holds_the_app_the_library_the_examples_and_a_readme(tree):
     result = deploy_space(SPACE, MODELS, root=tree, api=api)
     committed = api.committed()
     assert set(committed) == space_paths(tree)
-    assert {"pneumo/hub.py", "pneumo/models/cnn_lstm.py", "examples/normal_IM-0039-0001.jpeg"} <= set(committed)
+    assert {"pneumo/hub/commands.py", "pneumo/networks/cnn_lstm.py", "examples/normal_IM-0039-0001.jpeg"} <= set(committed)
     assert not any(path.startswith(("models/", "tests/", "runs/")) for path in committed)
     assert committed["app.py"] == str(tree / "app.py")  # uploaded from the working tree, not from a copy
     assert api.call("create_repo") == {"repo_type": "space", "space_sdk": "gradio", "private": False, "exist_ok": True}
@@ -163,8 +163,8 @@ def test_the_app_on_the_space_loads_the_models_its_variables_name(monkeypatch):
 
 
 def test_a_space_missing_a_bundled_folder_says_how_to_point_at_it_or_leave_it_out(monkeypatch, tmp_path):
-    from pneumo import bundled
-    from pneumo.bundled import load_models
+    from pneumo.hub import bundled
+    from pneumo.hub.bundled import load_models
 
     variable, _ = BUNDLED_MODELS["ResNet50"]
     monkeypatch.setitem(bundled.BUNDLED_MODELS, "ResNet50", (variable, tmp_path / "resnet50"))
@@ -175,12 +175,12 @@ def test_a_space_missing_a_bundled_folder_says_how_to_point_at_it_or_leave_it_ou
 
 
 def test_files_an_earlier_deploy_left_are_deleted_in_the_same_commit(tree):
-    left = ["pneumo/hub.py", "pneumo/old_module.py", "pneumo/models/old_arch.py", "examples/old.jpeg",
+    left = ["pneumo/hub/commands.py", "pneumo/old_module.py", "pneumo/networks/old_arch.py", "examples/old.jpeg",
             ".gitattributes", "README.md", "notes/kept.md"]
     api = RecordingApi(files_on_space=left)
     result = deploy_space(SPACE, MODELS, root=tree, api=api)
     deleted = {path for path, data in api.committed().items() if data is None}
-    assert deleted == {"pneumo/old_module.py", "pneumo/models/old_arch.py", "examples/old.jpeg"}
+    assert deleted == {"pneumo/old_module.py", "pneumo/networks/old_arch.py", "examples/old.jpeg"}
     assert result["deleted"] == sorted(deleted)
 
 
@@ -236,8 +236,8 @@ def test_a_rejected_token_says_to_set_hf_token(tree):
 
 
 def deploy(*args, cwd=REPO, env=None):
-    """`python -m pneumo.hub deploy-space ARGS...`, run from `cwd` (the working tree it deploys)."""
-    return subprocess.run([sys.executable, "-m", "pneumo.hub", "deploy-space", *args], cwd=cwd, env=env,
+    """`python -m pneumo.hub.commands deploy-space ARGS...`, run from `cwd` (the working tree it deploys)."""
+    return subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "deploy-space", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -289,10 +289,10 @@ def test_a_deploy_lands_the_files_and_the_variables_on_the_hub(hub, tree):
 def test_a_redeploy_deletes_what_the_working_tree_no_longer_has(hub, tree):
     assert deploy_to(hub, tree).returncode == 0
     (tree / "examples" / "normal_IM-0039-0001.jpeg").unlink()
-    (tree / "pneumo" / "demo.py").rename(tree / "pneumo" / "page.py")  # a module the deploy itself does not import
+    (tree / "pneumo" / "demo" / "panels.py").rename(tree / "pneumo" / "demo" / "page.py")  # a module the deploy itself does not import
     result = deploy_to(hub, tree)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["deleted"] == ["examples/normal_IM-0039-0001.jpeg", "pneumo/demo.py"]
+    assert json.loads(result.stdout)["deleted"] == ["examples/normal_IM-0039-0001.jpeg", "pneumo/demo/panels.py"]
     assert set(hub.spaces[SPACE].files()) == space_paths(tree) | {".gitattributes"}
 
 

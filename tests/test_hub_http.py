@@ -20,7 +20,7 @@ OLDER = "b" * 40
 PULL = """
 import json, os, sys
 from pneumo.errors import PneumoError
-from pneumo.model_repos import resolve_model_folder
+from pneumo.hub.repos import resolve_model_folder
 try:
     folder, commit = resolve_model_folder(sys.argv[1])
     print(json.dumps({"commit": commit, "files": sorted(os.listdir(folder)), "folder": str(folder)}))
@@ -110,14 +110,14 @@ def test_a_server_that_drops_the_connection_is_a_clear_error(hub, tmp_path):
 
 
 def test_a_repo_without_its_model_file_is_refused_when_loading(hub, tmp_path):
-    script = PULL.replace("from pneumo.model_repos import resolve_model_folder",
-                          "from pneumo.loading import load_predictor").replace(
+    script = PULL.replace("from pneumo.hub.repos import resolve_model_folder",
+                          "from pneumo.hub.loading import load_predictor").replace(
         "folder, commit = resolve_model_folder(sys.argv[1])", "load_predictor(sys.argv[1])")
     result = pull(hub, tmp_path, "pneumo/no-model", script=script)
     assert result["error"] == "ModelLoadError" and "model.weights.h5 is missing" in result["message"]
 
 
-PREDICT = PULL.replace("from pneumo.model_repos import resolve_model_folder", "from pneumo.loading import load_predictor").replace(
+PREDICT = PULL.replace("from pneumo.hub.repos import resolve_model_folder", "from pneumo.hub.loading import load_predictor").replace(
     'folder, commit = resolve_model_folder(sys.argv[1])\n    print(json.dumps({"commit": commit, "files": '
     'sorted(os.listdir(folder)), "folder": str(folder)}))',
     f'p = load_predictor(sys.argv[1])\n    print(json.dumps(p.predict_file({str(REPO / "examples" / "normal_IM-0039-0001.jpeg")!r}).to_dict()))')
@@ -141,8 +141,8 @@ print(json.dumps({"output_shape": list(model.output_shape)}))
 
 
 def push(hub, tmp_path, folder, *args):
-    """`python -m pneumo.hub push FOLDER ARGS...` against the loopback Hub."""
-    return subprocess.run([sys.executable, "-m", "pneumo.hub", "push", str(folder), *args], cwd=REPO,
+    """`python -m pneumo.hub.commands push FOLDER ARGS...` against the loopback Hub."""
+    return subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "push", str(folder), *args], cwd=REPO,
                           env=client_env(hub.url, tmp_path / "hf", token="hf_write"), capture_output=True, text=True,
                           timeout=120)
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import bomb_png, example_images, gif_bytes, png_bytes, synthetic_xray, truncated_jpeg, write_dicom
 from pneumo import errors
-from pneumo.imaging import load_model_input, read_grayscale
+from pneumo.imaging.decoding import load_model_input, read_grayscale
 
 GRAY = synthetic_xray(size=128)
 
@@ -106,7 +106,7 @@ def test_pillows_decompression_bomb_guard_stays_on_for_the_whole_process():
     import subprocess
     import sys
 
-    script = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import pneumo.imaging, pneumo.demo; "
+    script = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; import pneumo.imaging.decoding, pneumo.demo.panels; "
               "print(before, Image.MAX_IMAGE_PIXELS)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[1])
@@ -122,7 +122,7 @@ def twelve_bit_png(path, gray8):
 
 @pytest.mark.parametrize("method", ["percentile_window", "equalize"])
 def test_a_12_bit_png_comes_out_like_its_8_bit_copy(tmp_path, method):
-    from pneumo.imaging import Preprocessing
+    from pneumo.imaging.decoding import Preprocessing
 
     preprocessing = Preprocessing({"method": method})
     gray8 = np.asarray(Image.open(example_images()[0]).convert("L"))
@@ -134,7 +134,7 @@ def test_a_12_bit_png_comes_out_like_its_8_bit_copy(tmp_path, method):
 
 def test_the_decoder_scale_keeps_what_models_before_it_were_trained_on(tmp_path):
     """A config without an intensity block (pneumo 0.1) means the decoder's own scaling."""
-    from pneumo.imaging import DECODER_SCALE, Preprocessing
+    from pneumo.imaging.decoding import DECODER_SCALE, Preprocessing
 
     legacy = Preprocessing.from_config({"decode": "prose", "resize": "OpenCV INTER_AREA", "scale": [0, 1]})
     assert legacy == DECODER_SCALE
@@ -145,7 +145,7 @@ def test_the_decoder_scale_keeps_what_models_before_it_were_trained_on(tmp_path)
 
 
 def test_equalisation_ignores_gain_gamma_and_black_level():
-    from pneumo.imaging import equalize
+    from pneumo.imaging.decoding import equalize
 
     gray = read_grayscale(example_images()[0])
     changed = np.clip(0.8 * gray ** 1.4 + 0.1, 0, 1)
@@ -153,7 +153,7 @@ def test_equalisation_ignores_gain_gamma_and_black_level():
 
 
 def test_an_unknown_normalisation_is_refused():
-    from pneumo.imaging import Preprocessing
+    from pneumo.imaging.decoding import Preprocessing
 
     with pytest.raises(ValueError, match="sharpen_everything"):
         Preprocessing({"method": "sharpen_everything"})

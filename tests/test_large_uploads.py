@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumo import imaging
-from pneumo.analysis import PREVIEW_SIDE, heatmap_backdrop, preview
-from pneumo.imaging import LUMA, DecodedFile, decode_side
+from pneumo.imaging import decoding
+from pneumo.prediction.analysis import PREVIEW_SIDE, heatmap_backdrop, preview
+from pneumo.imaging.decoding import LUMA, DecodedFile, decode_side
 
 LARGE = (4096, 3072)  # 12.6 megapixels; a 50-megapixel file decodes the same way, only slower
 
@@ -29,14 +29,14 @@ def image_bytes(size, format, mode="L") -> bytes:
 def decodes(monkeypatch):
     """The shape of every plane decoded while the test runs."""
     shapes = []
-    decode = imaging._decode
+    decode = decoding._decode
 
     def counted(*args):
         plane = decode(*args)
         shapes.append(plane.shape)
         return plane
 
-    monkeypatch.setattr(imaging, "_decode", counted)
+    monkeypatch.setattr(decoding, "_decode", counted)
     return shapes
 
 
@@ -72,7 +72,7 @@ def test_a_file_without_a_reduced_decode_is_decoded_once_for_everything(decodes,
 def test_a_colour_image_becomes_its_luma_in_bands_with_the_values_of_the_whole(mode):
     """Taller than a band of LUMA_ROWS rows, with a last band cut short."""
     rng = np.random.default_rng(0)
-    rgb = (rng.random((imaging.LUMA_ROWS * 2 + 37, 300, 3)) * 255).astype(np.uint8)
+    rgb = (rng.random((decoding.LUMA_ROWS * 2 + 37, 300, 3)) * 255).astype(np.uint8)
     image = Image.fromarray(rgb).convert(mode)
     whole = np.asarray(image.convert("RGB"), dtype=np.float32) @ LUMA / 255.0
-    np.testing.assert_array_equal(imaging._pil_to_unit_gray(image), whole)
+    np.testing.assert_array_equal(decoding._pil_to_unit_gray(image), whole)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from pneumo.calibration import Calibration, choose_threshold, fit_calibration, fit_temperature
+from pneumo.prediction.calibration import Calibration, choose_threshold, fit_calibration, fit_temperature
 from pneumo.metrics import compute_metrics, expected_calibration_error
 
 
@@ -112,7 +112,7 @@ def test_subgroup_metrics_count_each_subgroup():
 
 
 def test_the_screening_threshold_reaches_the_sensitivity_asked():
-    from pneumo.calibration import threshold_for_sensitivity
+    from pneumo.prediction.calibration import threshold_for_sensitivity
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     scores = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]

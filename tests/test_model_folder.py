@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from pneumo import model_folder
+from pneumo.hub import model_folder
 from pneumo.errors import ModelLoadError
 
 from conftest import png_bytes, synthetic_xray
@@ -72,7 +72,7 @@ def test_keras_own_loader_reads_the_folder(tiny_model_folder):
 
 
 def test_a_legacy_folder_loads_and_predicts_as_its_source(tiny_model_folder, legacy_model_folder):
-    from pneumo.predictor import Predictor
+    from pneumo.prediction.predictor import Predictor
 
     assert model_folder.is_legacy(legacy_model_folder) and not model_folder.is_legacy(tiny_model_folder)
     image = png_bytes(synthetic_xray(96, seed=3, opacity=True))
@@ -89,12 +89,12 @@ def test_a_legacy_config_is_written_back_where_it_was(legacy_model_folder, tmp_p
 
 
 def test_publishing_a_legacy_folder_asks_for_an_upgrade(legacy_model_folder):
-    with pytest.raises(ModelLoadError, match="pneumo.model_folder upgrade"):
+    with pytest.raises(ModelLoadError, match="pneumo.hub.model_folder upgrade"):
         model_folder.files_to_publish(legacy_model_folder)
 
 
 def test_upgrade_rewrites_a_legacy_folder_in_the_keras_layout(legacy_model_folder, tmp_path, capsys):
-    from pneumo.predictor import Predictor
+    from pneumo.prediction.predictor import Predictor
 
     copy = shutil.copytree(legacy_model_folder, tmp_path / "legacy")
     image = png_bytes(synthetic_xray(96, seed=4))
@@ -108,8 +108,8 @@ def test_upgrade_rewrites_a_legacy_folder_in_the_keras_layout(legacy_model_folde
 
 
 def test_the_about_table_survives_a_missing_metric(folder):
-    from pneumo.demo import models_table
-    from pneumo.predictor import Predictor
+    from pneumo.demo.panels import models_table
+    from pneumo.prediction.predictor import Predictor
 
     metrics = json.loads((folder / "metrics_validation.json").read_text())
     metrics["specificity"] = None

@@ -9,9 +9,10 @@ import shutil
 import pytest
 
 import batch_eval
-from pneumo import load_predictor, loading
+from pneumo import load_predictor
+from pneumo.hub import loading
 from pneumo.errors import ModelLoadError, ModelNotFoundError
-from pneumo.model_repos import is_hub_reference
+from pneumo.hub.repos import is_hub_reference
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_batch_eval_calls_a_model_it_cannot_load_bad_usage(model, malformed_mode
 def test_a_ray_worker_that_cannot_load_its_model_passes_on_a_load_error():
     """Ray passes a worker's exception on as the text of its traceback; a model that a node cannot load (its
     folder missing there) comes back as a ModelLoadError, any other pneumo error as a PneumoError."""
-    from pneumo.batch_ray import pneumo_error_of
+    from pneumo.batch.ray_engine import pneumo_error_of
     from pneumo.errors import PneumoError
 
     def worker_failure(last_line):
@@ -117,12 +118,12 @@ def test_a_ray_worker_that_cannot_load_its_model_passes_on_a_load_error():
 
 
 def test_batch_eval_calls_a_model_load_error_while_scoring_bad_usage(tiny_model_folder, tmp_path, monkeypatch, capsys):
-    from pneumo import batch
+    from pneumo.batch import scoring
 
     def a_node_without_the_model(*args, **kwargs):
         raise ModelLoadError("on a Ray worker: /srv/tiny: no such model folder")
 
-    monkeypatch.setattr(batch, "run_folder", a_node_without_the_model)
+    monkeypatch.setattr(scoring, "run_folder", a_node_without_the_model)
     (tmp_path / "images").mkdir()
     with pytest.raises(SystemExit) as exit_status:
         batch_eval.main([str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--model", str(tiny_model_folder)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pneumo.errors import PneumoError
-from pneumo.models import architecture_names, get_architecture
+from pneumo.networks import architecture_names, get_architecture
 
 
 ALL = ["cnn_lstm", "cnn_lstm_lite0", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2",
@@ -58,7 +58,7 @@ def test_row_lstm_is_explained_by_integrated_gradients_and_checked_on_its_last_l
 
 
 def test_grad_cam_without_a_layer_is_refused_at_registration():
-    from pneumo.models import Architecture
+    from pneumo.networks import Architecture
 
     with pytest.raises(ValueError, match="gradcam_layer"):
         Architecture(name="no_map", build=build_tiny, default_input_size=48, description="one convolution")
@@ -124,11 +124,12 @@ def build_tiny(input_shape=(64, 64, 3), num_classes=2, width=4):
 
 def test_a_new_architecture_is_one_registration_away(synthetic_dataset, tmp_path, monkeypatch):
     """Register, then train, export, load and explain it, touching no other module of the library."""
-    from pneumo import load_predictor, models
-    from pneumo.models import Architecture
-    from pneumo.train import main
+    from pneumo import load_predictor
+    from pneumo import networks
+    from pneumo.networks import Architecture
+    from pneumo.training.train import main
 
-    monkeypatch.setitem(models._REGISTRY, "tiny_test", Architecture(
+    monkeypatch.setitem(networks._REGISTRY, "tiny_test", Architecture(
         name="tiny_test", build=build_tiny, default_input_size=48, gradcam_layer="tiny_features",
         description="one convolution"))
     out = tmp_path / "tiny"

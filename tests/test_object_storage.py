@@ -76,8 +76,8 @@ def s3(xray_folder):
 
 @pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
 def test_a_bucket_is_listed_as_discover_lists_the_folder_on_disk(s3, xray_folder, shard):
-    from pneumo.batch import discover
-    from pneumo.batch_ray import list_files
+    from pneumo.batch.scoring import discover
+    from pneumo.batch.ray_engine import list_files
 
     _, files, sizes = list_files(README_URI, shard)
     on_disk = discover(xray_folder, shard)
@@ -89,7 +89,7 @@ def test_a_bucket_is_listed_as_discover_lists_the_folder_on_disk(s3, xray_folder
 
 def test_a_missing_bucket_is_a_one_line_error(s3):
     from pneumo import PneumoError
-    from pneumo.batch_ray import list_files
+    from pneumo.batch.ray_engine import list_files
 
     with pytest.raises(PneumoError, match=r"^s3://no-such-bucket/xrays: cannot list it \(.*bucket does not exist"):
         list_files("s3://no-such-bucket/xrays")
@@ -134,8 +134,8 @@ def readme_run(s3, tiny_model_folder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def on_disk(xray_folder, tiny_model_folder, tmp_path_factory):
     """The reports of the same folder on disk, scored by the local engine."""
-    from pneumo.batch import run_folder
-    from pneumo.predictor import Predictor
+    from pneumo.batch.scoring import run_folder
+    from pneumo.prediction.predictor import Predictor
 
     out = tmp_path_factory.mktemp("on-disk")
     run_folder(xray_folder, out, [Predictor.from_folder(tiny_model_folder)], show_progress=False, figures=False,

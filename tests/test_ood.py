@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from conftest import BUNDLED_MODELS, REPO, example_images, png_bytes, synthetic_xray
-from pneumo import model_folder
+from pneumo.hub import model_folder
 from pneumo.errors import ModelLoadError
-from pneumo.ood import MAX_DIMENSIONS, FeatureReference, features_of
-from pneumo.ood_probes import not_chest_xrays
-from pneumo.predictor import Predictor
+from pneumo.prediction.ood import MAX_DIMENSIONS, FeatureReference, features_of
+from ood_probes import not_chest_xrays
+from pneumo.prediction.predictor import Predictor
 
 TEST_SET = REPO.parent / "shared" / "data" / "chest_xray" / "test"
 

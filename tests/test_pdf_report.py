@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from pneumo import pdf_report
+from pneumo.demo import pdf_report
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import example_images
-from pneumo.imaging import read_grayscale
-from pneumo.perturbations import SUITE, perturb, random_acquisition
+from pneumo.imaging.decoding import read_grayscale
+from pneumo.training.perturbations import SUITE, perturb, random_acquisition
 
 
 @pytest.fixture(scope="module")

@@ -47,12 +47,12 @@ for line in sys.stdin:
 cluster.shutdown()
 """
 
-# batch_eval.py with pneumo.batch_ray's debug records (the nodes that decoded and scored each batch) on stderr.
+# batch_eval.py with pneumo.batch.ray_engine's debug records (the nodes that decoded and scored each batch) on stderr.
 DRIVER = """
 import logging, sys
 import batch_eval
 logging.basicConfig(format="%(name)s: %(message)s")
-logging.getLogger("pneumo.batch_ray").setLevel(logging.DEBUG)
+logging.getLogger("pneumo.batch.ray_engine").setLevel(logging.DEBUG)
 sys.exit(batch_eval.main(sys.argv[1:]))
 """
 
@@ -195,7 +195,7 @@ def cluster_run(cluster, xrays, tiny_model_folder, tmp_path_factory):
     every process of worker 0 is killed. The engine waits for both model replicas before scoring
     (RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S), so that the test sees where the work goes, not which replica loaded
     first."""
-    from pneumo.batch import PARTS_FOLDER, read_parts
+    from pneumo.batch.scoring import PARTS_FOLDER, read_parts
 
     out, logs = tmp_path_factory.mktemp("cluster-run"), tmp_path_factory.mktemp("cluster-run-logs")
     parts = out / PARTS_FOLDER / tiny_model_folder.name
@@ -253,7 +253,7 @@ def test_a_killed_run_resumed_scores_only_what_it_had_not_written_down(cluster_r
 def test_a_resumed_run_ends_with_the_reports_of_an_uninterrupted_one(cluster_run, local_run):
     """Every table to 1e-6 (probabilities) and 1e-3 relative (the out-of-distribution score), as the engines are
     compared (test_batch_ray), and the metrics to 1e-6; no parts left behind."""
-    from pneumo.batch import PARTS_FOLDER, RUN_FILE
+    from pneumo.batch.scoring import PARTS_FOLDER, RUN_FILE
 
     assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
     resumed = cluster_run.out

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pneumo.perturbations import SUITE
-from pneumo.robustness import main
-from pneumo.selection import selection_scores
+from pneumo.training.perturbations import SUITE
+from pneumo.training.robustness import main
+from pneumo.training.selection import selection_scores
 
 
 def test_the_robustness_command_scores_every_perturbation_of_the_validation_split(tiny_model_folder,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pneumo import served_files
-from pneumo.served_files import (
+from pneumo.demo import served_files
+from pneumo.demo.served_files import (
     CACHE_SWEEP_S,
     EMPTY_FILE_AGE_S,
     IMAGE_LIFETIME_S,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, write_synthetic_class_folders
-from pneumo import data
+from pneumo.training import data
 
 REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray"
 
@@ -68,7 +68,7 @@ def test_the_bundled_models_validation_patients_are_the_split_of_today():
                                            ("--holdout-fraction", "1"), ("--holdout-fraction", "-0.1"),
                                            ("--validation-fraction", "half")])
 def test_training_refuses_a_fraction_outside_its_range_as_bad_usage(option, value, capsys):
-    from pneumo.train import parse_args
+    from pneumo.training.train import parse_args
 
     with pytest.raises(SystemExit) as exit_status:
         parse_args(["--arch", "cnn_lstm", "--data", "d", "--out", "o", option, value])
@@ -76,7 +76,7 @@ def test_training_refuses_a_fraction_outside_its_range_as_bad_usage(option, valu
 
 
 def test_calibrate_refuses_a_holdout_fraction_outside_0_1_as_bad_usage(capsys):
-    from pneumo.calibrate import main
+    from pneumo.site.refit import main
 
     with pytest.raises(SystemExit) as exit_status:
         main(["models/none", "--data", "d", "--out", "o", "--holdout-fraction", "1.5"])
@@ -84,7 +84,7 @@ def test_calibrate_refuses_a_holdout_fraction_outside_0_1_as_bad_usage(capsys):
 
 
 def test_calibrate_holds_out_70_percent_when_asked(tiny_model_folder, tmp_path):
-    from pneumo.calibrate import refit
+    from pneumo.site.refit import refit
 
     write_synthetic_class_folders(tmp_path / "site", 30, seed=7)  # 30 patients, two images each
     record = refit(str(tiny_model_folder), tmp_path / "site", tmp_path / "out", holdout_fraction=0.7)
@@ -94,8 +94,8 @@ def test_calibrate_holds_out_70_percent_when_asked(tiny_model_folder, tmp_path):
 
 def test_a_split_that_fails_while_written_leaves_no_file_a_resumed_run_would_trust(synthetic_dataset, tmp_path,
                                                                                    monkeypatch):
-    from pneumo import model_folder
-    from pneumo.train import load_split
+    from pneumo.hub import model_folder
+    from pneumo.training.train import load_split
 
     args = argparse.Namespace(data=str(synthetic_dataset), holdout_fraction=0.0, validation_fraction=0.25, seed=42)
     write = pd.DataFrame.to_csv

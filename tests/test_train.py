@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from conftest import assert_operating_points_fitted_on_validation
-from pneumo.models import architecture_names
-from pneumo.predictor import Predictor
-from pneumo.train import main
+from pneumo.networks import architecture_names
+from pneumo.prediction.predictor import Predictor
+from pneumo.training.train import main
 
 MODEL_FOLDER_FILES = {"pneumo.json", "config.json", "metadata.json", "model.weights.h5", "README.md", "history.csv",
                       "training_curves.png", "metrics_validation.json", "data_split.csv"}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pneumo.verdicts import (agreement, explained_class_warning, in_words, limits_sentence, measured_limits, percent,
+from pneumo.demo.verdicts import (agreement, explained_class_warning, in_words, limits_sentence, measured_limits, percent,
                              percent_pair, targets_not_met, verdict)
 
 CLASSES = ["NORMAL", "PNEUMONIA"]

@@ -1,4 +1,4 @@
-"""After a model's batch-norm statistics are re-estimated on a new site's images (pneumo.adaptation), which
+"""After a model's batch-norm statistics are re-estimated on a new site's images (pneumo.site.adabn), which
 calibration and threshold should it use, and does its out-of-distribution check still hold?
 
 Two stand-ins for a new site, both from train/ and never used for fitting weights: the earliest-acquisitions
@@ -22,20 +22,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pneumo import model_folder
-from pneumo.adaptation import (
+from pneumo.hub import model_folder
+from pneumo.site.adabn import (
     batch_norm_statistics,
     in_batches,
     reestimate_batch_norm,
     set_statistics,
 )
-from pneumo.data import split_by_patient
-from pneumo.export import fit_on_validation
-from pneumo.imaging import decode_many_for_model
+from pneumo.training.data import split_by_patient
+from pneumo.training.export import fit_on_validation
+from pneumo.imaging.decoding import decode_many_for_model
 from pneumo.metrics import compute_metrics
-from pneumo.ood_probes import not_chest_xrays
-from pneumo.predictor import Predictor
-from pneumo.selection import STRONG, prepared_inputs
+from ood_probes import not_chest_xrays
+from pneumo.prediction.predictor import Predictor
+from pneumo.training.selection import STRONG, prepared_inputs
 
 ROOT = Path("../shared/data/chest_xray").resolve()
 

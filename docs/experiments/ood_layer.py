@@ -1,6 +1,6 @@
 """Which layer should a model's out-of-distribution check measure? For each candidate layer, fit the check as
-pneumo.ood does (2,000 training images, threshold at the validation split's 99th percentile) and print the
-scores of the six non-X-rays of pneumo.ood_probes and the fraction of the hold-out X-rays flagged.
+pneumo.prediction.ood does (2,000 training images, threshold at the validation split's 99th percentile) and print the
+scores of the six non-X-rays of tests/ood_probes.py and the fraction of the hold-out X-rays flagged.
 Chosen on training, validation and hold-out images only: the official test set is not read.
 
     PYTHONPATH=. python docs/experiments/ood_layer.py models/mobilenet-v2 out_relu,block_13_expand_relu
@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pneumo import model_folder
-from pneumo.ood import FeatureReference, TRAINING_SAMPLE, features_of
-from pneumo.predictor import Predictor
-from pneumo.ood_probes import not_chest_xrays
+from pneumo.hub import model_folder
+from pneumo.prediction.ood import FeatureReference, TRAINING_SAMPLE, features_of
+from pneumo.prediction.predictor import Predictor
+from ood_probes import not_chest_xrays
 
 ROOT = Path("../shared/data/chest_xray")
 folder, layers = Path(sys.argv[1]), sys.argv[2].split(",")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pneumo import model_folder
-from pneumo.predictor import Predictor
+from pneumo.hub import model_folder
+from pneumo.prediction.predictor import Predictor
 
 
 def logit(p):

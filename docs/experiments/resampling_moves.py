@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pneumo.bundled import BUNDLED_MODELS
-from pneumo.imaging import read_grayscale
-from pneumo.predictor import Predictor
+from pneumo.hub.bundled import BUNDLED_MODELS
+from pneumo.imaging.decoding import read_grayscale
+from pneumo.prediction.predictor import Predictor
 
 predictors = {name: Predictor.from_folder(folder) for name, (_, folder) in BUNDLED_MODELS.items()}
 for source in sys.argv[1:]:

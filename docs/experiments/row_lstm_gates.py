@@ -3,18 +3,18 @@ with the recipe's augmentation, scoring 300 validation images every 60 steps (do
 
     PYTHONPATH=. python docs/experiments/row_lstm_gates.py baseline,chrono [STEPS]
 
-Needs a data_split.csv of seed 42 at runs/row-lstm/ (any run of pneumo.train writes one). Each
+Needs a data_split.csv of seed 42 at runs/row-lstm/ (any run of pneumo.training.train writes one). Each
 variant sets the gate biases itself ("baseline": Keras' own start; "chrono": Tallec and Ollivier 2018).
 """
 import sys
 import time
 import numpy as np, pandas as pd, keras
 from sklearn.metrics import roc_auc_score
-from pneumo.data import class_weights, training_batches
-from pneumo.imaging import Preprocessing, decode_many_for_model
-from pneumo.selection import prepared_inputs
-from pneumo.models import get_architecture
-from pneumo.models.row_lstm import chrono_initialise
+from pneumo.training.data import class_weights, training_batches
+from pneumo.imaging.decoding import Preprocessing, decode_many_for_model
+from pneumo.training.selection import prepared_inputs
+from pneumo.networks import get_architecture
+from pneumo.networks.row_lstm import chrono_initialise
 
 ROOT = "../shared/data/chest_xray/"
 split = pd.read_csv("runs/row-lstm/data_split.csv")

@@ -15,9 +15,9 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pneumo import model_folder  # noqa: E402
-from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
-from pneumo.predictor import Predictor  # noqa: E402
+from pneumo.hub import model_folder  # noqa: E402
+from pneumo.hub.bundled import BUNDLED_MODELS  # noqa: E402
+from pneumo.prediction.predictor import Predictor  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "chest_xray"
 

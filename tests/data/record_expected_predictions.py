@@ -12,9 +12,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pneumo import model_folder  # noqa: E402
-from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
-from pneumo.predictor import Predictor  # noqa: E402
+from pneumo.hub import model_folder  # noqa: E402
+from pneumo.hub.bundled import BUNDLED_MODELS  # noqa: E402
+from pneumo.prediction.predictor import Predictor  # noqa: E402
 
 RECORD = Path(__file__).parent / "expected_predictions.json"
 expected = {} if "--all" in sys.argv or not RECORD.exists() else json.loads(RECORD.read_text())

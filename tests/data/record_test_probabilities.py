@@ -18,10 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up noti
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pneumo.batch import discover, score  # noqa: E402
-from pneumo.batch_reports import probability_column  # noqa: E402
-from pneumo.bundled import BUNDLED_MODELS  # noqa: E402
-from pneumo.predictor import Predictor  # noqa: E402
+from pneumo.batch.scoring import discover, score  # noqa: E402
+from pneumo.batch.reports import probability_column  # noqa: E402
+from pneumo.hub.bundled import BUNDLED_MODELS  # noqa: E402
+from pneumo.prediction.predictor import Predictor  # noqa: E402
 
 RECORDS = Path(__file__).parent / "test_set_probabilities"
 

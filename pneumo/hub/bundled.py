@@ -1,0 +1,124 @@
+"""The models that ship with pneumo, by display name, and how a user points them elsewhere.
+
+The demo and `batch_eval.py` both read this list: adding a bundled model is one line here.
+PNEUMO_MODELS (comma-separated display names) narrows it, e.g. on a Space deployed with fewer model repos.
+`load_models` loads them; the demo reads their folders first and loads their networks behind its page
+(`networks_loading`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ..errors import ModelLoadError, ModelNotFoundError, PneumoError
+from .loading import load_predictor
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Display name -> (environment variable naming another model reference, bundled folder).
+BUNDLED_MODELS = {
+    "CNN+LSTM": ("PNEUMO_CNN_LSTM_MODEL", REPO_ROOT / "models" / "cnn-lstm"),
+    "ResNet50": ("PNEUMO_RESNET50_MODEL", REPO_ROOT / "models" / "resnet50"),
+    "MobileNetV2": ("PNEUMO_MOBILENET_V2_MODEL", REPO_ROOT / "models" / "mobilenet-v2"),
+    "Row LSTM": ("PNEUMO_ROW_LSTM_MODEL", REPO_ROOT / "models" / "row-lstm"),
+    "EfficientNet-Lite0": ("PNEUMO_EFFICIENTNET_LITE0_MODEL", REPO_ROOT / "models" / "efficientnet-lite0"),
+}
+
+SELECTION_VARIABLE = "PNEUMO_MODELS"
+STARTED_CHECK_S = 0.1
+LOG = logging.getLogger(__name__)
+
+
+def selected_models() -> list[str]:
+    """The bundled models to load, in BUNDLED_MODELS' order: those PNEUMO_MODELS names, else all of them."""
+    listed = [name.strip() for name in os.environ.get(SELECTION_VARIABLE, "").split(",") if name.strip()]
+    unknown = [name for name in listed if name not in BUNDLED_MODELS]
+    if unknown:
+        raise ModelLoadError(f"{SELECTION_VARIABLE} names {', '.join(unknown)}; the bundled models are "
+                             f"{', '.join(BUNDLED_MODELS)}")
+    return [name for name in BUNDLED_MODELS if name in listed] if listed else list(BUNDLED_MODELS)
+
+
+def model_references(overrides: dict | None = None) -> dict[str, str]:
+    """Each selected bundled model's reference: an override, else its environment variable, else the bundled
+    folder."""
+    overrides, selected = overrides or {}, selected_models()
+    return {name: overrides.get(name) or os.environ.get(variable) or str(folder)
+            for name, (variable, folder) in BUNDLED_MODELS.items() if name in selected}
+
+
+def display_name(reference, folder=None) -> str | None:
+    """The name the demo gives a model reference (or the folder it resolved to): 'CNN+LSTM' for the bundled
+    CNN+LSTM or whatever its environment variable names; None for any other model."""
+    for name, bundled in model_references().items():
+        if str(reference) == bundled or (folder is not None and Path(bundled).is_dir()
+                                         and Path(bundled).resolve() == Path(folder).resolve()):
+            return name
+    return None
+
+
+def load_models(references: dict[str, str], defer_networks: bool = False) -> dict:
+    """Each named model (name -> reference, as `model_references` gives them), loaded once. A bundled model whose
+    folder is missing (a Space deployed before that model was bundled, say) is refused with the two ways out:
+    its Hub repo, or PNEUMO_MODELS without it. `defer_networks`: what each folder's pneumo.json says is read now,
+    and each network when first needed (pneumo.prediction.predictor), or by `networks_loading`."""
+    predictors = {}
+    for name, reference in references.items():
+        try:
+            predictor = load_predictor(reference, loaded=list(predictors.values()), defer_network=defer_networks)
+            # A name given here is the model's display name; a bare reference (batch_eval.py --model) gets the
+            # bundled model's name when it points at one.
+            predictor.display_name = (name if isinstance(name, str) else
+                                      display_name(reference, predictor.folder)) or predictor.name
+            predictors[name] = predictor
+        except ModelNotFoundError as error:
+            variable, folder = BUNDLED_MODELS.get(name, (None, None))
+            if reference != str(folder):
+                raise
+            raise ModelNotFoundError(f"{error}: set {variable} to the {name}'s Hub repo, or "
+                                     f"{SELECTION_VARIABLE} to the models to load (e.g. "
+                                     f"{','.join(other for other in references if other != name)})") from None
+    return predictors
+
+
+def load_networks(predictors, traced=(), stop: threading.Event | None = None) -> None:
+    """Load the predictors' deferred networks one at a time, those in `traced` first, each of these traced at once
+    (its explained pass: seconds, which the first request would otherwise wait for). Until `stop` is set. One at a
+    time: loading a network is mostly Python, and five loaded on five threads took as long as one after another. A
+    network that fails to load is logged here, and the requests for that model say why."""
+    predictors, traced = list(predictors), list(traced)
+    for predictor in [*traced, *(predictor for predictor in predictors if predictor not in traced)]:
+        if stop is not None and stop.is_set():
+            return
+        try:
+            predictor.load_network()
+            if predictor in traced:
+                predictor.trace()
+        except PneumoError as error:
+            LOG.error("pneumo: %s", error)
+
+
+@contextlib.contextmanager
+def networks_loading(predictors, traced=(), start_when=lambda: True):
+    """`load_networks` on a thread for the length of the `with` block, from when `start_when()` is true (checked
+    every STARTED_CHECK_S: the demo serves its page first, which took 14 s instead of 8 with the loader beside it).
+    On leaving the block, the network being loaded is finished (a thread stopped inside TensorFlow as the process
+    ends can crash it) and no other is started."""
+    stop = threading.Event()
+
+    def load_once_started():
+        while not start_when():
+            if stop.wait(STARTED_CHECK_S):
+                return
+        load_networks(predictors, traced, stop)
+
+    loader = threading.Thread(target=load_once_started, name="pneumo-network-loader", daemon=True)
+    loader.start()
+    try:
+        yield loader
+    finally:
+        stop.set()
+        loader.join()

@@ -1,0 +1,90 @@
+"""Running the models on one X-ray, as the demo, the PDF report and batch scoring's heatmaps of mistakes do:
+`analyse` (one model), `compare` (several, one read of the file), `report` (the PDF), `preview`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..imaging.decoding import DecodedFile
+from ..explain.overlays import OVERLAY_SIDE, overlay_backdrop, overlay_heatmap
+from ..demo.pdf_report import build_report
+from .predictor import Predictor
+from ..demo.verdicts import MeasuredLimits, measured_limits
+
+PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
+
+
+def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits | None]:
+    """Each model's measured errors, read once from its folder (verdicts.measured_limits)."""
+    return {name: measured_limits(p.folder, p.class_names, p.positive_class) for name, p in predictors.items()}
+
+
+def preview(source) -> np.ndarray:
+    """The X-ray as the models read it (DICOM windowed and inverted as needed), uint8, at most PREVIEW_SIDE.
+
+    From the decode the heatmaps are drawn over (OVERLAY_SIDE, which is also the decode of a 224 px model): a
+    large JPEG is read at reduced scale, never whole, and a `DecodedFile` shared with the models decodes it once.
+    """
+    gray = DecodedFile(source).plane(OVERLAY_SIDE)
+    scale = PREVIEW_SIDE / max(gray.shape)
+    if scale < 1:
+        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA)
+    return (np.clip(gray, 0, 1) * 255).astype(np.uint8)
+
+
+def heatmap_backdrop(decoded: DecodedFile) -> np.ndarray:
+    """The X-ray the heatmaps are drawn over (a display: the models read their own decodes)."""
+    return overlay_backdrop(decoded.plane(OVERLAY_SIDE))
+
+
+def analyse(predictor: Predictor, source, explain_class: str | None = None) -> tuple[dict, np.ndarray]:
+    """Prediction (JSON-friendly) and heatmap overlay (uint8 RGB) of one image file by one model."""
+    decoded = DecodedFile(source)
+    return analyse_decoded(predictor, decoded, heatmap_backdrop(decoded), explain_class)
+
+
+def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.ndarray,
+                    explain_class: str | None = None) -> tuple[dict, np.ndarray]:
+    """`analyse` for a file already read: one pass through the model gives the prediction and the heatmap,
+    drawn over `background`. The model's input comes through the one image path (`Predictor.load_image`),
+    so the demo's probability is batch_eval.py's for the same file."""
+    start = time.perf_counter()
+    prediction, heatmap = predictor.predict_and_explain(predictor.load_image(decoded), explain_class)
+    overlay = overlay_heatmap(background, heatmap)
+    result = prediction.to_dict()
+    result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
+                  input_size=[predictor.height, predictor.width], seconds=round(time.perf_counter() - start, 3))
+    return result, overlay
+
+
+def compare(predictors: dict[str, Predictor], source):
+    """Every model of `predictors` on the same image (decoded once), and whether their labels agree.
+
+    Returns ({"models": {name: result}, "agree": bool}, {name: overlay}).
+    """
+    decoded = DecodedFile(source)
+    return compare_decoded(predictors, decoded, heatmap_backdrop(decoded))
+
+
+def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, background: np.ndarray):
+    """`compare` for a file already read, its heatmaps drawn over `background`."""
+    results, overlays = {}, {}
+    for name, predictor in predictors.items():
+        results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
+    labels = {result["label"] for result in results.values()}
+    return {"models": results, "agree": len(labels) == 1}, overlays
+
+
+def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -> Path:
+    """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
+    decoded = DecodedFile(source)
+    background = heatmap_backdrop(decoded)
+    summary, overlays = compare_decoded(predictors, decoded, background)
+    return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))
+
+

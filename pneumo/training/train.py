@@ -1,0 +1,239 @@
+"""Train an architecture on an image folder and write a Hub-ready model folder.
+
+    python -m pneumo.training.train --arch cnn_lstm --data ../shared/data/chest_xray --out runs/cnn-lstm
+
+Resumable: run the same command again after an interruption and it continues from the last finished
+epoch (checkpoints live in OUT/checkpoints/, which is not part of the published folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import data as datalib
+from ..hub import model_folder
+from ..cli import command, fraction, fraction_or_zero
+from ..errors import DataFolderError
+from ..files import write_csv, write_json
+from ..imaging.decoding import INTENSITY_METHODS, Preprocessing, decode_many_for_model
+from ..networks import architecture_names, get_architecture
+from .selection import STRONG, prepared_inputs, selection_scores
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pneumo.training.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", required=True, choices=architecture_names())
+    parser.add_argument("--data", required=True, help="dataset root holding train/ (with NORMAL/, PNEUMONIA/)")
+    parser.add_argument("--out", required=True, help="model folder to write, e.g. models/cnn-lstm")
+    parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the architecture's)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's decoupled weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=0.05)
+    parser.add_argument("--patience", type=int, default=6,
+                        help="epochs without a gain in the selection criterion before stopping")
+    parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
+                        help="intensity normalisation after decoding (part of the model: pneumo.json records it)")
+    parser.add_argument("--validation-fraction", type=fraction, default=0.15,
+                        help="share of the patients (after the hold-out) that validate the model (default 0.15)")
+    parser.add_argument("--holdout-fraction", type=fraction_or_zero, default=0.1,
+                        help="patients with the earliest running numbers of each series, held out as a second "
+                             "validation set (0 for none)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--backbone-weights", default="none",
+                        help="architectures with a pretrained backbone (resnet50): imagenet | none | PATH to a "
+                             "weights file")
+    parser.add_argument("--head-epochs", type=int, default=5,
+                        help="with pretrained backbone weights: epochs that train the head alone")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="train in bfloat16 (fast on AMX/AVX-512 CPUs and GPUs); the saved model is float32")
+    return parser.parse_args(argv)
+
+
+def backbone_weights(args) -> str | None:
+    return None if str(args.backbone_weights).lower() == "none" else args.backbone_weights
+
+
+def selection_callback(validation_frame, holdout_frame, preprocessing, size: int):
+    """A callback adding the validation metrics and the selection criterion to the epoch logs.
+
+    Scores the clean validation split, the same images under one strong acquisition perturbation each,
+    and the earliest-acquisitions hold-out (see `robustness.CRITERION`). It must come first among the
+    callbacks: checkpointing, early stopping and the CSV log read its keys.
+    """
+    import keras
+
+    labels = validation_frame.label.to_numpy()
+    grays = decode_many_for_model(validation_frame.path, size, size)
+    clean = prepared_inputs(grays, preprocessing, size)
+    perturbed = prepared_inputs(grays, preprocessing, size, lambda i: STRONG[i % len(STRONG)])
+    holdout = None
+    if len(holdout_frame) and holdout_frame.label.nunique() == 2:
+        holdout = (holdout_frame.label.to_numpy(), prepared_inputs(decode_many_for_model(holdout_frame.path, size, size),
+                                                                    preprocessing, size))
+
+    class SelectionMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            def class_probabilities(images):
+                return self.model.predict(images, batch_size=64, verbose=0).astype(np.float64)
+
+            probabilities = class_probabilities(clean)
+            picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+            logs["val_loss"] = float(-np.log(picked).mean())
+            logs["val_accuracy"] = float((probabilities.argmax(1) == labels).mean())
+            positive = datalib.CLASS_NAMES.index(datalib.POSITIVE_CLASS)
+            is_positive = (labels == positive).astype(int)
+            scores = selection_scores(
+                (is_positive, probabilities[:, positive]), (is_positive, class_probabilities(perturbed)[:, positive]),
+                holdout and ((holdout[0] == positive).astype(int), class_probabilities(holdout[1])[:, positive]))
+            logs["val_auc"] = scores.pop("clean_auc")
+            logs.update({f"val_{key}": value for key, value in scores.items()})
+            print("  validation: " + "  ".join(f"{key[4:]} {logs[key]:.4f}" for key in logs if key.startswith("val_")),
+                  flush=True)
+
+    return SelectionMetrics()
+
+
+def compile_model(model, args, learning_rate=None, decay_steps=None):
+    """AdamW with a cosine decay of the learning rate over the whole run, and label smoothing."""
+    import keras
+
+    rate = learning_rate or args.learning_rate
+    if decay_steps:
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps, alpha=0.01)
+    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=args.weight_decay),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+                  metrics=["accuracy"])
+
+
+def fit(args) -> Path:
+    import keras
+
+    out = Path(args.out)
+    checkpoints = out / model_folder.CHECKPOINTS
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    arch = get_architecture(args.arch)
+    options = arch.options_for_training(backbone_weights(args))
+    size = args.input_size or arch.default_input_size
+    preprocessing = Preprocessing({"method": args.intensity})
+    train_frame, validation_frame, holdout_frame = load_split(args, out)
+    print(f"train: {len(train_frame)} images, {train_frame.patient.nunique()} patients; "
+          f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients; "
+          f"earliest-acquisitions hold-out: {len(holdout_frame)} images", flush=True)
+
+    classes = len(datalib.CLASS_NAMES)
+    weights = datalib.class_weights(train_frame.label)
+    steps = args.epochs * -(-len(train_frame) // args.batch_size)
+
+    history_path = out / model_folder.HISTORY_FILE
+    done_epochs = len(history_rows(history_path))
+    last = checkpoints / "last.keras"
+    if done_epochs and last.exists():
+        print(f"resuming after epoch {done_epochs} from {last}", flush=True)
+        model = keras.saving.load_model(last, safe_mode=True)
+    else:
+        done_epochs = 0
+        history_path.unlink(missing_ok=True)
+        model = arch.build((size, size, 3), classes, **options)
+        compile_model(model, args, decay_steps=steps)
+    train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
+                                          preprocessing=preprocessing, seed=args.seed, num_classes=classes,
+                                          first_epoch=done_epochs)
+    selection = selection_callback(validation_frame, holdout_frame, preprocessing, size)
+
+    for stage in arch.training_stages(options, args.epochs, args.head_epochs):
+        if done_epochs >= stage.last_epoch:
+            continue
+        if stage.set_trainable is not None:
+            stage.set_trainable(model)
+            compile_model(model, args, learning_rate=args.learning_rate * stage.learning_rate_factor,
+                          decay_steps=steps)
+        callbacks = [
+            selection,
+            keras.callbacks.ModelCheckpoint(checkpoints / "best.keras", monitor="val_criterion", mode="max",
+                                            save_best_only=True, initial_value_threshold=best_so_far(history_path)),
+            keras.callbacks.ModelCheckpoint(last),
+            keras.callbacks.CSVLogger(history_path, append=True),
+            keras.callbacks.EarlyStopping(monitor="val_criterion", mode="max", patience=args.patience),
+        ]
+        print(f"stage {stage.name}: epochs {done_epochs + 1}..{stage.last_epoch}", flush=True)
+        model.fit(train_data, epochs=stage.last_epoch, initial_epoch=done_epochs, class_weight=weights,
+                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        done_epochs = len(history_rows(history_path))
+        if model.stop_training:
+            break
+    return out
+
+
+def history_rows(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def best_so_far(history_path: Path):
+    scores = [float(row["val_criterion"]) for row in history_rows(history_path) if row.get("val_criterion")]
+    return max(scores) if scores else None
+
+
+def load_split(args, out: Path):
+    """(train, validation, earliest-acquisitions hold-out), made once and stored in data_split.csv, so a
+    resumed run validates on the same patients."""
+    import pandas as pd
+
+    split_path = out / model_folder.SPLIT_FILE
+    if not split_path.exists():
+        train_dir = datalib.find_splits(args.data).get("train")
+        if train_dir is None:
+            raise DataFolderError(f"{args.data}: no train/ folder (train/NORMAL and train/PNEUMONIA expected)")
+        frame = datalib.list_labeled_images(train_dir)
+        late = datalib.earliest_acquisitions(frame, args.holdout_fraction) if args.holdout_fraction else frame.path.isna()
+        train_frame, validation_frame = datalib.split_by_patient(frame[~late].reset_index(drop=True),
+                                                                 args.validation_fraction, args.seed)
+        record = pd.concat([train_frame.assign(split=model_folder.TRAIN_SPLIT),
+                            validation_frame.assign(split=model_folder.VALIDATION_SPLIT),
+                            frame[late].assign(split=model_folder.HOLDOUT_SPLIT)])
+        record["path"] = [os.path.relpath(p, args.data) for p in record.path]
+        write_csv(split_path, record)  # whole or not at all: a resumed run trusts what it finds here
+    frame = pd.read_csv(split_path)
+    frame["path"] = [str(Path(args.data) / p) for p in frame.path]
+    return tuple(frame[frame.split == name].reset_index(drop=True)
+                 for name in (model_folder.TRAIN_SPLIT, model_folder.VALIDATION_SPLIT, model_folder.HOLDOUT_SPLIT))
+
+
+def run_record(args) -> dict:
+    """train_args.json: the arguments, the classes (export reads them from here, not from the data module)
+    and the Keras backend the run trained on."""
+    import keras
+
+    return {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS,
+            "keras_backend": keras.backend.backend()}
+
+
+@command("pneumo.training.train")
+def main(argv=None) -> int:
+    from .export import export_model_folder
+
+    args = parse_args(argv)
+    checkpoints = Path(args.out) / model_folder.CHECKPOINTS
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    write_json(checkpoints / model_folder.TRAIN_ARGS_FILE, run_record(args))
+    export_model_folder(fit(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
