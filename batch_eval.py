@@ -88,7 +88,7 @@ def parse_score_args(argv):
                              "authentication also needs RAY_AUTH_MODE=token and its token (README: Past one machine)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt each model to this folder's own images first (batch-norm statistics, "
-                             "python -m pneumo.site.adapt; labels are not used), and score with its calibration for "
+                             "pneumo adapt; labels are not used), and score with its calibration for "
                              "adapted networks; recorded in metrics.json")
     add_report_options(parser)
     return parser, parser.parse_args(argv)
@@ -151,7 +151,7 @@ def adapt_all(parser, predictors, folder) -> None:
     from pneumo.site.adapt import adapt_for_scoring
 
     if any(predictor.model is None for predictor in predictors):
-        parser.error("--adapt: an ensemble is not adapted; adapt its members (python -m pneumo.site.adapt) and score those")
+        parser.error("--adapt: an ensemble is not adapted; adapt its members (pneumo adapt) and score those")
     try:
         for name, what in adapt_for_scoring(predictors, folder).items():
             print(f"{name}: {what}", file=sys.stderr)

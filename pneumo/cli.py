@@ -1,5 +1,5 @@
-"""What every `python -m pneumo.X` command does with an error its user can act on: one line, exit status 1;
-and the argument types the commands share."""
+"""The `pneumo` command and its subcommands (`main`); what every subcommand does with an error its user can act on
+(one line, exit status 1: `command`); and the argument types the subcommands share."""
 
 from __future__ import annotations
 
@@ -43,3 +43,40 @@ def _share(text: str, expected: str, allowed) -> float:
     if not allowed(value):
         raise argparse.ArgumentTypeError(f"{text} is not {expected}")
     return value
+
+
+# The `pneumo` command: each subcommand is a module's `main(argv)`, imported only when it runs.
+SUBCOMMANDS = {
+    "train": ("pneumo.training.train", "train an architecture on an image folder (resumable)"),
+    "export": ("pneumo.training.export", "turn a finished training run into a model folder"),
+    "evaluate": ("pneumo.training.evaluate", "score a model folder on a labeled folder and record the metrics"),
+    "robustness": ("pneumo.training.robustness", "score a model folder under acquisition perturbations"),
+    "ensemble": ("pneumo.training.ensemble", "build an ensemble folder, if it beats each member on validation"),
+    "ood": ("pneumo.prediction.ood", "fit a model folder's out-of-distribution check"),
+    "adapt": ("pneumo.site.adapt", "adapt a model to a site from its unlabeled X-rays"),
+    "calibrate": ("pneumo.site.refit", "refit a model's calibration and threshold on a site's labeled X-rays"),
+    "site-eval": ("pneumo.site.site_eval", "what a site gains from each adaptation, cross-fitted on its labels"),
+    "hub": ("pneumo.hub.commands", "push or pull model repos; deploy the demo as a Space"),
+    "model-folder": ("pneumo.hub.model_folder", "maintain model folders (upgrade old layouts)"),
+}
+
+
+def main(argv=None) -> int:
+    """`pneumo SUBCOMMAND ...` (also `python -m pneumo SUBCOMMAND ...`)."""
+    import importlib
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="pneumo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pneumonia detection on pediatric chest X-rays: the library's commands. The demo is "
+                    "`python app.py`; folders are scored by `python batch_eval.py`.",
+        epilog="subcommands:\n" + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in SUBCOMMANDS.items())
+               + "\n\n`pneumo SUBCOMMAND --help` lists a subcommand's options.")
+    parser.add_argument("subcommand", choices=SUBCOMMANDS, metavar="SUBCOMMAND", help="one of those listed below")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the subcommand's own arguments")
+    if not argv:
+        parser.print_help()
+        return 2
+    args = parser.parse_args(argv[:1])
+    module = importlib.import_module(SUBCOMMANDS[args.subcommand][0])
+    return module.main(argv[1:])

@@ -188,5 +188,5 @@ def test_commands_that_need_one_network_refuse_an_ensemble_and_say_so(ensemble_f
                       "--out", str(tmp_path / "site")]) == 1
     assert robustness([str(ensemble_folder), "--data", str(synthetic_dataset)]) == 1
     errors = capsys.readouterr().err
-    assert "pneumo.site.refit" in errors and "pneumo.training.robustness" in errors and errors.count("ensemble") >= 2
+    assert "pneumo calibrate" in errors and "pneumo robustness" in errors and errors.count("ensemble") >= 2
     assert not (tmp_path / "site").exists()

@@ -1,4 +1,4 @@
-"""Deploying the demo to a Hugging Face Space from the working tree (python -m pneumo.hub.commands deploy-space).
+"""Deploying the demo to a Hugging Face Space from the working tree (pneumo hub deploy-space).
 
 Most tests record the HfApi calls with a stand-in object; the last ones run the command against the
 loopback Hub (tests/loopback_hub.py) over real HTTP, and against a port nothing listens on.
@@ -236,8 +236,8 @@ def test_a_rejected_token_says_to_set_hf_token(tree):
 
 
 def deploy(*args, cwd=REPO, env=None):
-    """`python -m pneumo.hub.commands deploy-space ARGS...`, run from `cwd` (the working tree it deploys)."""
-    return subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "deploy-space", *args], cwd=cwd, env=env,
+    """`pneumo hub deploy-space ARGS...`, run from `cwd` (the working tree it deploys)."""
+    return subprocess.run([sys.executable, "-m", "pneumo", "hub", "deploy-space", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -141,8 +141,8 @@ print(json.dumps({"output_shape": list(model.output_shape)}))
 
 
 def push(hub, tmp_path, folder, *args):
-    """`python -m pneumo.hub.commands push FOLDER ARGS...` against the loopback Hub."""
-    return subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "push", str(folder), *args], cwd=REPO,
+    """`pneumo hub push FOLDER ARGS...` against the loopback Hub."""
+    return subprocess.run([sys.executable, "-m", "pneumo", "hub", "push", str(folder), *args], cwd=REPO,
                           env=client_env(hub.url, tmp_path / "hf", token="hf_write"), capture_output=True, text=True,
                           timeout=120)
 

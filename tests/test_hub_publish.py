@@ -109,7 +109,7 @@ def test_an_unreachable_hub_is_one_line_not_a_traceback(folder):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "push", str(folder), "--repo-id", "owner/x"],
+    result = subprocess.run([sys.executable, "-m", "pneumo", "hub", "push", str(folder), "--repo-id", "owner/x"],
                             cwd=REPO, capture_output=True, text=True, timeout=180,
                             env={**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_TOKEN": "hf_test",
                                  "HF_HUB_OFFLINE": "0", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
@@ -136,7 +136,7 @@ def test_a_rejected_token_is_a_clear_error(folder):
 
 
 def test_the_command_line_dry_run_prints_the_plan(folder):
-    result = subprocess.run([sys.executable, "-m", "pneumo.hub.commands", "push", str(folder), "--repo-id", "owner/x",
+    result = subprocess.run([sys.executable, "-m", "pneumo", "hub", "push", str(folder), "--repo-id", "owner/x",
                              "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["repo_id"] == "owner/x"

@@ -89,7 +89,7 @@ def test_a_legacy_config_is_written_back_where_it_was(legacy_model_folder, tmp_p
 
 
 def test_publishing_a_legacy_folder_asks_for_an_upgrade(legacy_model_folder):
-    with pytest.raises(ModelLoadError, match="pneumo.hub.model_folder upgrade"):
+    with pytest.raises(ModelLoadError, match="pneumo model-folder upgrade"):
         model_folder.files_to_publish(legacy_model_folder)
 
 

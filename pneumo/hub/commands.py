@@ -1,4 +1,4 @@
-"""`python -m pneumo.hub.commands push|pull|deploy-space`: publish or fetch pneumo models (pneumo.hub.repos), publish
+"""`pneumo hub push|pull|deploy-space`: publish or fetch pneumo models (pneumo.hub.repos), publish
 the demo as a Gradio Space (pneumo.hub.space)."""
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from .repos import push, resolve_model_folder
 from .space import deploy_space
 
 
-@command("pneumo.hub.commands")
+@command("pneumo hub")
 def main(argv=None) -> int:
-    """python -m pneumo.hub.commands push|pull|deploy-space ..."""
-    parser = argparse.ArgumentParser(prog="python -m pneumo.hub.commands",
+    """pneumo hub push|pull|deploy-space ..."""
+    parser = argparse.ArgumentParser(prog="pneumo hub",
                                      description="Publish or fetch pneumo models; publish the demo as a Space.")
     commands = parser.add_subparsers(dest="command", required=True)
     push_parser = commands.add_parser("push", help="upload a model folder to a Hub model repo")
-    push_parser.add_argument("folder")
-    push_parser.add_argument("--repo-id", required=True, help="OWNER/NAME")
-    push_parser.add_argument("--private", action="store_true")
+    push_parser.add_argument("folder", help="the model folder to upload")
+    push_parser.add_argument("--repo-id", required=True, help="the model repo, OWNER/NAME")
+    push_parser.add_argument("--private", action="store_true", help="make a new repo private")
     push_parser.add_argument("--revision-tag", help="tag the uploaded commit, e.g. v1.0")
     push_parser.add_argument("--move-tag", action="store_true", help="move --revision-tag if it already exists")
     push_parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")

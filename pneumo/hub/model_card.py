@@ -97,7 +97,7 @@ def robustness_text(folder: Path) -> str:
     def name(row) -> str:
         return f"{row.perturbation} {row.strength}"
 
-    return (f"\n\n### Under acquisition perturbations (validation split)\n`python -m pneumo.training.robustness` scores the "
+    return (f"\n\n### Under acquisition perturbations (validation split)\n`pneumo robustness` scores the "
             f"validation split under {len(perturbed)} seeded perturbations "
             f"({', '.join(dict.fromkeys(perturbed.perturbation.str.replace('_', ' ')))}; "
             f"{perturbed.strength.nunique()} strengths each; `{model_folder.ROBUSTNESS_FILE}`). "
@@ -252,7 +252,7 @@ recalibrated: `{Calibration.from_config(config['calibration']).describe()}`, fit
 split. PNEUMONIA is predicted when the result is at least {config['threshold']:.3f}
 ({config['threshold_method']}).{operating_points_text(config)}
 
-Selection criterion ({criterion['description']}): {criterion['criterion']:.4f}. `python -m pneumo.training.ensemble`
+Selection criterion ({criterion['description']}): {criterion['criterion']:.4f}. `pneumo ensemble`
 prints it for every member and every mean of two or more members.
 
 ## Metrics
@@ -275,7 +275,7 @@ def site_calibration_text(config: dict) -> str:
     if not site:
         return ""
     ece = site["holdout_expected_calibration_error"]
-    return (f"\n\n**Refitted to a site** (`python -m pneumo.site.refit`, {site['date']}): the network of "
+    return (f"\n\n**Refitted to a site** (`pneumo calibrate`, {site['date']}): the network of "
             f"`{site['source']}` (SHA-256 {site['source_model_sha256'][:12]}...) unchanged, its calibration "
             f"({Calibration.from_config(site['source_calibration']).describe()} before) and operating points "
             f"({site['source_threshold']:.3f} before) "
@@ -289,7 +289,7 @@ def site_adaptation_text(config: dict) -> str:
     site = config.get("site_adaptation")
     if not site:
         return ""
-    return (f"\n\n**Adapted to a site** (`python -m pneumo.site.adapt`, {site['date']}): the network of `{site['source']}` "
+    return (f"\n\n**Adapted to a site** (`pneumo adapt`, {site['date']}): the network of `{site['source']}` "
             f"(SHA-256 {site['source_model_sha256'][:12]}...) with its batch-norm statistics re-estimated on the "
             f"{site['image_count']} readable images of `{site['images']}` (labels unused; {site['skipped_files']} "
             "files skipped), every other weight unchanged. It decides with the calibration and threshold its "
@@ -303,9 +303,9 @@ def adaptation_text(config: dict) -> str:
         return ""
     refused = why_not_adapted(block)
     if refused:
-        return f"\n\n**Not adapted to sites** (`python -m pneumo.site.adapt` refuses it): {refused}."
+        return f"\n\n**Not adapted to sites** (`pneumo adapt` refuses it): {refused}."
     measured = block["validation"]
-    return (f"\n\n**Once adapted to a site** (`python -m pneumo.site.adapt`: batch-norm statistics re-estimated on the "
+    return (f"\n\n**Once adapted to a site** (`pneumo adapt`: batch-norm statistics re-estimated on the "
             f"site's own X-rays, without labels) it decides with `{Calibration.from_config(block['calibration']).describe()}` "
             f"and threshold {block['threshold']:.3f}, fitted on the validation split after the same re-estimation on "
             f"its clean images (validation sensitivity {measured['sensitivity']:.3f}, specificity "
@@ -313,13 +313,13 @@ def adaptation_text(config: dict) -> str:
 
 
 def site_eval_text(folder: Path) -> str:
-    """The four settings of `python -m pneumo.site.site_eval --record` (the official test set), if measured."""
+    """The four settings of `pneumo site-eval --record` (the official test set), if measured."""
     path = folder / model_folder.SITE_EVAL_FILE
     if not path.exists():
         return ""
     results = json.loads(path.read_text())
     lines = ["", "", "### Adapted and refitted on the official test set (cross-fitted)", "",
-             (f"`python -m pneumo.site.site_eval` ({results['date'][:10]}): the {results['images']} images split by patient "
+             (f"`pneumo site-eval` ({results['date'][:10]}): the {results['images']} images split by patient "
              f"into halves of {results['halves'][0]} and {results['halves'][1]}; each half adapts (images only) and "
              "refits (labels) the model that scores the other, and the two scored halves are pooled. 95% bootstrap "
              "intervals in brackets."), "",
@@ -341,7 +341,7 @@ def ood_limitation(config: dict) -> str:
                 "adapted network it flags almost every X-ray).")
     if not block:
         return ("Input is treated as a frontal chest X-ray whatever it is; this folder has no check for images "
-                "that are something else (`python -m pneumo.prediction.ood` adds one).")
+                "that are something else (`pneumo ood` adds one).")
     return (f"An out-of-distribution check flags images unlike the training X-rays: the Mahalanobis distance "
             f"of the `{block['layer']}` features, with a threshold that flags "
             f"{block['flagged_fraction_target']:.0%} of the validation X-rays. It is a heuristic: it catches "
@@ -382,7 +382,7 @@ def results_table(folders) -> str:
 
 
 def site_eval_table(folders) -> str:
-    """A Markdown table of the four settings of `python -m pneumo.site.site_eval --record` on the official test set, for
+    """A Markdown table of the four settings of `pneumo site-eval --record` on the official test set, for
     every model folder that has them (for README and model_card.md)."""
     columns = ["accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"]
     lines = ["| Model | Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |",

@@ -18,7 +18,7 @@
       checkpoints/              training state (local only: never published)
 
 pneumo 0.1 folders (the legacy layout: pneumo's metadata in config.json, the network in model.keras)
-still load; `python -m pneumo.hub.model_folder upgrade FOLDER` rewrites one in today's layout.
+still load; `pneumo model-folder upgrade FOLDER` rewrites one in today's layout.
 
 This module owns those names, reads and validates pneumo.json, and writes the folder's files
 atomically. Training, export and evaluation write through it; the predictor, the Hub code, the model
@@ -222,7 +222,7 @@ def files_to_publish(folder) -> list[Path]:
         raise ModelNotFoundError(f"{folder}: no such model folder")
     if is_legacy(folder):
         raise ModelLoadError(f"{folder}: a pneumo 0.1 folder (config.json + model.keras), which Keras' hf:// loader "
-                             f"cannot read; run `python -m pneumo.hub.model_folder upgrade {folder}` first")
+                             f"cannot read; run `pneumo model-folder upgrade {folder}` first")
     read_config(folder)
     missing = [name for name in REQUIRED_FOR_PUBLISHING if not (folder / name).exists()]
     if missing:
@@ -245,12 +245,12 @@ def read_ensemble_config(folder) -> dict:
     return config
 
 
-@command("pneumo.hub.model_folder", also=(OSError,))
+@command("pneumo model-folder", also=(OSError,))
 def main(argv=None) -> int:
-    """python -m pneumo.hub.model_folder upgrade FOLDER..."""
+    """pneumo model-folder upgrade FOLDER..."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pneumo.hub.model_folder", description="Maintain model folders.")
+    parser = argparse.ArgumentParser(prog="pneumo model-folder", description="Maintain model folders.")
     commands = parser.add_subparsers(dest="command", required=True)
     upgrade_parser = commands.add_parser("upgrade", help="rewrite pneumo 0.1 folders (config.json + model.keras) "
                                                          "in today's layout (pneumo.json + Keras' directory format)")

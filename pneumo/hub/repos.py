@@ -1,6 +1,6 @@
 """pneumo's model repos on the Hugging Face Hub: model references (`OWNER/NAME` or `OWNER/NAME@REVISION`),
 downloading them (`resolve_model_folder`) and publishing a model folder (`push`). Publishing the demo as a
-Gradio Space is pneumo.hub.space; `python -m pneumo.hub.commands` does all three.
+Gradio Space is pneumo.hub.space; `pneumo hub` does all three.
 
 Downloads go through `huggingface_hub` into its standard cache (HF_HOME / HF_HUB_CACHE are respected),
 so a revision pulled once loads offline (HF_HUB_OFFLINE=1) afterwards. Uploads go through `HfApi`, which

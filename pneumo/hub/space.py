@@ -1,4 +1,4 @@
-"""Publishing the demo as a Gradio Space on the Hugging Face Hub (`python -m pneumo.hub.commands deploy-space`)."""
+"""Publishing the demo as a Gradio Space on the Hugging Face Hub (`pneumo hub deploy-space`)."""
 
 from __future__ import annotations
 

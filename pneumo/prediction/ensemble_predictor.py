@@ -1,6 +1,6 @@
 """An ensemble folder scored like a model folder: the calibrated mean of its members' P(pneumonia).
 
-`python -m pneumo.training.ensemble` decides whether an ensemble beats each member on the
+`pneumo ensemble` decides whether an ensemble beats each member on the
 validation evidence and writes the folder: no network of its own, a `pneumo.json` of `"kind": "ensemble"`
 that names each member's folder and the SHA-256 of the weights it was fitted with, and its own temperature,
 class bias and threshold. `pneumo.load_predictor` reads it as an `EnsemblePredictor`.
@@ -71,7 +71,7 @@ class EnsemblePredictor(CalibratedPredictor):
                     raise ModelNotFoundError(f"{folder}: its member {member['name']} ({member_folder}) is missing")
                 if model_folder.model_file_sha256(member_folder) != member["model_sha256"]:
                     raise ModelLoadError(f"{folder}: the weights in {member_folder} are not the ones the ensemble was "
-                                         f"fitted with; refit it (python -m pneumo.training.ensemble ... --write {folder})")
+                                         f"fitted with; refit it (pneumo ensemble ... --write {folder})")
                 predictor = Predictor.from_folder(member_folder)
             members.append(predictor)
         check_members(members)

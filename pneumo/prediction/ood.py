@@ -145,15 +145,15 @@ def fit_reference(folder, data_root, training_sample: int = TRAINING_SAMPLE, see
     return block
 
 
-@command("pneumo.prediction.ood", also=(FileNotFoundError,))
+@command("pneumo ood", also=(FileNotFoundError,))
 def main(argv=None) -> int:
-    """python -m pneumo.prediction.ood FOLDER --data ROOT: fit (or refit) the check of a model folder."""
+    """pneumo ood FOLDER --data ROOT: fit (or refit) the check of a model folder."""
     import argparse
     import json
 
     from ..hub.model_card import write_model_card
 
-    parser = argparse.ArgumentParser(prog="python -m pneumo.prediction.ood", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo ood", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with its data_split.csv")
     parser.add_argument("--data", required=True, help="the dataset root its data_split.csv paths are relative to")
     args = parser.parse_args(argv)

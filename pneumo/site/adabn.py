@@ -91,7 +91,7 @@ def adapt_predictor(predictor, batches: Iterable[np.ndarray], least_images: int 
     if not block:
         raise AdaptationError(
             f"{predictor.name}: its folder has no calibration for an adapted network ('adaptation' in "
-            f"pneumo.json); add it with python -m pneumo.site.adapt {predictor.folder} --fit-source TRAINING_DATA")
+            f"pneumo.json); add it with pneumo adapt {predictor.folder} --fit-source TRAINING_DATA")
     released = batch_norm_statistics(predictor.model)
     count = reestimate_batch_norm(predictor.model, batches)
     if count < least_images:

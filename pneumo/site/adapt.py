@@ -1,7 +1,7 @@
 """Adapt a model to a new site without labels: its batch-norm statistics re-estimated on the site's X-rays.
 
-    python -m pneumo.site.adapt models/resnet50 --images SITE_FOLDER --out models/resnet50-site
-    python -m pneumo.site.adapt models/resnet50 --fit-source ../shared/data/chest_xray   # once per model folder
+    pneumo adapt models/resnet50 --images SITE_FOLDER --out models/resnet50-site
+    pneumo adapt models/resnet50 --fit-source ../shared/data/chest_xray   # once per model folder
 
 A model trained on one hospital's X-rays calls many of another's healthy children ill: the new machine and
 processing shift what every layer reads (AdaBN, Li et al. 2016; pneumo.site.adabn). Any folder of the site's
@@ -111,7 +111,7 @@ def write_adapted_folder(predictor, out) -> None:
 
 
 def adapt(source: str, images, out) -> dict:
-    """`python -m pneumo.site.adapt SOURCE --images FOLDER --out OUT`; returns the `site_adaptation` record."""
+    """`pneumo adapt SOURCE --images FOLDER --out OUT`; returns the `site_adaptation` record."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DataFolderError(f"{out}: already exists and is not empty; choose a new --out folder")
@@ -140,9 +140,9 @@ def fit_source(folder, data_root) -> dict:
     return block
 
 
-@command("pneumo.site.adapt")
+@command("pneumo adapt")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.site.adapt", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo adapt", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--images", help="the site's X-rays, any folder (searched recursively; labels are not used)")

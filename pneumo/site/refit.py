@@ -1,6 +1,6 @@
 """Refit a model to a new site: calibration and operating points from the site's own labeled X-rays.
 
-    python -m pneumo.site.refit models/resnet50 --data LABELED_FOLDER --out models/resnet50-site
+    pneumo calibrate models/resnet50 --data LABELED_FOLDER --out models/resnet50-site
 
 A model trained on one hospital's X-rays is often miscalibrated on another's: its probabilities are too
 confident and its threshold calls too many healthy children ill (our own official test set shows it).
@@ -72,7 +72,7 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
         raise DataFolderError(f"{out}: already exists and is not empty; choose a new --out folder")
     predictor = load_predictor(source)
     if predictor.model is None:
-        raise ModelLoadError(f"{source}: an ensemble; refit it with python -m pneumo.training.ensemble, or refit its members")
+        raise ModelLoadError(f"{source}: an ensemble; refit it with pneumo ensemble, or refit its members")
     images = list_labeled_images(data, predictor.class_names)
     logits, skipped = site_logits(predictor, list(images.path))
     readable = images[~images.path.isin([error.split(": ", 1)[0] for error in skipped])].reset_index(drop=True)
@@ -124,9 +124,9 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
     return record
 
 
-@command("pneumo.site.refit")
+@command("pneumo calibrate")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.site.refit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
     parser.add_argument("--data", required=True, help="the site's labeled X-rays (NORMAL/ and PNEUMONIA/ subfolders)")
     parser.add_argument("--out", required=True, help="the new model folder to write")

@@ -1,6 +1,6 @@
 """What a new site gains from adapting a model without labels and from refitting it with labels, cross-fitted.
 
-    python -m pneumo.site.site_eval models/resnet50 --data LABELED_FOLDER [--out RESULTS.json] [--record]
+    pneumo site-eval models/resnet50 --data LABELED_FOLDER [--out RESULTS.json] [--record]
 
 The labeled folder (NORMAL/ and PNEUMONIA/ subfolders, any depth) is split by patient into two halves. Each
 half in turn is the fitting half: its images adapt the network, its labels refit the calibration, and the
@@ -137,9 +137,9 @@ def record(folder, results: dict) -> None:
     write_model_card(folder)
 
 
-@command("pneumo.site.site_eval")
+@command("pneumo site-eval")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.site.site_eval", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo site-eval", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
     parser.add_argument("--data", required=True, help="the site's labeled X-rays (NORMAL/ and PNEUMONIA/ subfolders)")
     parser.add_argument("--out", type=Path, help="also write the results to this JSON file")

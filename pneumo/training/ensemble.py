@@ -1,8 +1,8 @@
 """Ensembles of model folders: whether one beats each member on the validation evidence, and the ensemble
 folder that `batch_eval.py` and the library score like a model folder.
 
-    python -m pneumo.training.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray
-    python -m pneumo.training.ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray --write models/ensemble
+    pneumo ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray
+    pneumo ensemble models/cnn-lstm models/resnet50 [...] --data ../shared/data/chest_xray --write models/ensemble
 
 The ensemble is the mean of the members' calibrated P(pneumonia). Every member must have been trained on
 the same `data_split.csv`, so they share one validation split and one earliest-acquisitions hold-out. Each
@@ -161,12 +161,12 @@ def fit_ensemble(folders, data_root, labels, probabilities, out) -> dict:
     return config
 
 
-@command("pneumo.training.ensemble")
+@command("pneumo ensemble")
 def main(argv=None) -> int:
     from ..prediction.calibration import Calibration
     from ..files import write_csv
 
-    parser = argparse.ArgumentParser(prog="python -m pneumo.training.ensemble", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo ensemble", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="two or more model folders trained on the same data split")
     parser.add_argument("--data", required=True, help="the dataset root the folders were trained on (holding train/)")
     parser.add_argument("--out", type=Path, help="write the table to this CSV file")

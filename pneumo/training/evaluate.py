@@ -1,6 +1,6 @@
 """Score a model folder on a labeled image folder and record the metrics in the folder.
 
-    python -m pneumo.training.evaluate models/cnn-lstm --data ../shared/data/chest_xray/test --split test
+    pneumo evaluate models/cnn-lstm --data ../shared/data/chest_xray/test --split test
 
 writes models/cnn-lstm/metrics_test.json (with 95% bootstrap intervals and subgroups), appends the
 scoring to models/cnn-lstm/test_scorings.csv and refreshes the model card. Run it on the official test
@@ -30,9 +30,9 @@ def evaluate_folder(predictor: Predictor, folder) -> dict:
     return model_metrics(predictions, len(skipped), model_record(predictor), detailed=True)
 
 
-@command("pneumo.training.evaluate")
+@command("pneumo evaluate")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.training.evaluate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder (or ensemble folder)")
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ subfolders")
     parser.add_argument("--split", default="test", help="name recorded in metrics_<split>.json")

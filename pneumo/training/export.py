@@ -5,7 +5,7 @@ earliest-acquisitions hold-out, then writes the network (Keras' directory format
 metrics_validation.json,
 training_curves.png and the model card.
 
-    python -m pneumo.training.export models/cnn-lstm     # re-run after a training was stopped early
+    pneumo export models/cnn-lstm     # re-run after a training was stopped early
 """
 
 from __future__ import annotations
@@ -238,9 +238,9 @@ def export_model_folder(out) -> dict:
     return config
 
 
-@command("pneumo.training.export")
+@command("pneumo export")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.training.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo export", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with checkpoints/ from pneumo.training.train")
     config = export_model_folder(parser.parse_args(argv).folder)
     print(json.dumps({k: config[k] for k in ("name", "threshold", "operating_points", "calibration")}, indent=2))

@@ -1,7 +1,7 @@
 """A validation that can see a shift: the validation split under acquisition perturbations (the selection
 criterion that training chooses on is pneumo.training.selection).
 
-    python -m pneumo.training.robustness models/NAME --data ../shared/data/chest_xray
+    pneumo robustness models/NAME --data ../shared/data/chest_xray
 
 scores the model folder's validation split clean and under every perturbation of `perturbations.SUITE`
 (each at two strengths, seeded), prints the table and writes `metrics_robustness.csv` into the folder:
@@ -64,9 +64,9 @@ def validation_images(folder, data_root) -> pd.DataFrame:
     return validation
 
 
-@command("pneumo.training.robustness")
+@command("pneumo robustness")
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pneumo.training.robustness", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="pneumo robustness", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder (with its data_split.csv)")
     parser.add_argument("--data", required=True, help="the dataset root the folder was trained on (holding train/)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Train an architecture on an image folder and write a Hub-ready model folder.
 
-    python -m pneumo.training.train --arch cnn_lstm --data ../shared/data/chest_xray --out runs/cnn-lstm
+    pneumo train --arch cnn_lstm --data ../shared/data/chest_xray --out runs/cnn-lstm
 
 Resumable: run the same command again after an interruption and it continues from the last finished
 epoch (checkpoints live in OUT/checkpoints/, which is not part of the published folder).
@@ -26,16 +26,18 @@ from .selection import STRONG, prepared_inputs, selection_scores
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pneumo.training.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", required=True, choices=architecture_names())
+    parser = argparse.ArgumentParser(prog="pneumo train", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", required=True, choices=architecture_names(), metavar="ARCH",
+                        help=f"the architecture to train: {', '.join(architecture_names())}")
     parser.add_argument("--data", required=True, help="dataset root holding train/ (with NORMAL/, PNEUMONIA/)")
     parser.add_argument("--out", required=True, help="model folder to write, e.g. models/cnn-lstm")
     parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the architecture's)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=30, help="the most epochs to train (default 30)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per training step (default 32)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW's decoupled weight decay")
-    parser.add_argument("--label-smoothing", type=float, default=0.05)
+    parser.add_argument("--label-smoothing", type=float, default=0.05,
+                        help="share of each label spread over the other class (default 0.05)")
     parser.add_argument("--patience", type=int, default=6,
                         help="epochs without a gain in the selection criterion before stopping")
     parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
@@ -45,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--holdout-fraction", type=fraction_or_zero, default=0.1,
                         help="patients with the earliest running numbers of each series, held out as a second "
                              "validation set (0 for none)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the split, the augmentation and the initial weights")
     parser.add_argument("--backbone-weights", default="none",
                         help="architectures with a pretrained backbone (resnet50): imagenet | none | PATH to a "
                              "weights file")
@@ -223,7 +225,7 @@ def run_record(args) -> dict:
             "keras_backend": keras.backend.backend()}
 
 
-@command("pneumo.training.train")
+@command("pneumo train")
 def main(argv=None) -> int:
     from .export import export_model_folder
 
