@@ -150,8 +150,6 @@ def adapt_all(parser, predictors, folder) -> None:
     from pneumo import PneumoError
     from pneumo.site.adapt import adapt_for_scoring
 
-    if any(predictor.model is None for predictor in predictors):
-        parser.error("--adapt: an ensemble is not adapted; adapt its members (pneumo adapt) and score those")
     try:
         for name, what in adapt_for_scoring(predictors, folder).items():
             print(f"{name}: {what}", file=sys.stderr)

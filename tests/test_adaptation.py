@@ -107,26 +107,89 @@ def test_export_fits_the_calibration_for_adapted_networks_and_leaves_the_release
         np.testing.assert_array_equal(variance, variance_after)
 
 
-def test_the_adapted_folder_has_the_sites_statistics_the_same_weights_and_says_where_it_came_from(
-        adapted_folder, tiny_model_folder, site):
+def test_the_adapted_folder_says_what_each_step_did_and_why(adapted_folder, tiny_model_folder, site):
     source, adapted = Predictor.from_folder(tiny_model_folder), load_predictor(str(adapted_folder))
     record = adapted.config["site_adaptation"]
     assert record["source_model_sha256"] == model_folder.model_file_sha256(tiny_model_folder)
     assert (record["images"], record["image_count"], record["skipped_files"]) == (str(site), SITE_IMAGES, 0)
-    assert adapted.config["calibration"] == source.config["adaptation"]["calibration"]
-    assert adapted.threshold == source.config["adaptation"]["threshold"]
     assert adapted.name == "tiny-site"
-    # Its source's out-of-distribution reference would flag almost every X-ray through the adapted network.
-    assert source.config["out_of_distribution"] and "out_of_distribution" not in adapted.config
-    assert adapted.predict_file(site / "site_000.png").ood_score is None
-    statistics = batch_norm_layers(adapted.model)
-    for layer, (mean, _) in zip(statistics, batch_norm_statistics(source.model)):
-        assert not np.allclose(layer.moving_mean, mean)  # a darker site: every layer's statistics moved
+    point, batch_norm = record["operating_point"], record["batch_norm"]
+    assert point["verdict"] in ("trusted", "refused") and point["checks"] and point["probability_map"]
+    assert point["prevalence_interval"][0] <= point["prevalence"] <= point["prevalence_interval"][1]
+    assert batch_norm["applied"] == (batch_norm["why_not"] is None)
+    statistics = batch_norm_statistics(adapted.model)
+    if batch_norm["applied"]:  # a darker site: every layer's statistics moved; its OOD reference is gone
+        assert all(not np.allclose(mean, before) for (mean, _), (before, _) in
+                   zip(statistics, batch_norm_statistics(source.model)))
+        assert "out_of_distribution" not in adapted.config
+    else:
+        for (mean, _), (before, _) in zip(statistics, batch_norm_statistics(source.model)):
+            np.testing.assert_array_equal(mean, before)
+        assert adapted.predict_file(site / "site_000.png").ood_score is not None
     for left, right in zip(adapted.model.weights, source.model.weights):
         if not any(name in left.path for name in ("moving_mean", "moving_variance")):
             np.testing.assert_array_equal(left, right)
+    if point["verdict"] == "trusted":
+        assert adapted.threshold == point["threshold"]
+    else:
+        assert adapted.threshold == point["threshold_without_it"] and point["reason"]
     card = (adapted_folder / model_folder.CARD_FILE).read_text()
-    assert "Adapted to a site" in card and str(site) in card and record["source_model_sha256"][:12] in card
+    assert "Adapted to a site without labels" in card and str(site) in card and record["source_model_sha256"][:12] in card
+
+
+class FakeFits:
+    """pneumo.site.adapt.fit_site replaced: the released network's fit, then the adapted one's, as told."""
+
+    def __init__(self, *fits):
+        self.fits, self.calls = list(fits), []
+
+    def __call__(self, scores, reference, source_threshold):
+        self.calls.append(len(scores))
+        prior, trusted = self.fits.pop(0)
+        return fake_fit(reference, prior, trusted, source_threshold + 1.0)
+
+
+def fake_fit(reference, prior, trusted, threshold_z):
+    from pneumo.site.operating_point import Check, SiteFit, probability_map
+
+    negative = reference.negative.moved(1.0, 1.5)
+    fit = SiteFit(prior, 1.0, 1.5, reference.positive, negative, probability_map(prior, reference.positive, negative),
+                  threshold_z, (prior - 0.05, prior + 0.05), SITE_IMAGES)
+    fit.checks = [Check("told", trusted, 0.0, "-", "told to refuse")]
+    return fit
+
+
+@pytest.mark.parametrize("fits, applied, network, verdict", [
+    ([("validation", True), (0.5, True)], True, "adapted", "trusted"),  # a case mix like validation's
+    ([(0.1, True)], False, "released", "trusted"),  # a screening site: no batch-norm step
+    ([("validation", True), (0.5, False)], False, "released", "trusted"),  # the step is undone
+    ([(0.5, False)], False, "released", "refused"),  # nothing is trusted: the folder's own operating point
+])
+def test_each_step_is_taken_only_where_its_guard_trusts_it(tiny_model_folder, site, monkeypatch, fits, applied,
+                                                          network, verdict):
+    from pneumo.site import adapt
+
+    predictor = Predictor.from_folder(tiny_model_folder)
+    released_statistics, released_threshold = batch_norm_statistics(predictor.model), predictor.threshold
+    validation_prevalence = predictor.config["site_reference"]["released"]["prevalence"]
+    fits = [(validation_prevalence if prior == "validation" else prior, trusted) for prior, trusted in fits]
+    fake = FakeFits(*fits)
+    monkeypatch.setattr(adapt, "fit_site", fake)
+    record = adapt.adapt_to_folder(predictor, site)
+    assert not fake.fits  # every fit asked for was made, and no more
+    assert record["batch_norm"]["applied"] is applied and record["operating_point"]["network"] == network
+    assert record["operating_point"]["verdict"] == verdict
+    moved = any(not np.array_equal(mean, before) for (mean, _), (before, _) in
+                zip(batch_norm_statistics(predictor.model), released_statistics))
+    assert moved is applied
+    if not applied:
+        assert record["batch_norm"]["why_not"]
+    if verdict == "trusted":
+        assert predictor.threshold == record["operating_point"]["threshold"] != released_threshold
+    else:
+        assert predictor.threshold == released_threshold and "told to refuse" in record["operating_point"]["reason"]
+    if fits[0][0] == 0.1:
+        assert "too far from validation's" in record["batch_norm"]["why_not"]
 
 
 def test_too_few_usable_images_are_refused_and_nothing_is_written(tiny_model_folder, tmp_path, capsys):
@@ -139,12 +202,14 @@ def test_too_few_usable_images_are_refused_and_nothing_is_written(tiny_model_fol
     assert not (tmp_path / "out").exists()
 
 
-def test_a_model_without_batch_normalisation_is_refused_before_reading_images(row_lstm_folder, site, tmp_path,
-                                                                             capsys):
+def test_a_model_without_batch_normalisation_gets_the_site_operating_point_only(row_lstm_folder, site, tmp_path,
+                                                                               capsys):
     from pneumo.site.adapt import main
 
-    assert main([str(row_lstm_folder), "--images", str(site), "--out", str(tmp_path / "out")]) == 1
-    assert "no batch normalisation" in capsys.readouterr().err
+    assert main([str(row_lstm_folder), "--images", str(site), "--out", str(tmp_path / "out")]) == 0
+    assert "batch-norm step not taken (its network has no batch normalisation" in capsys.readouterr().out
+    record = model_folder.read_config(tmp_path / "out")["site_adaptation"]
+    assert not record["batch_norm"]["applied"] and record["operating_point"]["network"] == "released"
 
 
 def test_batch_eval_adapt_scores_as_the_adapted_folder_and_says_so(tiny_model_folder, row_lstm_folder, site,
@@ -154,23 +219,21 @@ def test_batch_eval_adapt_scores_as_the_adapted_folder_and_says_so(tiny_model_fo
     assert batch_eval.main([str(site), "--out", str(tmp_path / "adapt"), "--model", str(tiny_model_folder),
                             "--model", str(row_lstm_folder), "--adapt", "--no-figures", "--no-intervals"]) == 0
     assert batch_eval.main([str(site), "--out", str(tmp_path / "folder"), "--model", str(adapted_folder),
-                            "--model", str(row_lstm_folder), "--no-figures", "--no-intervals"]) == 0
+                            "--no-figures", "--no-intervals"]) == 0
     said = capsys.readouterr().err
-    assert "tiny-cnn-lstm: adapted to this folder's 100 readable images" in said
-    assert "tiny-row-lstm: not adapted (its network has no batch normalisation" in said
+    assert "tiny-cnn-lstm: 100 images; " in said and "site operating point" in said
+    assert "tiny-row-lstm: 100 images; batch-norm step not taken (its network has no batch normalisation" in said
     transductive = pd.read_csv(tmp_path / "adapt" / "tiny-cnn-lstm" / "predictions.csv")
     written = pd.read_csv(tmp_path / "folder" / "tiny-site" / "predictions.csv")
     np.testing.assert_allclose(transductive.filter(like="prob").to_numpy(), written.filter(like="prob").to_numpy(),
                                atol=1e-5)
-    assert (transductive.threshold == written.threshold).all()
+    np.testing.assert_allclose(transductive.threshold, written.threshold, atol=1e-6)
     metrics = json.loads((tmp_path / "adapt" / "tiny-cnn-lstm" / "metrics.json").read_text())
-    assert "adapted to " + str(site) in json.dumps(metrics)
-    row_lstm = [pd.read_csv(tmp_path / run / "tiny-row-lstm" / "predictions.csv") for run in ("adapt", "folder")]
-    pd.testing.assert_frame_equal(*row_lstm)
+    assert "adapted without labels to " + str(site) in json.dumps(metrics)
 
 
-def test_a_model_whose_validation_auc_the_re_estimation_lowers_is_not_adapted(tiny_model_folder, site, tmp_path,
-                                                                             capsys):
+def test_a_model_whose_validation_auc_the_re_estimation_lowers_takes_no_batch_norm_step(tiny_model_folder, site,
+                                                                                       tmp_path, capsys):
     import batch_eval
     from pneumo.site.adapt import main
 
@@ -180,12 +243,11 @@ def test_a_model_whose_validation_auc_the_re_estimation_lowers_is_not_adapted(ti
     block = config["adaptation"]
     block["released_validation_roc_auc"] = block["validation"]["roc_auc"] + 0.011
     model_folder.write_config(folder, config)
-    assert main([str(folder), "--images", str(site), "--out", str(tmp_path / "out")]) == 1
-    assert "lowers its validation ROC-AUC" in capsys.readouterr().err
+    assert main([str(folder), "--images", str(site), "--out", str(tmp_path / "out")]) == 0
+    assert "batch-norm step not taken (re-estimating its statistics" in capsys.readouterr().out
     assert batch_eval.main([str(site), "--out", str(tmp_path / "scored"), "--model", str(folder), "--adapt",
                             "--no-figures", "--no-intervals"]) == 0
-    assert "tiny-cnn-lstm: not adapted (re-estimating its statistics" in capsys.readouterr().err
-    assert "adaptation" not in json.loads((tmp_path / "scored" / "tiny-cnn-lstm" / "metrics.json").read_text())
+    assert "tiny-cnn-lstm: 100 images; batch-norm step not taken (re-estimating" in capsys.readouterr().err
 
 
 def test_batch_eval_adapt_refuses_shards(tiny_model_folder, site, tmp_path, capsys):
@@ -208,7 +270,7 @@ def labeled_site(tmp_path_factory):
     return root
 
 
-def test_site_eval_scores_every_image_once_in_each_of_four_settings(tiny_model_folder, labeled_site):
+def test_site_eval_scores_every_image_once_in_every_setting(tiny_model_folder, labeled_site):
     from pneumo.training.data import list_labeled_images
     from pneumo.site.site_eval import SETTINGS, cross_fitted
 
@@ -234,11 +296,22 @@ def test_site_eval_scores_every_image_once_in_each_of_four_settings(tiny_model_f
         np.testing.assert_array_equal(mean, mean_after)
 
 
-def test_site_eval_of_a_network_without_batch_normalisation_has_two_settings(row_lstm_folder, labeled_site):
+def test_site_eval_of_a_network_without_batch_normalisation_has_no_batch_norm_settings(row_lstm_folder, labeled_site):
     from pneumo.site.site_eval import cross_fitted
 
     results = cross_fitted(Predictor.from_folder(row_lstm_folder), labeled_site)
-    assert list(results["settings"]) == ["out_of_the_box", "refit"] and not results["adaptable"]
+    assert list(results["settings"]) == ["out_of_the_box", "site_operating_point", "label_free_guarded", "refit"]
+    assert not results["adaptable"]
+    for key in ("site_operating_point", "label_free_guarded"):
+        assert len(results["settings"][key]["fits_of_the_halves"]) == 2
+
+
+def test_site_eval_thins_the_folder_to_a_prevalence(row_lstm_folder, labeled_site):
+    from pneumo.site.site_eval import cross_fitted
+
+    results = cross_fitted(Predictor.from_folder(row_lstm_folder), labeled_site, prevalence=0.25)
+    assert results["images"] == 53 and results["prevalence"] == pytest.approx(13 / 53)
+    assert results["settings"]["out_of_the_box"]["n_images"] == 53
 
 
 def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_folder, labeled_site, tmp_path, capsys):
@@ -247,9 +320,21 @@ def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_fol
     folder = shutil.copytree(tiny_model_folder, tmp_path / "tiny", ignore=shutil.ignore_patterns("checkpoints"))
     assert main([str(folder), "--data", str(labeled_site), "--record"]) == 0
     printed = capsys.readouterr().out
-    assert "adapted without labels" in printed and "refit with labels" in printed
-    results = json.loads((folder / model_folder.SITE_EVAL_FILE).read_text())
+    assert "label-free, as pneumo adapt decides" in printed and "refit with labels" in printed
+    results = json.loads((folder / model_folder.SITE_EVAL_FILE).read_text())["at_prevalence"]["own"]
     log = pd.read_csv(folder / model_folder.SCORING_LOG)
-    assert len(log) == 4 and log.data.str.contains("site_eval, cross-fitted").all()
+    assert len(log) == 7 and log.data.str.contains("site_eval, cross-fitted").all()
     assert list(log.specificity) == pytest.approx([m["specificity"] for m in results["settings"].values()])
     assert "Adapted and refitted" in (folder / model_folder.CARD_FILE).read_text()
+
+
+def test_the_demo_says_beside_the_verdict_where_an_adapted_model_was_adapted(adapted_folder, tiny_model_folder, site):
+    from pneumo.demo.panels import verdict_card
+    from pneumo.prediction.analysis import analyse
+
+    result, _ = analyse(load_predictor(str(adapted_folder)), site / "site_001.png")
+    facts = result["site_adaptation"]
+    assert (facts["images"], facts["image_count"]) == (str(site), SITE_IMAGES)
+    card = verdict_card("tiny-site", result, None)
+    assert f"Adapted without labels to 100 X-rays of {site}" in card
+    assert "site_adaptation" not in analyse(load_predictor(str(tiny_model_folder)), site / "site_001.png")[0]

@@ -234,8 +234,11 @@ def model_record(predictor) -> dict:
               "class_names": list(predictor.class_names), "positive_class": predictor.positive_class}
     site = predictor.config.get("site_adaptation")
     if site:  # without its date: a resumed run adapts again and must match
-        record["adaptation"] = (f"{site['method']}: adapted to {site['images']} ({site['image_count']} images), "
-                                f"from {site['source']}")
+        point = site["operating_point"]
+        record["adaptation"] = (f"adapted without labels to {site['images']} ({site['image_count']} images), from "
+                                f"{site['source']}: batch-norm step {'taken' if site['batch_norm']['applied'] else 'not taken'}"
+                                f", site operating point {point['verdict']}"
+                                + (f" (threshold {point['threshold']:.4f})" if point["verdict"] == "trusted" else ""))
     return record
 
 

@@ -24,6 +24,7 @@ from .verdicts import (
     agreement,
     explained_class_warning,
     limits_sentence,
+    site_sentence,
     measured_limits,
     out_of_distribution_warning,
     percent,
@@ -92,7 +93,9 @@ def verdict_card(name: str, result: dict, limits: MeasuredLimits | None) -> str:
             f'<div class="pneumo-bar-fill" style="width:{probability * 100:.1f}%"></div>'
             f'<div class="pneumo-bar-threshold" style="left:{result["threshold"] * 100:.1f}%"></div></div>'
             f'<p class="pneumo-verdict-text">{html.escape(verdict(result))}</p>'
-            f'<p class="pneumo-limits">{html.escape(limits_sentence(limits))}</p></div>')
+            f'<p class="pneumo-limits">{html.escape(limits_sentence(limits))}</p>'
+            + (f'<p class="pneumo-site">{html.escape(site_sentence(result.get("site_adaptation")))}</p>'
+               if result.get("site_adaptation") else "") + '</div>')
 
 
 def banner_text(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> str:

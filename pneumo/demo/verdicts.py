@@ -133,6 +133,19 @@ def measured_limits(folder, class_names, positive_class: str) -> MeasuredLimits 
                           true_positives + false_negatives, false_negatives)
 
 
+def site_sentence(site: dict | None) -> str:
+    """Where an adapted model was adapted (an analysis result's `site_adaptation`), in one sentence; '' if not."""
+    if not site:
+        return ""
+    low, high = site["prevalence_interval"]
+    fitted = (f"its site operating point estimates {site['estimated_prevalence']:.0%} pneumonia there "
+              f"({low:.0%}-{high:.0%}) and decides at {site['threshold']:.0%}"
+              if site["operating_point"] == "trusted" else
+              f"its site operating point was refused, so it decides at its own threshold ({site['threshold']:.0%})")
+    return (f"Adapted without labels to {site['image_count']} X-rays of {site['images']} on {site['date']}"
+            f"{' (batch-norm statistics re-estimated)' if site['batch_norm_step'] else ''}; {fitted}.")
+
+
 def limits_sentence(limits: MeasuredLimits | None) -> str:
     if limits is None:
         return "This model's folder records no measured performance: how often it is wrong is unknown."

@@ -5,7 +5,6 @@ Every number in the card is read from a file the training or evaluation code wro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..explain import methods
@@ -289,12 +288,30 @@ def site_adaptation_text(config: dict) -> str:
     site = config.get("site_adaptation")
     if not site:
         return ""
-    return (f"\n\n**Adapted to a site** (`pneumo adapt`, {site['date']}): the network of `{site['source']}` "
-            f"(SHA-256 {site['source_model_sha256'][:12]}...) with its batch-norm statistics re-estimated on the "
-            f"{site['image_count']} readable images of `{site['images']}` (labels unused; {site['skipped_files']} "
-            "files skipped), every other weight unchanged. It decides with the calibration and threshold its "
-            "source fitted for an adapted network. The training and validation sections, and any metrics below, "
-            "describe the source model.")
+    if "operating_point" not in site:  # adapted by pneumo 0.2 (the batch-norm step only)
+        return (f"\n\n**Adapted to a site** (`pneumo adapt`, {site['date']}): the network of `{site['source']}` "
+                f"(SHA-256 {site['source_model_sha256'][:12]}...) with its batch-norm statistics re-estimated on the "
+                f"{site['image_count']} readable images of `{site['images']}` (labels unused; {site['skipped_files']} "
+                "files skipped), every other weight unchanged. It decides with the calibration and threshold its "
+                "source fitted for an adapted network. The training and validation sections, and any metrics below, "
+                "describe the source model.")
+    point, batch_norm = site["operating_point"], site["batch_norm"]
+    source_hash = f" (SHA-256 {site['source_model_sha256'][:12]}...)" if site.get("source_model_sha256") else ""
+    step = ("its batch-norm statistics re-estimated on them" if batch_norm["applied"]
+            else f"no batch-norm step ({batch_norm['why_not']})")
+    if point["verdict"] == "trusted":
+        low, high = point["prevalence_interval"]
+        decided = (f"Its site operating point, fitted on the same images without labels: estimated prevalence "
+                   f"{point['prevalence']:.2f} (95% interval {low:.2f}-{high:.2f}), the probability shown is the "
+                   f"mixture's posterior at the site, and the threshold is {point['threshold']:.3f} on it (estimated "
+                   f"sensitivity {point['estimated_sensitivity']:.2f}, specificity {point['estimated_specificity']:.2f}).")
+    else:
+        decided = (f"Its site operating point was refused ({point['reason']}), so it decides with the threshold it "
+                   f"had ({point['threshold_without_it']:.3f}).")
+    return (f"\n\n**Adapted to a site without labels** (`pneumo adapt`, {site['date']}): `{site['source']}`"
+            f"{source_hash} on the {site['image_count']} readable images of `{site['images']}` "
+            f"({site.get('skipped_files', 0)} files skipped), {step}. {decided} The training and validation "
+            "sections, and any metrics below, describe the source model.")
 
 
 def adaptation_text(config: dict) -> str:
@@ -313,23 +330,23 @@ def adaptation_text(config: dict) -> str:
 
 
 def site_eval_text(folder: Path) -> str:
-    """The four settings of `pneumo site-eval --record` (the official test set), if measured."""
-    path = folder / model_folder.SITE_EVAL_FILE
-    if not path.exists():
+    """The settings of `pneumo site-eval --record` (the official test set), at each prevalence measured."""
+    kept = model_folder.read_site_eval(folder)
+    if not kept:
         return ""
-    results = json.loads(path.read_text())
-    lines = ["", "", "### Adapted and refitted on the official test set (cross-fitted)", "",
-             (f"`pneumo site-eval` ({results['date'][:10]}): the {results['images']} images split by patient "
-             f"into halves of {results['halves'][0]} and {results['halves'][1]}; each half adapts (images only) and "
-             "refits (labels) the model that scores the other, and the two scored halves are pooled. 95% bootstrap "
-             "intervals in brackets."), "",
-             "| Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |", "|---|---|---|---|---|---|"]
-    for metrics in results["settings"].values():
-        cells = " | ".join(_with_interval(metrics, key) for key in
-                           ("accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"))
-        lines.append(f"| {metrics['setting']} | {cells} |")
-    if not results["adaptable"]:
-        lines += ["", "No batch normalisation: there are no statistics to adapt, so two settings only."]
+    lines = ["", "", "### Adapted and refitted on the official test set (cross-fitted)"]
+    for key, results in sorted(kept.items(), key=lambda item: item[0] != "own"):
+        mix = ("at the folder's own prevalence" if key == "own"
+               else f"with one class thinned to prevalence {float(key):g} (seeded)")
+        lines += ["", (f"`pneumo site-eval` ({results['date'][:10]}), {mix}: the {results['images']} images split by "
+                       f"patient into halves of {results['halves'][0]} and {results['halves'][1]}; each half adapts "
+                       "(images only) and refits (labels) the model that scores the other, and the two scored halves "
+                       "are pooled. 95% bootstrap intervals in brackets."), "",
+                  "| Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |", "|---|---|---|---|---|---|"]
+        for metrics in results["settings"].values():
+            cells = " | ".join(_with_interval(metrics, key) for key in
+                               ("accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"))
+            lines.append(f"| {metrics['setting']} | {cells} |")
     return "\n".join(lines)
 
 
@@ -382,16 +399,16 @@ def results_table(folders) -> str:
 
 
 def site_eval_table(folders) -> str:
-    """A Markdown table of the four settings of `pneumo site-eval --record` on the official test set, for
-    every model folder that has them (for README and model_card.md)."""
+    """A Markdown table of the settings of `pneumo site-eval --record` on the official test set, at each
+    prevalence measured, for every model folder that has them (for README and model_card.md)."""
     columns = ["accuracy", "sensitivity", "specificity", "roc_auc", "expected_calibration_error"]
-    lines = ["| Model | Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| Model | Prevalence | Setting | Accuracy | Sensitivity | Specificity | ROC-AUC | ECE |",
+             "|---|---|---|---|---|---|---|---|"]
     for folder in map(Path, folders):
-        path = folder / model_folder.SITE_EVAL_FILE
-        if path.exists():
-            for metrics in json.loads(path.read_text())["settings"].values():
-                lines.append(f"| {folder.name} | {metrics['setting']} | "
+        for key, results in sorted(model_folder.read_site_eval(folder).items(), key=lambda item: item[0] != "own"):
+            mix = "own" if key == "own" else key
+            for metrics in results["settings"].values():
+                lines.append(f"| {folder.name} | {mix} | {metrics['setting']} | "
                              + " | ".join(_with_interval(metrics, key) for key in columns) + " |")
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ SPLIT_FILE = "data_split.csv"
 ROBUSTNESS_FILE = "metrics_robustness.csv"
 OOD_REFERENCE_FILE = "ood_reference.npz"
 SCORING_LOG = "test_scorings.csv"
-SITE_EVAL_FILE = "site_eval_test.json"  # pneumo.site.site_eval --record: the official test set, four settings
+SITE_EVAL_FILE = "site_eval_test.json"  # pneumo site-eval --record: the official test set, by prevalence
 CHECKPOINTS = "checkpoints"
 TRAIN_ARGS_FILE = "train_args.json"
 # validation and test; site_holdout in a folder refitted to a site's own data (pneumo.site.refit).
@@ -243,6 +243,16 @@ def read_ensemble_config(folder) -> dict:
     if missing or config.get("kind") != ENSEMBLE_KIND:
         raise ModelLoadError(f"{path}: not a pneumo ensemble config (missing {', '.join(missing) or 'kind'})")
     return config
+
+
+def read_site_eval(folder) -> dict:
+    """`pneumo site-eval --record`'s results kept in a model folder, by prevalence ("own", "0.1", ...), or {};
+    pneumo 0.2 kept one set, at the folder's own prevalence."""
+    path = Path(folder) / SITE_EVAL_FILE
+    if not path.exists():
+        return {}
+    kept = json.loads(path.read_text())
+    return kept["at_prevalence"] if "at_prevalence" in kept else {"own": kept}
 
 
 @command("pneumo model-folder", also=(OSError,))

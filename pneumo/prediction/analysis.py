@@ -59,7 +59,23 @@ def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.n
     result = prediction.to_dict()
     result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
                   input_size=[predictor.height, predictor.width], seconds=round(time.perf_counter() - start, 3))
+    site = site_facts(predictor.config)
+    if site:
+        result["site_adaptation"] = site
     return result, overlay
+
+
+def site_facts(config: dict) -> dict | None:
+    """What a folder adapted to a site (pneumo adapt) says about it, beside each verdict: which images, when, how
+    many, the estimated prevalence and the threshold."""
+    site = config.get("site_adaptation")
+    if not site or "operating_point" not in site:
+        return None
+    point = site["operating_point"]
+    return {"images": site["images"], "date": site["date"][:10], "image_count": site["image_count"],
+            "batch_norm_step": site["batch_norm"]["applied"], "operating_point": point["verdict"],
+            "estimated_prevalence": point["prevalence"], "prevalence_interval": point["prevalence_interval"],
+            "threshold": config["threshold"]}
 
 
 def compare(predictors: dict[str, Predictor], source):

@@ -1,4 +1,5 @@
-"""Fitted on the validation split only: the calibration (temperature and class bias) and the decision threshold."""
+"""Fitted on the validation split only: the calibration (temperature and class bias) and the decision threshold;
+and a site's probability map after it, fitted without labels at a site (pneumo.site.operating_point)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, log_softmax, softmax
 from sklearn.metrics import roc_curve
 
 
@@ -102,3 +103,62 @@ def threshold_for_sensitivity(labels, prob_positive, sensitivity: float = 0.95) 
     fpr, tpr, thresholds = roc_curve(np.asarray(labels, dtype=int), np.asarray(prob_positive, dtype=float))
     reaching = np.flatnonzero(tpr >= sensitivity)
     return float(min(thresholds[reaching[0]], 1.0))
+
+
+def log_odds_of(probabilities) -> np.ndarray:
+    """The calibrated log-odds z of P(positive)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+@dataclass(frozen=True)
+class ProbabilityMap:
+    """A site's P(positive) from the source's calibrated log-odds z (pneumo.site.operating_point fits it: the
+    posterior of a mixture of the site's scores), kept as log-odds on a grid of z, made non-decreasing (isotonic:
+    where a fitted normal shape's tail outweighs the pneumonia one's far above both, a very confident pneumonia
+    would otherwise turn back to normal), interpolated between and constant beyond."""
+    grid: tuple[float, ...]
+    log_odds_at: tuple[float, ...]
+
+    @classmethod
+    def of_log_odds(cls, grid, log_odds, weights=None) -> "ProbabilityMap":
+        """The non-decreasing map closest to (grid, log_odds), each grid point weighted by how many scores lie
+        there (`weights`: the far tails, where a ratio of two fitted densities means nothing, weigh almost nothing),
+        at the precision pneumo.json keeps."""
+        from sklearn.isotonic import IsotonicRegression
+
+        grid = np.asarray(grid, dtype=np.float64)
+        weights = np.ones_like(grid) if weights is None else np.asarray(weights, dtype=np.float64) + 1e-9
+        rising = IsotonicRegression().fit(grid, np.clip(np.asarray(log_odds, float), -40, 40), sample_weight=weights)
+        return cls(tuple(np.round(grid, 4).tolist()), tuple(np.round(rising.predict(grid), 5).tolist()))
+
+    def log_odds(self, z) -> np.ndarray:
+        return np.interp(np.asarray(z, dtype=np.float64), self.grid, self.log_odds_at)
+
+    def probabilities(self, z) -> np.ndarray:
+        return expit(self.log_odds(z))
+
+    def to_config(self) -> dict:
+        return {"kind": "log-odds, piecewise linear in the source's calibrated log-odds z",
+                "z": list(self.grid), "log_odds": list(self.log_odds_at)}
+
+    @classmethod
+    def from_config(cls, block: dict) -> "ProbabilityMap":
+        return cls(tuple(float(v) for v in block["z"]), tuple(float(v) for v in block["log_odds"]))
+
+
+class SiteCalibration:
+    """A calibration (its `probabilities(logits)`) followed by a site's ProbabilityMap on P(positive)."""
+
+    def __init__(self, calibration, probability_map: ProbabilityMap, positive_index: int):
+        self.source, self.probability_map, self.positive_index = calibration, probability_map, positive_index
+
+    def probabilities(self, logits) -> np.ndarray:
+        source = self.source.probabilities(logits)
+        if source.shape[-1] != 2:
+            raise ValueError("a site probability map is fitted for two classes")
+        positive = self.probability_map.probabilities(log_odds_of(source[..., self.positive_index]))
+        return np.stack([1 - positive, positive] if self.positive_index == 1 else [positive, 1 - positive], axis=-1)
+
+    def describe(self) -> str:
+        return f"{self.source.describe()}, then the site's mixture posterior"

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..explain import methods
 from ..hub import model_folder
-from .calibration import Calibration
+from .calibration import Calibration, ProbabilityMap, SiteCalibration
 from ..errors import ModelLoadError, ModelNotFoundError
 from ..explain.gradcam import GradCam
 from ..imaging.decoding import DecodedFile, ImageSource, Preprocessing, load_model_input
@@ -73,6 +73,10 @@ class CalibratedPredictor:
         self.positive_index = self.class_names.index(self.positive_class)
         self.threshold = float(config["threshold"])
         self.calibration = Calibration.from_config(config.get("calibration"))
+        site_point = (config.get("site_adaptation") or {}).get("operating_point") or {}
+        if site_point.get("verdict") == "trusted":  # fitted at its site without labels (pneumo adapt)
+            self.calibration = SiteCalibration(self.calibration, ProbabilityMap.from_config(site_point["probability_map"]),
+                                               self.positive_index)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities, shape (n, n_classes), for a batch of model inputs."""

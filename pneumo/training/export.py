@@ -20,12 +20,14 @@ import pandas as pd
 
 from .. import __version__
 from ..site import adabn
+from ..site.operating_point import SiteReference
 from ..explain import methods
 from ..hub import model_folder
 from ..prediction.calibration import (
     Calibration,
     choose_threshold,
     fit_calibration,
+    log_odds_of,
     threshold_for_sensitivity,
 )
 from ..cli import command
@@ -170,6 +172,36 @@ def fit_adaptation_reference(model, validation: pd.DataFrame, data_root, size: i
             "released_validation_roc_auc": released_roc_auc}
 
 
+def fit_site_reference(model, validation: pd.DataFrame, data_root, size: int, preprocessing: Preprocessing,
+                       positive_index: int, calibration: Calibration, adaptation: dict | None) -> dict:
+    """What a site operating point (pneumo.site.operating_point) compares a site's scores with: validation's two
+    classes' calibrated log-odds, through the released network and, where `adaptation` (the block
+    `fit_adaptation_reference` fitted) exists, through the network adapted to validation's clean images with its
+    calibration. The network is left as it was."""
+    import keras
+
+    inputs = np.stack([load_model_input(str(Path(data_root) / path), size, size, preprocessing)
+                       for path in validation.path])
+    positives = validation.label.to_numpy() == positive_index
+    scores = logits_model(model)
+
+    def shapes(with_calibration: Calibration) -> dict:
+        logits = np.concatenate([keras.ops.convert_to_numpy(scores(batch, training=False))
+                                 for batch in adabn.in_batches(inputs, 64)])
+        z = log_odds_of(with_calibration.probabilities(logits)[:, positive_index])
+        return SiteReference.from_scores(z, positives).to_config()
+
+    block = {"fitted_on": f"validation split ({len(inputs)} images)", "released": shapes(calibration)}
+    if adaptation and adabn.batch_norm_layers(model):
+        released = adabn.batch_norm_statistics(model)
+        try:
+            adabn.reestimate_batch_norm(model, adabn.in_batches(inputs))
+            block["adapted"] = shapes(Calibration.from_config(adaptation["calibration"]))
+        finally:
+            adabn.set_statistics(model, released)
+    return block
+
+
 def export_model_folder(out) -> dict:
     import keras
 
@@ -231,6 +263,8 @@ def export_model_folder(out) -> dict:
                                          metrics["roc_auc"])
     if reference:
         config["adaptation"] = reference
+    config["site_reference"] = fit_site_reference(model, validation, args["data"], size, preprocessing,
+                                                  positive_index, calibration, reference)
     model_folder.write_config(out, config)
     config["out_of_distribution"] = fit_reference(out, args["data"])
     plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)
