@@ -26,14 +26,14 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import ModelLoadError, PneumoError  # noqa: E402
-from pneumo.prediction.analysis import analyse, compare, model_limits, preview, report  # noqa: E402
+from pneumo.prediction.analysis import analyse, compare, preview  # noqa: E402
 from pneumo.hub.bundled import (  # noqa: E402
     BUNDLED_MODELS,
     REPO_ROOT,
     load_models,
     model_references,
-    networks_loading,
 )
+from pneumo.demo.network_loader import networks_loading  # noqa: E402
 from pneumo.demo.panels import (  # noqa: E402
     PAGE_CSS,
     banner_text,
@@ -46,7 +46,7 @@ from pneumo.demo.panels import (  # noqa: E402
 )
 from pneumo.formats import SUPPORTED_FORMATS_TEXT, SUPPORTED_SUFFIXES  # noqa: E402
 from pneumo.imaging.decoding import MAX_FILE_BYTES  # noqa: E402
-from pneumo.demo.pdf_report import DISCLAIMER, METADATA_FIELDS  # noqa: E402
+from pneumo.demo.pdf_report import DISCLAIMER, METADATA_FIELDS, report  # noqa: E402
 from pneumo.demo.served_files import (  # noqa: E402
     CACHE_SWEEP_S,
     EMPTY_FILE_AGE_S,
@@ -59,7 +59,7 @@ from pneumo.demo.served_files import (  # noqa: E402
     served_jpeg,
     served_png,
 )
-from pneumo.demo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, target_text  # noqa: E402
+from pneumo.demo.verdicts import TARGET_NAMES, TEST_SET_TARGETS, model_limits, target_text  # noqa: E402
 
 EXAMPLES = sorted(str(path) for path in (REPO_ROOT / "examples").glob("*.jpeg"))
 # Two CPU cores: two requests at a time, and a bounded line behind them.

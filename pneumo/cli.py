@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
+from pathlib import Path
 
 from .errors import PneumoError
 
@@ -23,6 +25,27 @@ def command(program: str, also: tuple[type[Exception], ...] = ()):
                 return 1
         return run
     return decorate
+
+
+# The dataset (Kermany et al. 2018, laid out as train/ and test/, each with NORMAL/ and PNEUMONIA/): the commands
+# that read the training data find it here unless told otherwise with --data.
+DATA_VARIABLE = "PNEUMO_DATA"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
+
+
+def dataset_root() -> str | None:
+    """$PNEUMO_DATA, else ../shared/data/chest_xray beside the checkout where it exists, else None."""
+    if os.environ.get(DATA_VARIABLE):
+        return os.environ[DATA_VARIABLE]
+    return str(SHARED_DATA) if SHARED_DATA.is_dir() else None
+
+
+def add_dataset_argument(parser, help_text: str) -> None:
+    """--data: the dataset root, by default `dataset_root()` (required where there is none)."""
+    default = dataset_root()
+    parser.add_argument("--data", default=default, required=default is None,
+                        help=f"{help_text} (default: ${DATA_VARIABLE}, else ../shared/data/chest_xray where it exists"
+                             f"{'; now ' + default if default else ''})")
 
 
 def fraction(text: str) -> float:

@@ -71,3 +71,11 @@ def test_python_dash_m_pneumo_and_the_console_script_run_the_same_command():
         pytest.skip("the console script is installed by `pip install -e .` (requirements-dev.txt)")
     by_script = subprocess.run([script, "site-eval", "--help"], capture_output=True, text=True, timeout=120)
     assert by_script.stdout == by_module.stdout
+
+
+def test_pneumo_data_points_every_command_that_reads_the_dataset_at_it(monkeypatch, tmp_path):
+    from pneumo.training.train import parse_args
+
+    monkeypatch.setenv("PNEUMO_DATA", str(tmp_path))
+    assert parse_args(["--arch", "cnn_lstm", "--out", "runs/x"]).data == str(tmp_path)
+    assert parse_args(["--arch", "cnn_lstm", "--out", "runs/x", "--data", "elsewhere"]).data == "elsewhere"

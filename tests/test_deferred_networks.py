@@ -1,5 +1,5 @@
 """A model folder read now and its network loaded when first needed: the demo builds and serves its page from what
-each folder's pneumo.json says while the networks load behind it (pneumo.hub.bundled.networks_loading)."""
+each folder's pneumo.json says while the networks load behind it (pneumo.demo.network_loader)."""
 
 import json
 import logging
@@ -13,7 +13,7 @@ import pytest
 from conftest import BUNDLED_BY_NAME, example_images, run_at_once
 from pneumo import ModelLoadError
 from pneumo.hub import model_folder
-from pneumo.hub.bundled import load_networks, networks_loading
+from pneumo.demo.network_loader import load_networks, networks_loading
 from pneumo.prediction.predictor import Predictor
 
 THREADS = 8

@@ -17,11 +17,14 @@ import numpy as np
 from PIL import Image
 
 from ..explain.overlays import colour_scale
+from ..imaging.decoding import DecodedFile
+from ..prediction.analysis import compare_decoded, heatmap_backdrop
 from .verdicts import (
     HEATMAP_CAVEAT,
     agreement,
     explained_class_warning,
     limits_sentence,
+    model_limits,
     out_of_distribution_warning,
     percent,
     verdict,
@@ -233,3 +236,11 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     out_path = Path(out_path)
     pdf.output(str(out_path))
     return out_path
+
+
+def report(predictors: dict, source, metadata: dict, out_path) -> Path:
+    """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
+    decoded = DecodedFile(source)
+    background = heatmap_backdrop(decoded)
+    summary, overlays = compare_decoded(predictors, decoded, background)
+    return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))

@@ -227,3 +227,8 @@ def out_of_distribution_warning(results: dict[str, dict]) -> str | None:
     return (f"This image does not look like the chest X-rays {' and '.join(flagged)} "
             f"{'was' if len(flagged) == 1 else 'were'} trained on (a photo, a document, another kind of scan, or an "
             "unusual X-ray?). Its predictions mean little for it.")
+
+
+def model_limits(predictors: dict) -> dict[str, MeasuredLimits | None]:
+    """Each model's measured errors, read once from its folder (`measured_limits`), by the page's name."""
+    return {name: measured_limits(p.folder, p.class_names, p.positive_class) for name, p in predictors.items()}

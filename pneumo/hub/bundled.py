@@ -2,19 +2,16 @@
 
 The demo and `batch_eval.py` both read this list: adding a bundled model is one line here.
 PNEUMO_MODELS (comma-separated display names) narrows it, e.g. on a Space deployed with fewer model repos.
-`load_models` loads them; the demo reads their folders first and loads their networks behind its page
-(`networks_loading`).
+`load_models` loads them (the demo reads their folders first and loads their networks behind its page:
+pneumo.demo.network_loader).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import threading
 from pathlib import Path
 
-from ..errors import ModelLoadError, ModelNotFoundError, PneumoError
+from ..errors import ModelLoadError, ModelNotFoundError
 from .loading import load_predictor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,8 +25,6 @@ BUNDLED_MODELS = {
 }
 
 SELECTION_VARIABLE = "PNEUMO_MODELS"
-STARTED_CHECK_S = 0.1
-LOG = logging.getLogger(__name__)
 
 
 def selected_models() -> list[str]:
@@ -64,7 +59,7 @@ def load_models(references: dict[str, str], defer_networks: bool = False) -> dic
     """Each named model (name -> reference, as `model_references` gives them), loaded once. A bundled model whose
     folder is missing (a Space deployed before that model was bundled, say) is refused with the two ways out:
     its Hub repo, or PNEUMO_MODELS without it. `defer_networks`: what each folder's pneumo.json says is read now,
-    and each network when first needed (pneumo.prediction.predictor), or by `networks_loading`."""
+    and each network when first needed (pneumo.prediction.predictor), or by the demo's loader (pneumo.demo.network_loader)."""
     predictors = {}
     for name, reference in references.items():
         try:
@@ -82,43 +77,3 @@ def load_models(references: dict[str, str], defer_networks: bool = False) -> dic
                                      f"{SELECTION_VARIABLE} to the models to load (e.g. "
                                      f"{','.join(other for other in references if other != name)})") from None
     return predictors
-
-
-def load_networks(predictors, traced=(), stop: threading.Event | None = None) -> None:
-    """Load the predictors' deferred networks one at a time, those in `traced` first, each of these traced at once
-    (its explained pass: seconds, which the first request would otherwise wait for). Until `stop` is set. One at a
-    time: loading a network is mostly Python, and five loaded on five threads took as long as one after another. A
-    network that fails to load is logged here, and the requests for that model say why."""
-    predictors, traced = list(predictors), list(traced)
-    for predictor in [*traced, *(predictor for predictor in predictors if predictor not in traced)]:
-        if stop is not None and stop.is_set():
-            return
-        try:
-            predictor.load_network()
-            if predictor in traced:
-                predictor.trace()
-        except PneumoError as error:
-            LOG.error("pneumo: %s", error)
-
-
-@contextlib.contextmanager
-def networks_loading(predictors, traced=(), start_when=lambda: True):
-    """`load_networks` on a thread for the length of the `with` block, from when `start_when()` is true (checked
-    every STARTED_CHECK_S: the demo serves its page first, which took 14 s instead of 8 with the loader beside it).
-    On leaving the block, the network being loaded is finished (a thread stopped inside TensorFlow as the process
-    ends can crash it) and no other is started."""
-    stop = threading.Event()
-
-    def load_once_started():
-        while not start_when():
-            if stop.wait(STARTED_CHECK_S):
-                return
-        load_networks(predictors, traced, stop)
-
-    loader = threading.Thread(target=load_once_started, name="pneumo-network-loader", daemon=True)
-    loader.start()
-    try:
-        yield loader
-    finally:
-        stop.set()
-        loader.join()

@@ -1,26 +1,18 @@
 """Running the models on one X-ray, as the demo, the PDF report and batch scoring's heatmaps of mistakes do:
-`analyse` (one model), `compare` (several, one read of the file), `report` (the PDF), `preview`."""
+`analyse` (one model), `compare` (several, one read of the file), `preview`."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..imaging.decoding import DecodedFile
 from ..explain.overlays import OVERLAY_SIDE, overlay_backdrop, overlay_heatmap
-from ..demo.pdf_report import build_report
 from .predictor import Predictor
-from ..demo.verdicts import MeasuredLimits, measured_limits
 
 PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
-
-
-def model_limits(predictors: dict[str, Predictor]) -> dict[str, MeasuredLimits | None]:
-    """Each model's measured errors, read once from its folder (verdicts.measured_limits)."""
-    return {name: measured_limits(p.folder, p.class_names, p.positive_class) for name, p in predictors.items()}
 
 
 def preview(source) -> np.ndarray:
@@ -94,13 +86,3 @@ def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, back
         results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
     labels = {result["label"] for result in results.values()}
     return {"models": results, "agree": len(labels) == 1}, overlays
-
-
-def report(predictors: dict[str, Predictor], source, metadata: dict, out_path) -> Path:
-    """Compare every model of `predictors` on `source` and write the PDF report to `out_path`."""
-    decoded = DecodedFile(source)
-    background = heatmap_backdrop(decoded)
-    summary, overlays = compare_decoded(predictors, decoded, background)
-    return build_report(out_path, metadata, background, summary["models"], overlays, model_limits(predictors))
-
-

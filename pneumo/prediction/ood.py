@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..hub import model_folder
-from ..cli import command
+from ..cli import add_dataset_argument, command
 from ..files import atomic_write
 from ..imaging.decoding import Preprocessing, load_model_input
 from ..explain.maps import grid_average
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="pneumo ood", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="a model folder with its data_split.csv")
-    parser.add_argument("--data", required=True, help="the dataset root its data_split.csv paths are relative to")
+    add_dataset_argument(parser, "the dataset root its data_split.csv paths are relative to")
     args = parser.parse_args(argv)
     block = fit_reference(args.folder, args.data)
     write_model_card(args.folder)  # the card names the layer the check measures

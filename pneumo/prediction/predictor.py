@@ -154,10 +154,7 @@ class Predictor(CalibratedPredictor):
         self._explainer = None
         # Concurrent first requests would each trace an explainer (about 5 s for integrated gradients).
         self._explainer_lock = threading.Lock()
-        # Requests that arrive while a deferred network loads wait for that one load.
-        self._network_lock = threading.Lock()
-        self._network_loader, self._network_error = load_network, None
-        self._network, self._forward = (None, None) if model is None else (model, self._traced_forward(model))
+        self._network = LazyNetwork(model, load_network, self._traced_forward, self.folder)
 
     def _traced_forward(self, model):
         """The network's forward pass as one traced graph for every batch size: calling a Keras model eagerly
@@ -184,20 +181,8 @@ class Predictor(CalibratedPredictor):
         self._loaded()
 
     def _loaded(self):
-        """(the network, its traced forward pass), once."""
-        with self._network_lock:
-            if self._network is None:
-                if self._network_error is None:
-                    try:
-                        network = self._network_loader()
-                        self._network, self._forward = network, self._traced_forward(network)
-                    except ModelLoadError as error:
-                        self._network_error = error
-                    except USABLE_MODEL_ERRORS as error:
-                        self._network_error = unusable_model(self.folder, error)
-                if self._network_error is not None:  # a new exception each time: a raise extends its traceback
-                    raise type(self._network_error)(*self._network_error.args)
-            return self._network, self._forward
+        """(the network, its traced forward pass), loaded once."""
+        return self._network.get()
 
     def _feature_reference(self, config: dict):
         block = config.get("out_of_distribution")
@@ -273,6 +258,33 @@ class Predictor(CalibratedPredictor):
         return self.calibration.probabilities(logits[None])[0], self.ood_scores(features[None])[0], heatmaps
 
 
+
+
+class LazyNetwork:
+    """A network and its traced forward pass, at once when given, else built on first use by `load()` (the demo
+    serves its page from what each folder's pneumo.json says while the networks load behind it). Users that
+    arrive while it loads wait for that one load; a load that failed raises its error again at each use."""
+
+    def __init__(self, network, load, traced_forward, folder):
+        self._lock, self._load, self._traced_forward, self._folder = threading.Lock(), load, traced_forward, folder
+        self._error = None
+        self._network, self._forward = (None, None) if network is None else (network, traced_forward(network))
+
+    def get(self) -> tuple:
+        """(the network, its traced forward pass)."""
+        with self._lock:
+            if self._network is None:
+                if self._error is None:
+                    try:
+                        network = self._load()
+                        self._network, self._forward = network, self._traced_forward(network)
+                    except ModelLoadError as error:
+                        self._error = error
+                    except USABLE_MODEL_ERRORS as error:
+                        self._error = unusable_model(self._folder, error)
+                if self._error is not None:  # a new exception each time: a raise extends its traceback
+                    raise type(self._error)(*self._error.args)
+            return self._network, self._forward
 
 
 # What a malformed pneumo.json, a layer the network lacks or a damaged reference file raises.

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ..batch.scoring import discover
-from ..cli import command
+from ..cli import DATA_VARIABLE, command, dataset_root
 from ..errors import AdaptationError, DataFolderError, ModelLoadError
 from ..hub import model_folder
 from ..hub.loading import load_predictor
@@ -256,14 +256,17 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="a model folder or Hub reference OWNER/NAME[@REVISION]")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--images", help="the site's X-rays, any folder (searched recursively; labels are not used)")
-    what.add_argument("--fit-source", metavar="TRAINING_DATA",
+    what.add_argument("--fit-source", metavar="TRAINING_DATA", nargs="?", const=dataset_root() or "",
                       help="instead: fit what adapting compares with (validation's class shapes, and the "
                            "calibration for adapted networks) on the folder's validation split (the training data's "
-                           "root, as data_split.csv names it)")
+                           "root, as data_split.csv names it; default: $PNEUMO_DATA, else ../shared/data/chest_xray "
+                           "where it exists)")
     parser.add_argument("--out", help="with --images: the new model folder to write")
     args = parser.parse_args(argv)
     if args.images and not args.out:
         parser.error("--images needs --out")
+    if args.fit_source == "":
+        parser.error(f"--fit-source needs the training data's root (or set {DATA_VARIABLE})")
     if args.fit_source:
         config = fit_source(args.model, args.fit_source)
         print(json.dumps({key: config[key] for key in ("adaptation", "site_reference") if config.get(key)}, indent=2))

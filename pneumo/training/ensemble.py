@@ -28,7 +28,7 @@ import pandas as pd
 
 from .. import __version__
 from ..hub import model_folder
-from ..cli import command
+from ..cli import add_dataset_argument, command
 from .data import subgroup_of
 from ..prediction.ensemble_predictor import EXPLANATION, mean_log_probabilities
 from ..errors import DataFolderError, ModelLoadError
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="pneumo ensemble", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="two or more model folders trained on the same data split")
-    parser.add_argument("--data", required=True, help="the dataset root the folders were trained on (holding train/)")
+    add_dataset_argument(parser, "the dataset root the folders were trained on (holding train/)")
     parser.add_argument("--out", type=Path, help="write the table to this CSV file")
     parser.add_argument("--write", type=Path, metavar="FOLDER",
                         help="write the ensemble of all the models given to this folder (pneumo.json, metrics, card)")

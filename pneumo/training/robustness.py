@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..hub import model_folder
-from ..cli import command
+from ..cli import add_dataset_argument, command
 from ..errors import DataFolderError
 from ..files import write_csv
 from ..imaging.decoding import decode_many_for_model
@@ -68,7 +68,7 @@ def validation_images(folder, data_root) -> pd.DataFrame:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="pneumo robustness", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder (with its data_split.csv)")
-    parser.add_argument("--data", required=True, help="the dataset root the folder was trained on (holding train/)")
+    add_dataset_argument(parser, "the dataset root the folder was trained on (holding train/)")
     args = parser.parse_args(argv)
     predictor = Predictor.from_folder(args.model)
     validation = validation_images(args.model, args.data)

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import data as datalib
 from ..hub import model_folder
-from ..cli import command, fraction, fraction_or_zero
+from ..cli import add_dataset_argument, command, fraction, fraction_or_zero
 from ..errors import DataFolderError
 from ..files import write_csv, write_json
 from ..imaging.decoding import INTENSITY_METHODS, Preprocessing, decode_many_for_model
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="pneumo train", description=__doc__.split("\n")[0])
     parser.add_argument("--arch", required=True, choices=architecture_names(), metavar="ARCH",
                         help=f"the architecture to train: {', '.join(architecture_names())}")
-    parser.add_argument("--data", required=True, help="dataset root holding train/ (with NORMAL/, PNEUMONIA/)")
+    add_dataset_argument(parser, "dataset root holding train/ (with NORMAL/, PNEUMONIA/)")
     parser.add_argument("--out", required=True, help="model folder to write, e.g. models/cnn-lstm")
     parser.add_argument("--input-size", type=int, help="square input side in pixels (default: the architecture's)")
     parser.add_argument("--epochs", type=int, default=30, help="the most epochs to train (default 30)")
