@@ -413,7 +413,47 @@ def site_eval_table(folders) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    import sys
+def headline_table(folders) -> str:
+    """One row per model folder: the official test set out of the box, and at that set taken as a new site
+    (`pneumo site-eval --record`, at its own prevalence): label-free as `pneumo adapt` decides, and refit with
+    labels. Sensitivity / specificity / ECE in each cell."""
+    lines = ["| Model | Test ROC-AUC | Out of the box | New site, no labels (pneumo adapt) | New site, refit with labels |",
+             "|---|---|---|---|---|"]
 
-    print(results_table(sys.argv[1:]) + "\n\n" + site_eval_table(sys.argv[1:]))
+    def cell(metrics: dict | None) -> str:
+        if not metrics:
+            return "not measured"
+        return (f"{metrics['sensitivity']:.2f} / {metrics['specificity']:.2f} / "
+                f"{metrics['expected_calibration_error']:.2f}")
+
+    for folder in map(Path, folders):
+        test = model_folder.read_metrics(folder, "test") or {}
+        site = model_folder.read_site_eval(folder).get("own", {}).get("settings", {})
+        lines.append(f"| {folder.name} | {_format(test.get('roc_auc'))} | {cell(test)} | "
+                     f"{cell(site.get('label_free_guarded'))} | {cell(site.get('refit'))} |")
+    return "\n".join(lines)
+
+
+TABLES = {"headline": headline_table, "splits": results_table, "site": site_eval_table}
+
+
+
+
+def bundled_folders() -> list[Path]:
+    from .bundled import BUNDLED_MODELS
+
+    return [folder for _, folder in BUNDLED_MODELS.values()]
+
+
+def main(argv=None) -> int:
+    """`pneumo results`: the Markdown tables the README, docs and model_card.md show, from the model folders."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="pneumo results", description=main.__doc__.split(": ", 1)[1])
+    parser.add_argument("table", choices=TABLES, help="headline: every model out of the box and at a new site; "
+                                                      "splits: validation, hold-out and test metrics; site: every "
+                                                      "pneumo site-eval setting at each prevalence")
+    parser.add_argument("folders", nargs="*", help="model folders (default: the bundled models)")
+    args = parser.parse_args(argv)
+    print(TABLES[args.table](args.folders or bundled_folders()))
+    return 0
