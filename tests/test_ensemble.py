@@ -190,3 +190,25 @@ def test_commands_that_need_one_network_refuse_an_ensemble_and_say_so(ensemble_f
     errors = capsys.readouterr().err
     assert "pneumo calibrate" in errors and "pneumo robustness" in errors and errors.count("ensemble") >= 2
     assert not (tmp_path / "site").exists()
+
+
+def test_an_ensemble_gets_a_site_operating_point_without_labels(ensemble_folder, synthetic_dataset, tmp_path, capsys):
+    from conftest import write_synthetic_class_folders
+
+    from pneumo.site.adapt import main
+
+    folder = tmp_path / "models" / "tiny-ensemble"
+    shutil.copytree(ensemble_folder.parent, tmp_path / "models")
+    assert main([str(folder), "--fit-source", str(synthetic_dataset)]) == 0
+    assert model_folder.read_ensemble_config(folder)["site_reference"]["released"]["images"] > 0
+    site = tmp_path / "site"
+    write_synthetic_class_folders(site, 60, seed=21)
+    out = tmp_path / "models" / "tiny-ensemble-site"
+    assert main([str(folder), "--images", str(site), "--out", str(out)]) == 0
+    assert "batch-norm step not taken (an ensemble (adapt its members))" in capsys.readouterr().out
+    adapted = load_predictor(str(out))
+    record = adapted.config["site_adaptation"]
+    assert record["image_count"] == 120 and record["source_model_sha256"] is None
+    assert adapted.threshold == (record["operating_point"]["threshold"] if record["operating_point"]["verdict"]
+                                 == "trusted" else record["operating_point"]["threshold_without_it"])
+    assert 0 <= adapted.predict_file(next(site.rglob("*.png"))).positive_probability <= 1

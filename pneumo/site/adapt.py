@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -195,12 +196,19 @@ def adapt_for_scoring(predictors, folder) -> dict[str, str]:
 
 
 def write_adapted_folder(predictor, out) -> None:
-    """Write an adapted predictor as a model folder: its network, its config (name = the folder's) and the model
-    card."""
+    """Write an adapted predictor as a model folder: its network (an ensemble: its members, where they are), its
+    config (name = the folder's) and the model card."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_folder.save_network(predictor.model, out)
     config = {key: value for key, value in predictor.config.items() if key != "model_file"}
+    if predictor.model is None:  # an ensemble: the same members, named from the new folder
+        config["members"] = [{**member, "folder": os.path.relpath((Path(predictor.folder) / member["folder"]).resolve(),
+                                                                   out.resolve())} for member in config["members"]]
+        config["name"] = out.name
+        model_folder.write_config(out, config)
+        write_model_card(out)
+        return
+    model_folder.save_network(predictor.model, out)
     ood = config.get("out_of_distribution")
     if ood:  # the network's features are the source's (no batch-norm step), so its reference still holds
         shutil.copy2(Path(predictor.folder) / ood["file"], out / ood["file"])
@@ -217,8 +225,6 @@ def adapt(source: str, images, out) -> dict:
     if not Path(images).is_dir():
         raise DataFolderError(f"{images}: no such folder")
     predictor = load_predictor(source)
-    if predictor.model is None:
-        raise AdaptationError(f"{source}: an ensemble; adapt its members, then combine them again")
     record = adapt_to_folder(predictor, images)
     write_adapted_folder(predictor, out)
     return record
@@ -230,7 +236,7 @@ def fit_source(folder, data_root) -> dict:
     `site_reference` block (pneumo.training.export's fits on the folder's validation split)."""
     predictor = load_predictor(str(folder))
     if predictor.model is None:
-        raise AdaptationError(f"{folder}: an ensemble; fit its members")
+        return fit_ensemble_source(predictor, data_root)
     split_path = Path(folder) / model_folder.SPLIT_FILE
     if not split_path.exists():
         raise ModelLoadError(f"{folder}: no {model_folder.SPLIT_FILE}, so its validation split is unknown")
@@ -247,6 +253,21 @@ def fit_source(folder, data_root) -> dict:
                                                   config.get("adaptation"))
     model_folder.write_config(folder, config)
     write_model_card(folder)
+    return config
+
+
+def fit_ensemble_source(ensemble, data_root) -> dict:
+    """`fit_source` for an ensemble folder: validation's class shapes through the ensemble (its members share one
+    data split); the batch-norm step is its members' to take."""
+    split = pd.read_csv(Path(ensemble.members[0].folder) / model_folder.SPLIT_FILE)
+    validation = split[split.split == model_folder.VALIDATION_SPLIT]
+    inputs = np.stack([ensemble.load_image(str(Path(data_root) / path)) for path in validation.path])
+    positives = validation.label.to_numpy() == ensemble.positive_index
+    scores = site_scores(ensemble, (inputs[start:start + 64] for start in range(0, len(inputs), 64)))
+    config = {**ensemble.config, "site_reference": {"fitted_on": f"validation split ({len(inputs)} images)",
+                                                    "released": SiteReference.from_scores(scores, positives).to_config()}}
+    model_folder.write_config(ensemble.folder, config)
+    write_model_card(ensemble.folder)
     return config
 
 
