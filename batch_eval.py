@@ -1,7 +1,7 @@
 """Score folders of chest X-rays and write confusion matrices, classification reports and predictions.
 
     python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
-                         [--heatmaps K] [--shard I/N] [--resume] [--engine local|ray] [--ray-address ADDRESS]
+                         [--heatmaps K] [--shard I/N] [--resume | --overwrite] [--engine local|ray] [--ray-address ADDRESS]
                          [--adapt] [--no-figures] [--no-intervals]
     python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
@@ -71,7 +71,7 @@ def parse_score_args(argv):
     parser.add_argument("--model", action="append", dest="models", metavar="REF",
                         help="model folder or Hub repo OWNER/NAME[@REVISION]; repeat for several (default: every "
                              "bundled model)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per model call (default 32)")
     parser.add_argument("--threshold", type=float, help="override every model's own decision threshold")
     parser.add_argument("--heatmaps", "--gradcam", type=int, default=0, metavar="K",
                         help="heatmaps of each model's K most confident mistakes (--gradcam: the older name)")
@@ -79,6 +79,9 @@ def parse_score_args(argv):
                         help="score only the I-th of N deterministic parts of the folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in the same --out: files already scored are not scored again")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the reports of another run in --out: what that run wrote is removed first, "
+                             "nothing else (without it, or --resume, an --out holding another run is refused)")
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="local: this machine (default); ray: Ray Data, on this machine or the cluster at "
                              "--ray-address (pip install -r requirements-ray.txt)")
@@ -87,9 +90,9 @@ def parse_score_args(argv):
                              "or ray://HEAD:10001) instead of starting Ray on this machine; one with token "
                              "authentication also needs RAY_AUTH_MODE=token and its token (README: Past one machine)")
     parser.add_argument("--adapt", action="store_true",
-                        help="adapt each model to this folder's own images first (batch-norm statistics, "
-                             "pneumo adapt; labels are not used), and score with its calibration for "
-                             "adapted networks; recorded in metrics.json")
+                        help="adapt each model to this folder's own images first, as pneumo adapt does (labels are "
+                             "not used): the batch-norm step and the site operating point, each where its guard "
+                             "trusts it; what was done is printed and recorded in metrics.json")
     add_report_options(parser)
     return parser, parser.parse_args(argv)
 
@@ -167,7 +170,7 @@ def print_summary(all_metrics: dict) -> None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from pneumo import ModelLoadError, PneumoError
-    from pneumo.batch.scoring import merge_runs, run_folder
+    from pneumo.batch.scoring import claim_out, merge_runs, run_folder
 
     if argv[:1] == ["merge"]:
         parser, args = parse_merge_args(argv[1:])
@@ -180,6 +183,12 @@ def main(argv=None) -> int:
         parser, args = parse_score_args(argv)
         check_engine_options(parser, args)
         check_writable(parser, args.out)
+        if args.resume and args.overwrite:
+            parser.error("--resume continues a run, --overwrite replaces it: give one")
+        try:
+            claim_out(args.out, resume=args.resume, overwrite=args.overwrite)
+        except PneumoError as error:
+            parser.error(str(error))
         from pneumo.hub.bundled import load_models, model_references
 
         try:

@@ -337,3 +337,31 @@ def test_help_describes_folder_out_the_layout_and_the_exit_codes_without_tensorf
     for words in ("FOLDER", "--out DIR", "predictions.csv", "reliability_diagram.png", "comparison.png", "skipped.csv",
                   "exit status", "1  nothing was scored", "2  bad usage"):
         assert words in result.stdout, words
+
+
+def test_a_second_run_into_a_used_out_is_refused_in_one_line_naming_resume_and_overwrite(
+        labeled_folder, tiny_model_folder, stricter_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert batch_eval.main([str(labeled_folder), "--out", str(out), "--model", str(tiny_model_folder),
+                            "--no-figures", "--no-intervals"]) == 0
+    written = sorted(path.relative_to(out) for path in out.rglob("*"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        batch_eval.main([str(labeled_folder), "--out", str(out), "--model", str(stricter_model), "--no-figures"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "holds the reports of another run" in error and "--resume" in error and "--overwrite" in error
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == written
+
+
+def test_overwrite_clears_what_the_last_run_wrote_and_nothing_else(labeled_folder, tiny_model_folder, stricter_model,
+                                                                  tmp_path):
+    out = tmp_path / "out"
+    assert batch_eval.main([str(labeled_folder), "--out", str(out), "--model", str(tiny_model_folder),
+                            "--model", str(stricter_model), "--no-figures", "--no-intervals"]) == 0
+    (out / "my-notes.txt").write_text("the user's own")
+    assert batch_eval.main([str(labeled_folder), "--out", str(out), "--model", str(stricter_model), "--overwrite",
+                            "--no-figures", "--no-intervals"]) == 0
+    assert not (out / "tiny-cnn-lstm").exists()  # the first run's other model is gone
+    assert (out / "my-notes.txt").read_text() == "the user's own"
+    assert list(json.loads((out / "run.json").read_text())["models"]) == [stricter_model.name]

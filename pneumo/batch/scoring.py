@@ -277,6 +277,36 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
     return all_metrics
 
 
+# What a run writes directly under --out, beside a folder per model (named in its run.json).
+RUN_OUTPUTS = (RUN_FILE, PARTS_FOLDER, "comparison.csv", "comparison.png", "disagreements.csv", "skipped.csv")
+
+
+def claim_out(out, resume: bool = False, overwrite: bool = False) -> None:
+    """Make sure a run never mixes its reports with another's: an `out` that holds another run's (its run.json,
+    or an interrupted run's scores) is refused, unless `resume` (continue an interrupted run, pneumo's checks
+    then compare its settings) or `overwrite` (first remove what that run wrote, and nothing else)."""
+    out = Path(out)
+    finished, started = out / RUN_FILE, out / PARTS_FOLDER / RUN_FILE
+    if not (finished.exists() or started.exists()) or (resume and not overwrite):
+        return
+    if not overwrite:
+        raise DataFolderError(f"{out}: holds the reports of another run; choose a new --out, --resume to continue "
+                              "an interrupted run there, or --overwrite to replace it")
+    names = set()
+    for path in (finished, started):
+        if path.exists():
+            names |= set(json.loads(path.read_text()).get("models") or {})
+    for name in sorted(names):
+        if folder_name(name) == name:  # a name batch_eval.py writes, never a path out of `out`
+            shutil.rmtree(out / name, ignore_errors=True)
+    for entry in RUN_OUTPUTS:
+        path = out / entry
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run_settings(folder: str, shard: tuple[int, int], batch_size: int, threshold: float | None,
                  predictors) -> dict:
     """What a run must be resumed with: the folder (an absolute path, or a URI), shard, batch size, threshold and
