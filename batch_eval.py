@@ -165,6 +165,14 @@ def print_summary(all_metrics: dict) -> None:
     for name, m in all_metrics.items():
         values = "".join(f"{m[c]:>13.3f}" if m.get(c) is not None else f"{'-':>13}" for c in SUMMARY_COLUMNS)
         print(f"{name:<16}{m['image_count']:>8}{m['skipped_count']:>9}{values}")
+    print()
+    for name, m in all_metrics.items():
+        decided = ", ".join(f"{label} {count}" for label, count in m.get("decisions", {}).items())
+        flagged = m.get("out_of_distribution", 0)
+        named = ", ".join(m.get("out_of_distribution_files", []))
+        named += ", ..." if flagged > len(m.get("out_of_distribution_files", [])) else ""
+        print(f"{name}: decided {decided}; " + (f"{flagged} not like a chest X-ray: {named}" if flagged
+                                                else "none flagged as unlike a chest X-ray"))
 
 
 def main(argv=None) -> int:

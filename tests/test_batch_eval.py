@@ -365,3 +365,27 @@ def test_overwrite_clears_what_the_last_run_wrote_and_nothing_else(labeled_folde
     assert not (out / "tiny-cnn-lstm").exists()  # the first run's other model is gone
     assert (out / "my-notes.txt").read_text() == "the user's own"
     assert list(json.loads((out / "run.json").read_text())["models"]) == [stricter_model.name]
+
+
+def test_an_unlabeled_run_says_what_it_decided_and_which_files_look_unlike_a_chest_xray(tiny_model_folder, tmp_path,
+                                                                                       capsys):
+    from ood_probes import not_chest_xrays
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(synthetic_xray(seed=i, opacity=i % 2 == 1)).save(folder / f"scan{i}.png")
+    for name, data in list(not_chest_xrays().items())[:3]:
+        (folder / f"{name.replace(' ', '_')}.png").write_bytes(data)
+    out = tmp_path / "out"
+    assert run(folder, "--out", out, "--model", tiny_model_folder) == 0
+    predictions = pd.read_csv(out / tiny_model_folder.name / "predictions.csv")
+    metrics = json.loads((out / tiny_model_folder.name / "metrics.json").read_text())
+    assert metrics["decisions"] == {label: int((predictions.predicted_label == label).sum())
+                                    for label in ("NORMAL", "PNEUMONIA")}
+    assert sum(metrics["decisions"].values()) == len(predictions)
+    flagged = sorted(predictions.file[predictions.out_of_distribution.astype(bool)])
+    assert metrics["out_of_distribution"] == len(flagged) and metrics["out_of_distribution_files"] == flagged[:5]
+    said = capsys.readouterr().out
+    assert f"{tiny_model_folder.name}: decided NORMAL {metrics['decisions']['NORMAL']}, PNEUMONIA" in said
+    assert all(name in said for name in flagged[:5])
