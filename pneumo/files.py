@@ -31,5 +31,5 @@ def write_json(path, payload) -> None:
     write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
-def write_csv(path, frame, index: bool = False) -> None:
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=index))
+def write_csv(path, frame, index: bool = False, float_format: str | None = None) -> None:
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=index, float_format=float_format))

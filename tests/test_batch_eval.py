@@ -1,6 +1,7 @@
 """batch_eval.py: labeled and unlabeled folders, bad files, sharding and merging, usage errors."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -315,8 +316,10 @@ def test_figures_are_at_print_resolution_and_the_metrics_carry_95_percent_interv
     assert written(quick) == [path for path in written(full) if not path.endswith(".png")]
     metrics_file = f"{tiny_model_folder.name}/metrics.json"
     assert json.loads((quick / metrics_file).read_text()) == metrics
-    for relative in set(written(quick)) - {metrics_file}:
+    for relative in set(written(quick)) - {metrics_file, "comparison.csv"}:
         assert (quick / relative).read_text() == (full / relative).read_text(), relative
+    without = [pd.read_csv(out / "comparison.csv").filter(regex="^(?!.*_(low|high)$)") for out in (quick, full)]
+    pd.testing.assert_frame_equal(*without)
 
 
 def test_figures_name_the_bundled_models_as_the_demo_does(monkeypatch):
@@ -389,3 +392,20 @@ def test_an_unlabeled_run_says_what_it_decided_and_which_files_look_unlike_a_che
     said = capsys.readouterr().out
     assert f"{tiny_model_folder.name}: decided NORMAL {metrics['decisions']['NORMAL']}, PNEUMONIA" in said
     assert all(name in said for name in flagged[:5])
+
+
+def test_report_tables_are_rounded_with_integer_counts_and_the_comparison_has_ece_and_intervals(
+        labeled_folder, tiny_model_folder, tmp_path):
+    assert run(labeled_folder, "--out", tmp_path, "--model", tiny_model_folder, "--no-figures") == 0
+    report = (tmp_path / tiny_model_folder.name / "classification_report.csv").read_text()
+    comparison_text = (tmp_path / "comparison.csv").read_text()
+    for text in (report, comparison_text):
+        assert not any(len(number.split(".")[1]) > 4 for number in re.findall(r"\d+\.\d+", text))
+    support = pd.read_csv(tmp_path / tiny_model_folder.name / "classification_report.csv").support
+    assert support.dtype.kind == "i"
+    comparison = pd.read_csv(tmp_path / "comparison.csv")
+    metrics = json.loads((tmp_path / tiny_model_folder.name / "metrics.json").read_text())
+    assert comparison.expected_calibration_error[0] == pytest.approx(metrics["expected_calibration_error"], abs=1e-4)
+    low, high = metrics["confidence_intervals_95"]["sensitivity"]
+    assert (comparison.sensitivity_low[0], comparison.sensitivity_high[0]) == (pytest.approx(low, abs=1e-4),
+                                                                            pytest.approx(high, abs=1e-4))

@@ -17,6 +17,7 @@ from ..metrics import compute_metrics, full_metrics, subgroup_metrics
 from ..plots import plot_comparison, plot_confusion_matrix, plot_reliability, plot_roc
 
 COMPARISON_METRICS = ["accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc"]
+TABLE_FLOATS = "%.4f"  # metrics in the report tables: four decimals say all a few thousand images can
 
 
 def probability_column(positive_class: str) -> str:
@@ -82,6 +83,7 @@ def classification_table(labeled: pd.DataFrame, class_names) -> pd.DataFrame:
         report["accuracy"] = {"precision": None, "recall": None, "f1-score": accuracy,
                               "support": len(labeled)}
     frame = pd.DataFrame(report).T
+    frame["support"] = frame["support"].astype(int)  # a count, not "40.0"
     frame.index.name = "class"
     return frame.loc[[*class_names, "accuracy", "macro avg", "weighted avg"]]
 
@@ -111,7 +113,8 @@ def write_model_reports(out: Path, name: str, predictions: pd.DataFrame, skipped
     if not len(labeled):
         return metrics
     order = binary_order(model["class_names"], model["positive_class"])
-    write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True)
+    write_csv(folder / "classification_report.csv", classification_table(labeled, model["class_names"]), index=True,
+              float_format=TABLE_FLOATS)
     write_csv(folder / "confusion_matrix.csv", confusion_table(metrics, order), index=True)
     if figures:
         title = model.get("display_name") or name  # runs recorded before display names had none
@@ -132,9 +135,11 @@ def write_run_reports(out: Path, all_predictions: dict[str, pd.DataFrame], all_m
                      "images": metrics["image_count"], "skipped": metrics["skipped_count"],
                      "threshold": metrics.get("threshold", all_predictions[name].threshold.iloc[0]
                                               if len(all_predictions[name]) else None),
-                     **{key: metrics.get(key) for key in COMPARISON_METRICS}})
+                     **{key: metrics.get(key) for key in COMPARISON_METRICS},
+                     "expected_calibration_error": metrics.get("expected_calibration_error"),
+                     **interval_columns(metrics)})
     comparison = pd.DataFrame(rows)
-    write_csv(out / "comparison.csv", comparison)
+    write_csv(out / "comparison.csv", comparison, float_format=TABLE_FLOATS)
     write_csv(out / "disagreements.csv", disagreements(all_predictions))
     write_csv(out / "skipped.csv", skipped.sort_values("file").reset_index(drop=True))
     if figures and comparison[COMPARISON_METRICS].notna().any().any():
@@ -142,6 +147,13 @@ def write_run_reports(out: Path, all_predictions: dict[str, pd.DataFrame], all_m
         if len(set(labels)) < len(labels):  # two models of one name: the output folders' names tell them apart
             labels = list(all_metrics)
         plot_comparison(dict(zip(labels, all_metrics.values())), COMPARISON_METRICS, out / "comparison.png")
+
+
+def interval_columns(metrics: dict) -> dict:
+    """Each metric's 95% bootstrap interval as `<metric>_low` and `<metric>_high` (empty without intervals)."""
+    intervals = metrics.get("confidence_intervals_95") or {}
+    return {f"{key}_{end}": (intervals.get(key) or [None, None])[i]
+            for key in COMPARISON_METRICS for i, end in enumerate(("low", "high"))}
 
 
 def disagreements(all_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
