@@ -97,6 +97,16 @@ class DecisionLabel(gr.Label):
         return super().postprocess(value)
 
 
+class ModelRadio(gr.Radio):
+    """gr.Radio that lets an API client name a model by its folder too ('resnet50'): page_name checks the name."""
+
+    def get_block_name(self) -> str:
+        return "radio"  # drawn by Gradio's own Radio component
+
+    def preprocess(self, payload):
+        return payload
+
+
 def label_value(result: dict) -> dict:
     return {"decision": result["label"], "probabilities": result["probabilities"]}
 
@@ -121,14 +131,24 @@ def as_gradio_errors(function):
 # The handlers: plain functions of the loaded models and the page's inputs, testable without a browser.
 
 def chosen_models(predictors, names) -> dict:
-    """The models a request names, in its order: each one loaded, none twice."""
-    for name in names:
-        if name not in predictors:
-            raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(predictors)}.", print_exception=False)
+    """The models a request names (by the page's name or its folder's, in any case), in its order, by the page's
+    name: each one loaded, none twice."""
+    names = [page_name(predictors, name) for name in names]
     if len(set(names)) < len(names):
         raise gr.Error(f"Choose two different models to compare ({names[0]} is chosen twice).",
                        print_exception=False)
     return {name: predictors[name] for name in names}
+
+
+def page_name(predictors, name: str) -> str:
+    """The page's name of the model a request names: its page name ('ResNet50') or its folder's ('resnet50')."""
+    if name in predictors:
+        return name
+    wanted = str(name).casefold()
+    for shown, predictor in predictors.items():
+        if wanted in (shown.casefold(), predictor.name.casefold()):
+            return shown
+    raise gr.Error(f"Unknown model {name!r}; choose one of {', '.join(predictors)}.", print_exception=False)
 
 
 def default_pair(predictors) -> list[str]:
@@ -155,20 +175,23 @@ def compare_models(predictors, path, model_a=None, model_b=None):
 
 
 @as_gradio_errors
-def predict(predictors, path, model_name, explain_class):
+def predict(predictors, path, model_name=None, explain_class=None):
     """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details."""
-    predictor = chosen_models(predictors, [model_name])[model_name]
+    model_name = model_name or default_pair(predictors)[0]
+    (model_name, predictor), = chosen_models(predictors, [model_name]).items()
     result, overlay = analyse(predictor, path, explain_class or None)
     return label_value(result), served_jpeg(overlay, f"heatmap-{file_stem(model_name)}"), result
 
 
 @as_gradio_errors
-def make_report(predictors, path, *values):
+def make_report(predictors, path, patient="", age="", sex="", exam_date="", physician="", notes="", model_a=None,
+                model_b=None):
     """The PDF report of one upload by two models (default: the first two), with the metadata typed in
-    (nothing of it is logged or kept). `values`: the METADATA_FIELDS in order, then optionally model A and B."""
-    metadata = dict(zip([key for key, _ in METADATA_FIELDS], values))
+    (nothing of it is logged or kept; the parameters are METADATA_FIELDS, named so in the API)."""
+    values = {"patient": patient, "age": age, "sex": sex, "exam_date": exam_date, "physician": physician,
+              "notes": notes}
+    metadata = {key: values[key] for key, _ in METADATA_FIELDS}
     first, second = default_pair(predictors)
-    model_a, model_b = (list(values[len(METADATA_FIELDS):]) + [None, None])[:2]
     pair = chosen_models(predictors, [model_a or first, model_b or second])
     return str(report(pair, path, metadata, REPORTS.new_path("pneumo-report.pdf")))
 
@@ -252,8 +275,9 @@ def build_app(predictors) -> gr.Blocks:
         with gr.Tab("Compare"):
             # The pair compared here is also the pair in the PDF report.
             with gr.Row():
-                model_a = gr.Dropdown(names, value=first, label="Model A", elem_id="model-a")
-                model_b = gr.Dropdown(names, value=second, label="Model B", elem_id="model-b")
+                # A custom value: an API client may name a model by its folder too ('resnet50'); page_name checks it.
+                model_a = gr.Dropdown(names, value=first, label="Model A", elem_id="model-a", allow_custom_value=True)
+                model_b = gr.Dropdown(names, value=second, label="Model B", elem_id="model-b", allow_custom_value=True)
             compare_button = gr.Button("Compare both models", variant="primary")
             decisions = gr.HTML(elem_id="compare-decisions")
             banner = gr.Markdown(visible=False, label="Agreement")  # for the API; the page draws decisions
@@ -282,7 +306,7 @@ def build_app(predictors) -> gr.Blocks:
         # One tab for all the models, with a picker: a tab each would not fit a phone's tab bar beside Compare,
         # Report and About, and Gradio would fold the last tabs out of sight.
         with gr.Tab("One model"):
-            model_name = gr.Radio(names, value=first, label="Model", elem_id="model-picker")
+            model_name = ModelRadio(names, value=first, label="Model", elem_id="model-picker")
             explain = gr.Radio(predictors[first].class_names, value=None,
                                label="Heatmap explains (default: the predicted class)")
             model_button = gr.Button(f"Run {first} on the X-ray above", variant="primary")

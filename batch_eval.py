@@ -197,11 +197,13 @@ def main(argv=None) -> int:
             claim_out(args.out, resume=args.resume, overwrite=args.overwrite)
         except PneumoError as error:
             parser.error(str(error))
-        from pneumo.hub.bundled import load_models, model_references
+        from pneumo.hub.bundled import bundled_reference, load_models, model_references
 
         try:
+            # A bundled model may be named ('resnet50', 'ResNet50') where no such folder exists here.
+            models = [ref if Path(ref).exists() else bundled_reference(ref) or ref for ref in args.models or []]
             # Numbered by position: the same model may be given twice. An ensemble reuses its members.
-            predictors = list(load_models(dict(enumerate(args.models)) if args.models else model_references()).values())
+            predictors = list(load_models(dict(enumerate(models)) if models else model_references()).values())
         except PneumoError as error:
             parser.error(str(error))
         if args.adapt:

@@ -121,7 +121,7 @@ def test_predict_runs_a_model_past_the_first_two(client, tiny_model_folder):
 def test_predict_refuses_a_model_that_is_not_loaded(client):
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="not in the list of choices"):
+    with pytest.raises(AppError, match="Unknown model .VGG16.; choose one of CNN\+LSTM, ResNet50"):
         client.predict(handle(example_images()[0]), "VGG16", None, api_name="/predict")
 
 
@@ -191,7 +191,7 @@ def test_compare_runs_the_pair_it_is_given_in_that_order(client, tiny_model_fold
 
 
 @pytest.mark.parametrize("pair, message", [(("ResNet50", "ResNet50"), "Choose two different models"),
-                                           (("ResNet50", "VGG16"), "not in the list of choices")])
+                                           (("ResNet50", "VGG16"), "Unknown model .VGG16.; choose one of")])
 def test_compare_refuses_a_model_twice_or_one_not_loaded(client, pair, message):
     from gradio_client.exceptions import AppError
 
@@ -563,3 +563,23 @@ def test_a_bad_upload_gets_an_error_naming_the_users_file_and_the_app_keeps_serv
     assert "Traceback" not in printed and name not in printed
     _, _, details = client.predict(handle(example_images()[0]), "CNN+LSTM", None, api_name="/predict")
     assert details["label"] in ("NORMAL", "PNEUMONIA")
+
+
+def test_a_model_is_named_by_its_page_name_or_its_folders_in_any_case(client):
+    image = handle(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg")
+    by_page = client.predict(image, "ResNet50", None, api_name="/predict")[2]
+    by_folder = client.predict(image, "resnet50", None, api_name="/predict")[2]
+    assert by_page["model"] == by_folder["model"] == "resnet50"
+    assert by_page["probabilities"] == by_folder["probabilities"]
+    summary = client.predict(image, "cnn-lstm", "RESNET50", api_name="/compare")[-1]
+    assert list(summary["models"]) == ["CNN+LSTM", "ResNet50"]
+
+
+def test_predict_needs_only_the_image_and_report_names_its_parameters(client):
+    predict = parameters(client, "/predict")
+    assert [p["parameter_has_default"] for p in predict] == [False, True, True]
+    assert predict[2]["parameter_name"] == "explain_class"
+    details = client.predict(handle(example_images()[0]), api_name="/predict")[2]
+    assert details["model"] == "cnn-lstm" and details["explained_class"] == details["label"]
+    names = [p["parameter_name"] for p in parameters(client, "/report")]
+    assert names == ["path", "patient", "age", "sex", "exam_date", "physician", "notes", "model_a", "model_b"]

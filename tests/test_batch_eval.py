@@ -409,3 +409,18 @@ def test_report_tables_are_rounded_with_integer_counts_and_the_comparison_has_ec
     low, high = metrics["confidence_intervals_95"]["sensitivity"]
     assert (comparison.sensitivity_low[0], comparison.sensitivity_high[0]) == (pytest.approx(low, abs=1e-4),
                                                                             pytest.approx(high, abs=1e-4))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "ResNet50", "RESNET50"])
+def test_a_bundled_model_is_named_by_its_page_name_or_its_folders(name, monkeypatch, tmp_path):
+    from pneumo.hub import bundled
+
+    assert bundled.bundled_reference(name) == str(bundled.BUNDLED_MODELS["ResNet50"][1])
+    monkeypatch.setenv("PNEUMO_MODELS", f"cnn-lstm,{name}")
+    assert bundled.selected_models() == ["CNN+LSTM", "ResNet50"]
+
+
+def test_batch_eval_scores_a_bundled_model_named_by_its_folder_from_anywhere(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # where no folder named cnn-lstm exists
+    assert run(REPO / "examples", "--out", tmp_path / "out", "--model", "cnn-lstm", *QUICK) == 0
+    assert len(pd.read_csv(tmp_path / "out" / "cnn-lstm" / "predictions.csv")) == 4

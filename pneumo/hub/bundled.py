@@ -28,13 +28,35 @@ SELECTION_VARIABLE = "PNEUMO_MODELS"
 
 
 def selected_models() -> list[str]:
-    """The bundled models to load, in BUNDLED_MODELS' order: those PNEUMO_MODELS names, else all of them."""
-    listed = [name.strip() for name in os.environ.get(SELECTION_VARIABLE, "").split(",") if name.strip()]
+    """The bundled models to load, in BUNDLED_MODELS' order: those PNEUMO_MODELS names (display or folder names),
+    else all of them."""
+    listed = [bundled_name(name) or name.strip()
+              for name in os.environ.get(SELECTION_VARIABLE, "").split(",") if name.strip()]
     unknown = [name for name in listed if name not in BUNDLED_MODELS]
     if unknown:
         raise ModelLoadError(f"{SELECTION_VARIABLE} names {', '.join(unknown)}; the bundled models are "
                              f"{', '.join(BUNDLED_MODELS)}")
     return [name for name in BUNDLED_MODELS if name in listed] if listed else list(BUNDLED_MODELS)
+
+
+def bundled_name(name: str) -> str | None:
+    """The display name of the bundled model `name` names, by its display name or its folder's ('ResNet50',
+    'resnet50'), in any case; None for any other name."""
+    wanted = str(name).strip().casefold()
+    for shown, (_, folder) in BUNDLED_MODELS.items():
+        if wanted in (shown.casefold(), folder.name.casefold()):
+            return shown
+    return None
+
+
+def bundled_reference(name: str) -> str | None:
+    """The reference of the bundled model `name` names (`bundled_name`): its environment variable's, else its
+    folder; None for any other name."""
+    shown = bundled_name(name)
+    if shown is None:
+        return None
+    variable, folder = BUNDLED_MODELS[shown]
+    return os.environ.get(variable) or str(folder)
 
 
 def model_references(overrides: dict | None = None) -> dict[str, str]:
