@@ -6,7 +6,7 @@
     python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
-any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo.training.ensemble --write;
+any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo ensemble --write;
 scored from its members' probabilities when they are scored too) or a Hub repo OWNER/NAME[@REVISION]
 (default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
 """
@@ -88,7 +88,7 @@ def parse_score_args(argv):
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
                              "or ray://HEAD:10001) instead of starting Ray on this machine; one with token "
-                             "authentication also needs RAY_AUTH_MODE=token and its token (README: Past one machine)")
+                             "authentication also needs RAY_AUTH_MODE=token and its token (docs/scale-out.md)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt each model to this folder's own images first, as pneumo adapt does (labels are "
                              "not used): the batch-norm step and the site operating point, each where its guard "

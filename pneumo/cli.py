@@ -81,7 +81,7 @@ SUBCOMMANDS = {
     "site-eval": ("pneumo.site.site_eval", "what a site gains from each adaptation, cross-fitted on its labels"),
     "hub": ("pneumo.hub.commands", "push or pull model repos; deploy the demo as a Space"),
     "model-folder": ("pneumo.hub.model_folder", "maintain model folders (upgrade old layouts)"),
-    "results": ("pneumo.hub.model_card", "print the results tables of model folders (README, docs)"),
+    "results": ("pneumo.hub.results", "print the results tables of model folders (README, docs)"),
 }
 
 

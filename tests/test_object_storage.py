@@ -96,8 +96,8 @@ def test_a_missing_bucket_is_a_one_line_error(s3):
 
 
 def readme_example() -> tuple[set[str], list[str]]:
-    """(the variables the README's object-storage example exports, its batch_eval.py command)."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    """(the variables docs/scale-out.md's object-storage example exports, its batch_eval.py command)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "docs" / "scale-out.md").read_text(), re.DOTALL)
     block = next(block for block in blocks if README_URI in block and "--ray-address" not in block)
     exported = {name for line in block.splitlines() if line.startswith("export ")
                 for name in re.findall(r"(\w+)=", line.split("#")[0])}

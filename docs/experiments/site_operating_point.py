@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from pneumo.hub import model_folder  # noqa: E402
 from pneumo.metrics import expected_calibration_error  # noqa: E402
-from pneumo.site.operating_point import SiteReference, batch_norm_allowed, fit_site, log_odds_of, thinned_to  # noqa: E402
+from pneumo.prediction.calibration import log_odds_of  # noqa: E402
+from pneumo.site.operating_point import SiteReference, batch_norm_allowed, fit_site, thinned_to  # noqa: E402
 
 MODELS = ["cnn-lstm", "resnet50", "mobilenet-v2", "row-lstm", "efficientnet-lite0"]
 SITES = ["H", "HP", "VP"]

@@ -17,7 +17,7 @@ from ..hub import model_folder
 LIMIT_SPLITS = {"test": "the official test set",
                 model_folder.SITE_HOLDOUT_SPLIT: "this site's hold-out",
                 "validation": "the validation split (the official test set was not scored)"}
-# The project's goals on the official test set (see README, "Results"); the About tab lists the ones not met.
+# The project's goals on the official test set (docs/results.md); the About tab lists the ones not met.
 # The calibration error is the one goal where lower is better.
 TEST_SET_TARGETS = {"accuracy": 0.93, "roc_auc": 0.97, "specificity": 0.88, "expected_calibration_error": 0.05}
 TARGET_NAMES = {"accuracy": "accuracy", "roc_auc": "ROC-AUC", "specificity": "specificity",

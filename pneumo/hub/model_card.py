@@ -432,28 +432,3 @@ def headline_table(folders) -> str:
         lines.append(f"| {folder.name} | {_format(test.get('roc_auc'))} | {cell(test)} | "
                      f"{cell(site.get('label_free_guarded'))} | {cell(site.get('refit'))} |")
     return "\n".join(lines)
-
-
-TABLES = {"headline": headline_table, "splits": results_table, "site": site_eval_table}
-
-
-
-
-def bundled_folders() -> list[Path]:
-    from .bundled import BUNDLED_MODELS
-
-    return [folder for _, folder in BUNDLED_MODELS.values()]
-
-
-def main(argv=None) -> int:
-    """`pneumo results`: the Markdown tables the README, docs and model_card.md show, from the model folders."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="pneumo results", description=main.__doc__.split(": ", 1)[1])
-    parser.add_argument("table", choices=TABLES, help="headline: every model out of the box and at a new site; "
-                                                      "splits: validation, hold-out and test metrics; site: every "
-                                                      "pneumo site-eval setting at each prevalence")
-    parser.add_argument("folders", nargs="*", help="model folders (default: the bundled models)")
-    args = parser.parse_args(argv)
-    print(TABLES[args.table](args.folders or bundled_folders()))
-    return 0

