@@ -35,6 +35,19 @@ def prediction_columns(positive_class: str) -> list[str]:
 FLAGGED_FILES_NAMED = 5  # the out-of-distribution files metrics.json and the console name, at most
 
 
+def decisions_and_flags(predictions: pd.DataFrame, class_names) -> dict:
+    """What a model decided, labeled or not, and which images it found unlike a chest X-ray (a predictions table
+    has both columns; a table of recorded probabilities has neither)."""
+    counts = {}
+    if "predicted_label" in predictions:
+        counts["decisions"] = {label: int((predictions.predicted_label == label).sum()) for label in class_names}
+    if "out_of_distribution" in predictions:
+        flagged = predictions[predictions.out_of_distribution.fillna(False).astype(bool)]
+        counts.update(out_of_distribution=int(len(flagged)),
+                      out_of_distribution_files=sorted(flagged.file)[:FLAGGED_FILES_NAMED])
+    return counts
+
+
 def labeled_part(predictions: pd.DataFrame, class_names) -> pd.DataFrame:
     """The rows whose true label is known (files under a class-named folder)."""
     return predictions[predictions.true_label.fillna("").astype(str).isin(list(class_names))]
@@ -53,13 +66,8 @@ def model_metrics(predictions: pd.DataFrame, skipped_count: int, model: dict, de
     folders record them; the batch reports draw the intervals).
     """
     labeled = labeled_part(predictions, model["class_names"])
-    flagged = predictions[predictions.out_of_distribution.fillna(False).astype(bool)]
     summary = {"image_count": int(len(predictions)), "labeled_count": int(len(labeled)),
-               "skipped_count": int(skipped_count),
-               # What it decided, labeled or not, and which images it found unlike a chest X-ray.
-               "decisions": {label: int((predictions.predicted_label == label).sum()) for label in model["class_names"]},
-               "out_of_distribution": int(len(flagged)),
-               "out_of_distribution_files": sorted(flagged.file)[:FLAGGED_FILES_NAMED], **model}
+               "skipped_count": int(skipped_count), **decisions_and_flags(predictions, model["class_names"]), **model}
     if len(labeled):
         threshold = float(predictions.threshold.iloc[0])
         y_true, probability = positive_truth_and_probability(labeled, model["positive_class"])
