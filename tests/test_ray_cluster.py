@@ -184,7 +184,7 @@ class ClusterRun:
     interrupted_log: str  # each run's output, its debug records among it
     resumed_log: str
     exit_status: int  # the resumed run's
-    running_when_lost: bool  # whether the resumed run was still going when worker 0 was gone
+    running_when_lost: bool  # whether the resumed run was still going when the worker was gone
     scored_when_lost: int  # files whose scores had been written down by then
 
 
@@ -208,11 +208,16 @@ def cluster_run(cluster, xrays, tiny_model_folder, tmp_path_factory):
         assert interrupted.wait() == -signal.SIGKILL
     kept = len(read_parts(parts))
 
+    def worker_that_scored():
+        """1 + the index of a worker that scored a batch of the resumed run, or 0. Not always worker 0: on a loaded
+        machine one replica can start many seconds after the other and score nothing before the run ends."""
+        nodes = {node for _, _, scored in scored_batches((logs / "resumed.log").read_text())
+                 for node in scored.split(",")}
+        return next((index + 1 for index, worker in enumerate(cluster.workers) if worker in nodes), 0)
+
     with started_batch_eval([*arguments, "--resume"], environment, logs / "resumed.log") as resumed:
-        lost = cluster.workers[0]
-        wait_until(lambda: any(nodes == lost for _, _, nodes in scored_batches((logs / "resumed.log").read_text())),
-                   resumed, "a batch was scored on worker 0")
-        cluster.kill_worker(0)
+        lost = wait_until(worker_that_scored, resumed, "a batch was scored on a worker") - 1
+        cluster.kill_worker(lost)
         running, scored = resumed.poll() is None, len(read_parts(parts))
         status = finish(resumed, logs / "resumed.log")
     return ClusterRun(out, kept, (logs / "interrupted.log").read_text(), (logs / "resumed.log").read_text(),
@@ -237,8 +242,6 @@ def test_both_workers_score_and_the_head_without_cpus_runs_nothing(cluster, clus
     batches = scored_batches(cluster_run.interrupted_log) + scored_batches(cluster_run.resumed_log)
     decoded = {node for _, nodes, _ in batches for node in nodes.split(",")}
     scored = {node for _, _, nodes in batches for node in nodes.split(",")}
-    assert {node for _, _, nodes in scored_batches(cluster_run.resumed_log) for node in nodes.split(",")} == set(
-        cluster.workers)
     assert scored == set(cluster.workers)
     assert decoded <= set(cluster.workers) and cluster.head not in decoded | scored
 
@@ -268,8 +271,8 @@ def test_a_resumed_run_ends_with_the_reports_of_an_uninterrupted_one(cluster_run
 
 
 def test_a_run_that_loses_a_worker_node_completes_on_the_other(cluster_run):
-    """Worker 0 held one of the two model replicas and had scored for the run, which had files left to score when
-    the worker was gone (what it then scored is checked above)."""
+    """The worker killed held one of the two model replicas and had scored for the run, which had files left to
+    score when the worker was gone (what it then scored is checked above)."""
     assert cluster_run.running_when_lost and cluster_run.scored_when_lost < IMAGES
     assert cluster_run.exit_status == 0, cluster_run.resumed_log[-3000:]
 
