@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 import app
+from pneumo.demo import handlers, server
 from conftest import (BUNDLED_BY_NAME, BUNDLED_MODELS, EXAMPLES, EXTRA_DEMO_MODELS, REPO, bomb_png, example_images,
                       png_bytes, true_label)
 
@@ -203,18 +204,18 @@ def test_the_handlers_compare_the_first_two_models_unless_told_otherwise(demo_pr
     import gradio as gr
 
     image = str(example_images()[0])
-    outputs = app.compare_models(demo_predictors, image)
+    outputs = handlers.compare_models(demo_predictors, image)
     assert len(outputs) == 8 and list(outputs[-1]["models"]) == ["CNN+LSTM", "ResNet50"]
-    outputs = app.compare_models(demo_predictors, image, "Tiny strict", "CNN+LSTM")
+    outputs = handlers.compare_models(demo_predictors, image, "Tiny strict", "CNN+LSTM")
     assert list(outputs[-1]["models"]) == ["Tiny strict", "CNN+LSTM"]
     assert outputs[3]["heatmap_method"] == "Grad-CAM" and outputs[2].endswith("heatmap-Tiny-strict.jpeg")
     for pair, message in ((("CNN+LSTM", "CNN+LSTM"), "Choose two different models"),
                           (("VGG16", "ResNet50"),
                            f"Unknown model 'VGG16'; choose one of {', '.join(demo_predictors)}.")):
         with pytest.raises(gr.Error, match=re.escape(message)):
-            app.compare_models(demo_predictors, image, *pair)
+            handlers.compare_models(demo_predictors, image, *pair)
     with pytest.raises(gr.Error, match="Unknown model"):
-        app.predict(demo_predictors, image, "VGG16", None)
+        handlers.predict(demo_predictors, image, "VGG16", None)
 
 
 def test_a_model_whose_network_failed_to_load_says_so_and_the_others_keep_answering(tiny_model_folder, tmp_path,
@@ -231,8 +232,8 @@ def test_a_model_whose_network_failed_to_load_says_so_and_the_others_keep_answer
                   "Tiny": Predictor.from_folder(tiny_model_folder, defer_network=True)}
     image = str(example_images()[0])
     with pytest.raises(gr.Error, match=f"{re.escape(str(damaged))}: cannot be loaded as a Keras model"):
-        app.predict(predictors, image, "Damaged", None)
-    assert app.predict(predictors, image, "Tiny", None)[2]["label"] in ("NORMAL", "PNEUMONIA")
+        handlers.predict(predictors, image, "Damaged", None)
+    assert handlers.predict(predictors, image, "Tiny", None)[2]["label"] in ("NORMAL", "PNEUMONIA")
 
 
 def test_the_about_tab_tables_every_model_with_its_heatmap_method_and_metrics(app_url, demo_predictors):
@@ -384,8 +385,8 @@ def test_gradio_sweeps_its_cache_of_uploads_and_images_as_served_files_says(demo
 def test_gradios_queue_looks_for_work_every_10_ms_not_every_millisecond(demo_predictors):
     import gradio as gr
 
-    assert gr.Blocks().queue()._queue.sleep_when_free == 0.001  # Gradio's own, which app.QUEUE_POLL_S replaces
-    assert app.build_app(demo_predictors)._queue.sleep_when_free == app.QUEUE_POLL_S == 0.01
+    assert gr.Blocks().queue()._queue.sleep_when_free == 0.001  # Gradio's own, which pneumo.demo.server.QUEUE_POLL_S replaces
+    assert app.build_app(demo_predictors)._queue.sleep_when_free == server.QUEUE_POLL_S == 0.01
 
 
 def empty_files_at_the_top_of_gradios_cache() -> set:
