@@ -24,7 +24,10 @@ from starlette.middleware import Middleware  # noqa: E402
 from pneumo import PneumoError  # noqa: E402
 from pneumo.demo.about import about_text  # noqa: E402
 from pneumo.demo.handlers import (  # noqa: E402
+    COMPARE_OUTPUTS,
+    PREDICT_OUTPUTS,
     REPORTS,
+    SLOTS,
     DecisionLabel,
     ModelRadio,
     cleared,
@@ -32,6 +35,7 @@ from pneumo.demo.handlers import (  # noqa: E402
     compare_page,
     default_pair,
     heatmap_label,
+    in_order,
     make_report,
     model_page,
     model_shown,
@@ -105,27 +109,29 @@ def build_app(predictors) -> gr.Blocks:
                 model_b = gr.Dropdown(names, value=second, label="Model B", elem_id="model-b", allow_custom_value=True)
             compare_button = gr.Button("Compare both models", variant="primary")
             decisions = gr.HTML(elem_id="compare-decisions")
-            banner = gr.Markdown(visible=False, label="Agreement")  # for the API; the page draws decisions
-            api_outputs, captions, pair_overlays = [banner], [], []
+            api = {"banner": gr.Markdown(visible=False, label="Agreement")}  # for the API; the page draws decisions
+            captions, pair_overlays = [], []
             with gr.Row():
-                for slot, name in (("Model A", first), ("Model B", second)):
+                for slot, title, name in zip(SLOTS, ("Model A", "Model B"), (first, second)):
                     with gr.Column():
-                        overlay = gr.Image(label=heatmap_label(predictors, name, slot), format="jpeg",
+                        overlay = gr.Image(label=heatmap_label(predictors, name, title), format="jpeg",
                                            interactive=False)
                         pair_overlays.append(overlay)
                         captions.append(gr.HTML())
-                        api_outputs += [DecisionLabel(label=f"{slot}: decision and calibrated probabilities",
-                                                      visible=False), overlay,
-                                        gr.JSON(label=f"{slot}: details", visible=False)]
+                        api.update({f"label_{slot}": DecisionLabel(label=f"{title}: decision and calibrated "
+                                                                         "probabilities", visible=False),
+                                    f"heatmap_{slot}": overlay,
+                                    f"details_{slot}": gr.JSON(label=f"{title}: details", visible=False)})
             details = gr.Markdown(elem_classes="pneumo-details")
-            all_results = gr.JSON(visible=False, label="Both models (label, probabilities, agreement)")
+            api["both"] = gr.JSON(visible=False, label="Both models (label, probabilities, agreement)")
+            api_outputs = in_order(api, COMPARE_OUTPUTS)
             page = [decisions, *captions, details]
-            compared = [*api_outputs, all_results, *page]
+            compared = [*api_outputs, *page]
             all_outputs += compared
             (compare_button.click(cleared(compared), None, compared, queue=False, api_visibility="private")
-             .then(functools.partial(compare_models, predictors), [upload, model_a, model_b],
-                   [*api_outputs, all_results], api_name="compare")
-             .success(functools.partial(compare_page, limits), all_results, page, api_visibility="private")
+             .then(functools.partial(compare_models, predictors), [upload, model_a, model_b], api_outputs,
+                   api_name="compare")
+             .success(functools.partial(compare_page, limits), api["both"], page, api_visibility="private")
              .success(None, js=show_whole("compare-decisions")))
 
         # One tab for all the models, with a picker: a tab each would not fit a phone's tab bar beside Compare,
@@ -140,15 +146,16 @@ def build_app(predictors) -> gr.Blocks:
                 overlay = gr.Image(label=heatmap_label(predictors, first), format="jpeg", interactive=False)
                 caption = gr.HTML()
             details = gr.Markdown(elem_classes="pneumo-details")
-            api_outputs = [DecisionLabel(label="Decision and calibrated probabilities", visible=False), overlay,
-                           gr.JSON(label="Details", visible=False)]
+            api = {"label": DecisionLabel(label="Decision and calibrated probabilities", visible=False),
+                   "heatmap": overlay, "details": gr.JSON(label="Details", visible=False)}
+            api_outputs = in_order(api, PREDICT_OUTPUTS)
             page = [decision, caption, details]
             single = [*api_outputs, *page]
             all_outputs += single
             (model_button.click(cleared(single), None, single, queue=False, api_visibility="private")
              .then(functools.partial(predict, predictors), [upload, model_name, explain], api_outputs,
                    api_name="predict")
-             .success(functools.partial(model_page, limits), [model_name, api_outputs[2]], page,
+             .success(functools.partial(model_page, limits), [model_name, api["details"]], page,
                       api_visibility="private")
              .success(None, js=show_whole("model-decision")))
             # A result on the page is always the chosen model's.

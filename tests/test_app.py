@@ -584,3 +584,14 @@ def test_predict_needs_only_the_image_and_report_names_its_parameters(client):
     assert details["model"] == "cnn-lstm" and details["explained_class"] == details["label"]
     names = [p["parameter_name"] for p in parameters(client, "/report")]
     assert names == ["path", "patient", "age", "sex", "exam_date", "physician", "notes", "model_a", "model_b"]
+
+
+def test_each_endpoints_outputs_are_listed_by_name_in_one_order(client):
+    """The handlers return, and app.py lists the page's components, in pneumo.demo.handlers' named orders."""
+    returns = {endpoint: [r["label"] for r in client.view_api(print_info=False, return_format="dict")
+                          ["named_endpoints"][endpoint]["returns"]] for endpoint in ("/compare", "/predict")}
+    assert len(returns["/compare"]) == len(handlers.COMPARE_OUTPUTS)
+    assert returns["/compare"][0] == "Agreement" and returns["/compare"][-1].startswith("Both models")
+    assert [label.split(":")[0] for label in returns["/compare"][1:4]] == ["Model A"] * 3
+    assert [label.split(":")[0] for label in returns["/compare"][4:7]] == ["Model B"] * 3
+    assert returns["/predict"][0].startswith("Decision") and returns["/predict"][2] == "Details"

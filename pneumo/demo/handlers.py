@@ -19,6 +19,16 @@ from .served_files import OneTimeFiles, served_jpeg, served_png
 from .verdicts import model_limits
 
 REPORTS = OneTimeFiles()  # PDF reports, deleted once downloaded
+# Each endpoint's outputs, by name, in the API's order: the handlers return them in it and app.py lists the page's
+# components in it, so a reorder in one place cannot silently swap what a client receives.
+SLOTS = ("a", "b")  # Model A and Model B of the Compare tab
+COMPARE_OUTPUTS = ("banner", "label_a", "heatmap_a", "details_a", "label_b", "heatmap_b", "details_b", "both")
+PREDICT_OUTPUTS = ("label", "heatmap", "details")
+
+
+def in_order(values: dict, names) -> list:
+    """`values` (by output name) as the list Gradio takes, in the order of `names`."""
+    return [values[name] for name in names]
 LOG = logging.getLogger("pneumo.app")
 
 
@@ -103,23 +113,26 @@ def file_stem(name: str) -> str:
 @as_gradio_errors
 def compare_models(predictors, path, model_a=None, model_b=None):
     """Two models on one upload (default: the first two): the agreement banner, then label, heatmap and details
-    of model A and of model B, then both results."""
+    of model A and of model B, then both results (COMPARE_OUTPUTS)."""
     first, second = default_pair(predictors)
     pair = chosen_models(predictors, [model_a or first, model_b or second])
     summary, overlays = compare(pair, path)
-    outputs = [banner_text(summary["models"], model_limits(pair))]
-    for name, result in summary["models"].items():
-        outputs += [label_value(result), served_jpeg(overlays[name], f"heatmap-{file_stem(name)}"), result]
-    return [*outputs, summary]
+    values = {"banner": banner_text(summary["models"], model_limits(pair)), "both": summary}
+    for slot, (name, result) in zip(SLOTS, summary["models"].items()):
+        values.update({f"label_{slot}": label_value(result), f"details_{slot}": result,
+                       f"heatmap_{slot}": served_jpeg(overlays[name], f"heatmap-{file_stem(name)}")})
+    return in_order(values, COMPARE_OUTPUTS)
 
 
 @as_gradio_errors
 def predict(predictors, path, model_name=None, explain_class=None):
-    """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details."""
+    """One model on one upload: label, heatmap of `explain_class` (default: the predicted class), details
+    (PREDICT_OUTPUTS)."""
     model_name = model_name or default_pair(predictors)[0]
     (model_name, predictor), = chosen_models(predictors, [model_name]).items()
     result, overlay = analyse(predictor, path, explain_class or None)
-    return label_value(result), served_jpeg(overlay, f"heatmap-{file_stem(model_name)}"), result
+    return in_order({"label": label_value(result), "details": result,
+                     "heatmap": served_jpeg(overlay, f"heatmap-{file_stem(model_name)}")}, PREDICT_OUTPUTS)
 
 
 @as_gradio_errors
