@@ -338,3 +338,17 @@ def test_the_demo_says_beside_the_verdict_where_an_adapted_model_was_adapted(ada
     card = verdict_card("tiny-site", result, None)
     assert f"Adapted without labels to 100 X-rays of {site}" in card
     assert "site_adaptation" not in analyse(load_predictor(str(tiny_model_folder)), site / "site_001.png")[0]
+
+
+def test_an_adapted_folder_is_not_adapted_again_nor_refitted_nor_evaluated(adapted_folder, site, labeled_site,
+                                                                          tmp_path, capsys):
+    from pneumo.site.adapt import main as adapt
+    from pneumo.site.refit import main as calibrate
+    from pneumo.site.site_eval import main as site_eval
+
+    assert adapt([str(adapted_folder), "--images", str(site), "--out", str(tmp_path / "twice")]) == 1
+    assert calibrate([str(adapted_folder), "--data", str(labeled_site), "--out", str(tmp_path / "refit")]) == 1
+    assert site_eval([str(adapted_folder), "--data", str(labeled_site)]) == 1
+    errors = capsys.readouterr().err
+    assert errors.count("adapt its source") == 2 and "refit its source" in errors
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "refit").exists()

@@ -212,3 +212,15 @@ def test_an_ensemble_gets_a_site_operating_point_without_labels(ensemble_folder,
     assert adapted.threshold == (record["operating_point"]["threshold"] if record["operating_point"]["verdict"]
                                  == "trusted" else record["operating_point"]["threshold_without_it"])
     assert 0 <= adapted.predict_file(next(site.rglob("*.png"))).positive_probability <= 1
+
+
+def test_batch_eval_adapt_leaves_an_ensemble_whose_members_it_adapts_as_it_is(ensemble_folder, tmp_path, capsys):
+    from conftest import write_synthetic_class_folders
+
+    site = tmp_path / "site"
+    write_synthetic_class_folders(site, 50, seed=23)
+    member = ensemble_folder.parent / "tiny-cnn-lstm"
+    assert batch_eval.main([str(site), "--out", str(tmp_path / "out"), "--model", str(member), "--model",
+                            str(ensemble_folder), "--adapt", "--no-figures", "--no-intervals"]) == 0
+    said = capsys.readouterr().err
+    assert "tiny-ensemble: not adapted (its members tiny-cnn-lstm are adapted here" in said

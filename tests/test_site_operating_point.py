@@ -170,3 +170,22 @@ def test_thinned_to_makes_a_stand_in_site_of_that_case_mix(prevalence):
     rows = thinned_to(positives, prevalence, seed=0)
     assert abs(positives[rows].mean() - prevalence) < 0.01
     assert len(np.unique(rows)) == len(rows)
+
+
+def test_a_score_is_called_positive_exactly_when_it_reaches_the_thresholds_log_odds():
+    """The probability map rises strictly, so the threshold on the site's probability and the one on the score
+    agree everywhere (a flat stretch would call scores below the threshold positive too)."""
+    z, _ = site_scores(0.3, centre=-2.0, spread=1.6, seed=12)
+    fit = fit_site(z, REFERENCE, SOURCE_THRESHOLD, bootstrap=10)
+    grid = np.linspace(-30, 30, 6001)
+    p = fit.probability_map.probabilities(grid)
+    assert np.all(np.diff(fit.probability_map.log_odds_at) > 0)
+    np.testing.assert_array_equal(p >= fit.threshold, grid >= fit.threshold_log_odds - 1e-9)
+
+
+def test_a_site_calibration_reads_like_its_source_on_a_page_or_a_card():
+    source = Calibration(0.7, (0.0, 0.5))
+    grid = np.linspace(-30, 30, 241)
+    site = SiteCalibration(source, ProbabilityMap.of_log_odds(grid, grid), positive_index=1)
+    assert (site.temperature, site.bias) == (0.7, (0.0, 0.5))
+    assert site.to_config("validation split") == source.to_config("validation split")

@@ -130,7 +130,10 @@ class ProbabilityMap:
         grid = np.asarray(grid, dtype=np.float64)
         weights = np.ones_like(grid) if weights is None else np.asarray(weights, dtype=np.float64) + 1e-9
         rising = IsotonicRegression().fit(grid, np.clip(np.asarray(log_odds, float), -40, 40), sample_weight=weights)
-        return cls(tuple(np.round(grid, 4).tolist()), tuple(np.round(rising.predict(grid), 5).tolist()))
+        # Strictly increasing (by 0.001 per unit of z, far below what the fit can tell): on a flat stretch a
+        # threshold on the probability would also call every score below its own z, down to the stretch's start.
+        strictly = rising.predict(grid) + 1e-3 * (grid - grid[0])
+        return cls(tuple(np.round(grid, 4).tolist()), tuple(np.round(strictly, 5).tolist()))
 
     def log_odds(self, z) -> np.ndarray:
         return np.interp(np.asarray(z, dtype=np.float64), self.grid, self.log_odds_at)
@@ -162,3 +165,15 @@ class SiteCalibration:
 
     def describe(self) -> str:
         return f"{self.source.describe()}, then the site's mixture posterior"
+
+    # What a page or a card reads of a calibration: the source's.
+    @property
+    def temperature(self) -> float:
+        return self.source.temperature
+
+    @property
+    def bias(self):
+        return self.source.bias
+
+    def to_config(self, fitted_on: str) -> dict:
+        return self.source.to_config(fitted_on)

@@ -107,6 +107,7 @@ def fit_to_site(predictor, site_batches, least_images: int = MIN_IMAGES) -> dict
     """Adapt `predictor` in place to the site whose X-rays `site_batches()` yields (a fresh iterator of model
     inputs at each call: the images are read once per step), as the module's docstring says; returns the record
     of what was done (`site_adaptation`), which its config now holds too."""
+    refuse_adapted(predictor)
     released_reference = site_reference(predictor, "released")
     scores = site_scores(predictor, site_batches())
     if len(scores) < least_images:
@@ -117,9 +118,13 @@ def fit_to_site(predictor, site_batches, least_images: int = MIN_IMAGES) -> dict
     network = "released"
     if batch_norm["why_not"] is None:
         before = state_of(predictor)
-        adapt_predictor(predictor, site_batches(), least_images)
-        adapted_fit = fit_site(site_scores(predictor, site_batches()), site_reference(predictor, "adapted"),
-                               float(log_odds_of(predictor.threshold)))
+        try:
+            adapt_predictor(predictor, site_batches(), least_images)
+            adapted_fit = fit_site(site_scores(predictor, site_batches()), site_reference(predictor, "adapted"),
+                                   float(log_odds_of(predictor.threshold)))
+        except BaseException:  # the predictor leaves as it came, as when the step is refused
+            restore(predictor, before)
+            raise
         if adapted_fit.trusted:
             fit, network, batch_norm["applied"] = adapted_fit, "adapted", True
         else:  # the step is undone: the released network with its own site operating point
@@ -137,6 +142,15 @@ def fit_to_site(predictor, site_batches, least_images: int = MIN_IMAGES) -> dict
                                   "threshold_without_it": float(threshold_without_it)}}
     predictor.config = {**predictor.config, "site_adaptation": record}
     return record
+
+
+def refuse_adapted(predictor) -> None:
+    """A folder adapted to one site is not adapted again: its scores already pass through that site's map, and
+    validation's class shapes describe its source. Adapt the source instead."""
+    site = predictor.config.get("site_adaptation")
+    if site:
+        raise AdaptationError(f"{predictor.name}: already adapted to {site.get('images')}; adapt its source "
+                              f"({site.get('source')}) instead")
 
 
 def state_of(predictor) -> tuple:
@@ -188,6 +202,12 @@ def adapt_for_scoring(predictors, folder) -> dict[str, str]:
     its `site_adaptation` record."""
     done = {}
     for predictor in predictors:
+        shared = [member.name for member in getattr(predictor, "members", [])
+                  if any(member is other for other in predictors)]
+        if shared:  # its members' scores would already be adapted, unlike the shapes its fit compares them with
+            done[predictor.name] = (f"not adapted (its members {', '.join(shared)} are adapted here; score the "
+                                    "ensemble without them, or adapt it with pneumo adapt)")
+            continue
         try:
             done[predictor.name] = summary(adapt_to_folder(predictor, folder))
         except AdaptationError as why:

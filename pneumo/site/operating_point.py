@@ -14,9 +14,10 @@ site's unlabeled scores. From the fit:
 - the probability shown at the site is the mixture's posterior (`ProbabilityMap`), calibrated at the site and
   kept non-decreasing in z;
 - the threshold is the source's Youden operating point re-found on the fitted classes (where sensitivity +
-  specificity - 1 is largest), never below the source's threshold (a site's normals that did not move give no
-  reason to call more children ill) and never above the score that keeps an estimated sensitivity of
-  `MIN_SENSITIVITY` on validation's pneumonia shape;
+  specificity - 1 is largest), raised no further than the score that keeps an estimated sensitivity of
+  `MIN_SENSITIVITY` on validation's pneumonia shape, and never below the source's threshold (a site's normals
+  that did not move give no reason to call more children ill): where the source's threshold is already above
+  that score, it stays;
 - the estimated prevalence is the prior, with a bootstrap interval.
 
 `check_fit` is the guard: a fit that cannot be trusted (too few images, a degenerate component, classes not
@@ -38,7 +39,8 @@ from ..prediction.calibration import ProbabilityMap
 METHOD = ("two-class mixture of the site's calibrated log-odds, fitted without labels by maximum likelihood: "
           "validation's pneumonia shape as it is, validation's normal shape shifted and widened, and the prior; "
           "the probability is the mixture's posterior, the threshold the source's Youden operating point re-found "
-          "on the fitted classes, between the source's threshold and an estimated sensitivity of 0.93")
+          "on the fitted classes, raised no further than an estimated sensitivity of 0.93 and never below "
+          "the source's threshold")
 MIN_SENSITIVITY = 0.93  # on validation's pneumonia shape, at the threshold: at least this
 QUANTILES = 81  # the points that keep a class's shape in pneumo.json
 MIN_IMAGES = 100

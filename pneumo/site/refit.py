@@ -71,6 +71,9 @@ def refit(source: str, data, out, holdout_fraction: float = 0.3, seed: int = 0) 
     if out.exists() and any(out.iterdir()):
         raise DataFolderError(f"{out}: already exists and is not empty; choose a new --out folder")
     predictor = load_predictor(source)
+    if (predictor.config.get("site_adaptation") or {}).get("operating_point"):
+        raise ModelLoadError(f"{source}: adapted to a site without labels; refit its source "
+                             f"({predictor.config['site_adaptation']['source']}) with these labels instead")
     if predictor.model is None:
         raise ModelLoadError(f"{source}: an ensemble; refit it with pneumo ensemble, or refit its members")
     images = list_labeled_images(data, predictor.class_names)

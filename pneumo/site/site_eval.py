@@ -45,7 +45,7 @@ from ..metrics import full_metrics, summary_line
 from ..prediction.calibration import SiteCalibration, log_odds_of
 from ..training.data import list_labeled_images, readable_batches, split_by_patient
 from .adabn import adapt_predictor, batch_norm_layers, in_batches
-from .adapt import fit_to_site, restore, site_reference, state_of
+from .adapt import fit_to_site, refuse_adapted, restore, site_reference, state_of
 from .operating_point import fit_site, thinned_to
 from .refit import fit_site_calibration
 
@@ -88,6 +88,7 @@ def cross_fitted(predictor, data, seed: int = 0, prevalence: float | None = None
     """Every setting's pooled metrics on `data` (see the module's docstring), with the split's sizes."""
     if predictor.model is None:
         raise AdaptationError(f"{predictor.name}: an ensemble; evaluate its members")
+    refuse_adapted(predictor)
     frame = list_labeled_images(data, predictor.class_names)
     inputs, rows, skipped = readable_inputs(predictor, frame)
     frame = frame.iloc[rows].reset_index(drop=True)
