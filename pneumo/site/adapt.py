@@ -177,8 +177,7 @@ def adapt_to_folder(predictor, folder, least_images: int = MIN_IMAGES) -> dict:
         record = fit_to_site(predictor, site_batches, least_images)
     except AdaptationError as error:
         raise AdaptationError(f"{folder}: {error}") from None
-    record.update(images=str(folder), skipped_files=len(skipped))
-    predictor.config["site_adaptation"] = record
+    record.update(images=str(folder), skipped_files=len(skipped))  # the record the predictor's config holds
     return record
 
 
