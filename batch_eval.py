@@ -2,13 +2,14 @@
 
     python batch_eval.py FOLDER_OR_URI --out DIR [--model REF ...] [--batch-size N] [--threshold T]
                          [--heatmaps K] [--shard I/N] [--resume | --overwrite] [--engine local|ray] [--ray-address ADDRESS]
-                         [--adapt] [--no-figures] [--no-intervals]
+                         [--stall-timeout SECONDS] [--adapt] [--no-figures] [--no-intervals]
     python batch_eval.py merge DIR [DIR ...] --out DIR [--no-figures] [--no-intervals]
 
 FOLDER with NORMAL/ and PNEUMONIA/ subfolders (any case, any depth) is scored against those labels;
 any other folder gets predictions only. REF is a model folder, an ensemble folder (pneumo ensemble --write;
 scored from its members' probabilities when they are scored too) or a Hub repo OWNER/NAME[@REVISION]
-(default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing scored, 2 bad usage.
+(default: every bundled model, or the PNEUMO_*_MODEL variables). Exit status: 0 scored something, 1 nothing
+scored, 2 bad usage, 3 stalled (no progress for --stall-timeout seconds).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ exit status:
   0  something was scored
   1  nothing was scored (an empty folder or shard)
   2  bad usage: a missing folder, an unwritable --out, a model that cannot be loaded, runs that do not merge
+  3  stopped: no progress for --stall-timeout seconds (the message names the stage); --resume goes on
 """
 
 SUMMARY_COLUMNS = ["accuracy", "sensitivity", "specificity", "f1", "roc_auc"]
@@ -58,6 +60,8 @@ def shard_spec(text: str) -> tuple[int, int]:
 
 
 def parse_score_args(argv):
+    from pneumo.batch.watchdog import DEFAULT_STALL_S
+
     parser = argparse.ArgumentParser(prog="batch_eval.py", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=LAYOUT + "\nMerge sharded runs with: batch_eval.py merge DIR... --out DIR")
@@ -89,6 +93,9 @@ def parse_score_args(argv):
                         help="with --engine ray: join this Ray cluster (auto: the one `ray start` began here; "
                              "or ray://HEAD:10001) instead of starting Ray on this machine; one with token "
                              "authentication also needs RAY_AUTH_MODE=token and its token (docs/scale-out.md)")
+    parser.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S, metavar="SECONDS",
+                        help=f"stop a run that makes no progress for this long, saying which stage stalled and "
+                             f"keeping what was scored for --resume (default {DEFAULT_STALL_S:g}; 0: never)")
     parser.add_argument("--adapt", action="store_true",
                         help="adapt each model to this folder's own images first, as pneumo adapt does (labels are "
                              "not used): the batch-norm step and the site operating point, each where its guard "
@@ -179,6 +186,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from pneumo import ModelLoadError, PneumoError
     from pneumo.batch.scoring import claim_out, merge_runs, run_folder
+    from pneumo.batch.watchdog import STALLED_EXIT_STATUS
+    from pneumo.errors import RunStalledError
 
     if argv[:1] == ["merge"]:
         parser, args = parse_merge_args(argv[1:])
@@ -215,11 +224,16 @@ def main(argv=None) -> int:
                 metrics = run_folder_ray(args.folder, args.out, predictors, batch_size=args.batch_size,
                                          threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
                                          ray_address=args.ray_address, resume=args.resume,
-                                         figures=args.figures, intervals=args.intervals)
+                                         figures=args.figures, intervals=args.intervals,
+                                         stall_s=args.stall_timeout, hard_exit=True)
             else:
                 metrics = run_folder(args.folder, args.out, predictors, batch_size=args.batch_size,
                                      threshold=args.threshold, heatmaps=args.heatmaps, shard=args.shard,
-                                     resume=args.resume, figures=args.figures, intervals=args.intervals)
+                                     resume=args.resume, figures=args.figures, intervals=args.intervals,
+                                     stall_s=args.stall_timeout, hard_exit=True)
+        except RunStalledError as error:
+            print(f"\nbatch_eval.py: {error}", file=sys.stderr)  # a line of its own, after a progress bar
+            return STALLED_EXIT_STATUS
         except ModelLoadError as error:  # a model a Ray worker cannot load (a folder missing on a node): bad usage
             parser.error(str(error))
         except PneumoError as error:  # nothing to score, or a --resume of a run started otherwise
@@ -230,5 +244,17 @@ def main(argv=None) -> int:
     return 0 if any(m["image_count"] for m in metrics.values()) else 1
 
 
+def exit_with(status: int) -> None:
+    """Exit with `status`. A run the watchdog stopped may leave a thread blocked in a read that never returns,
+    which Python would wait for at exit: after a stall the process ends without waiting."""
+    from pneumo.batch.watchdog import STALLED_EXIT_STATUS
+
+    if status == STALLED_EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -148,7 +148,8 @@ def ray_rates(files, data: Path, batch_size: int) -> None:
     """Images/s of the Ray engine against the local engine, per bundled model, on the same files."""
     from pneumo import load_predictor
     from pneumo.batch.scoring import score
-    from pneumo.batch.ray_engine import import_ray, list_files, ray_scores, start_ray
+    from pneumo.batch.ray_engine import import_ray, ray_scores, start_ray
+    from pneumo.batch.storage import list_files
 
     ray = import_ray()
     started = start_ray()

@@ -84,3 +84,12 @@ class TrainingOptionError(PneumoError, ValueError):
 
 class AdaptationError(PneumoError):
     """A model or a set of images that adaptation to a site (pneumo.site.adapt) cannot use, with the reason."""
+
+
+class RunStalledError(PneumoError):
+    """A batch run made no progress for its stall timeout and was stopped; what it scored is kept for --resume."""
+
+
+class StorageReadError(PneumoError):
+    """A file listed for scoring that a worker could not read (the storage's settings, or a folder not at the same
+    path on every node)."""

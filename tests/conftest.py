@@ -364,3 +364,53 @@ def app_url(demo_predictors, app_temp_dir):
     app.launch(demo, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
+
+
+# moto's S3 server on a free loopback port, which it prints; it stops when the test process closes its stdin.
+S3_SERVER = """
+import sys
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+S3_SECRET = "pneumo-test-secret-7f3a"  # the secret key: a test checks that it never reaches a log or an output
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL) that reach
+    an S3 server of the session's own, in its own process on a loopback port, as they would reach AWS or an
+    S3-compatible store. They are not set in this process: a test sets them where it needs them."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-c", S3_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(server.stdout.readline())
+        yield {"AWS_ACCESS_KEY_ID": "pneumo-test", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+               "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    finally:
+        server.stdin.close()
+        server.wait(timeout=60)
+
+
+def upload_folder(variables: dict, folder: Path, bucket: str, prefix: str) -> str:
+    """Every file under `folder` put in `bucket` (created if need be) under `prefix`, with an empty "folder"
+    object as S3 consoles make them; returns the folder's s3:// URI."""
+    import boto3
+
+    client = boto3.client("s3", region_name=variables["AWS_DEFAULT_REGION"],
+                          endpoint_url=variables["AWS_ENDPOINT_URL"], aws_access_key_id=variables["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=variables["AWS_SECRET_ACCESS_KEY"])
+    if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": variables["AWS_DEFAULT_REGION"]})
+    client.put_object(Bucket=bucket, Key=f"{prefix}/", Body=b"")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"

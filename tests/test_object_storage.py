@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -17,22 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, synthetic_xray, write_folder_with_bad_files
+from conftest import REPO, synthetic_xray, upload_folder, write_folder_with_bad_files
 from PIL import Image
 from test_batch_eval import BAD_FILES
 from test_batch_ray import assert_same_table, read_csv
 
-# moto's S3 server on a free loopback port, which it prints; it stops when the test process closes its stdin.
-SERVER = """
-import sys
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-print(server.get_host_and_port()[1], flush=True)
-sys.stdin.read()
-server.stop()
-"""
 AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
 README_URI = "s3://my-bucket/xrays"  # where the README's example reads from
 
@@ -47,37 +37,22 @@ def xray_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def s3(xray_folder):
+def s3(s3_server, xray_folder):
     """The AWS variables that reach the bucket `my-bucket`, which holds `xray_folder` under xrays/ (and an empty
     "folder" object, as S3 consoles make them), set in this process too for the module's length."""
-    import boto3
-
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
-    try:
-        port = int(server.stdout.readline())
-        variables = {"AWS_ACCESS_KEY_ID": "pneumo-test", "AWS_SECRET_ACCESS_KEY": "pneumo-test-secret",
-                     "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        with pytest.MonkeyPatch.context() as patch:
-            for name in [name for name in os.environ if name.startswith("AWS_")]:  # a profile, another endpoint...
-                patch.delenv(name)
-            for name, value in variables.items():
-                patch.setenv(name, value)
-            bucket = boto3.client("s3")
-            bucket.create_bucket(Bucket="my-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-            bucket.put_object(Bucket="my-bucket", Key="xrays/test/", Body=b"")
-            for path in sorted(p for p in xray_folder.rglob("*") if p.is_file()):
-                bucket.upload_file(str(path), "my-bucket", f"xrays/{path.relative_to(xray_folder).as_posix()}")
-            yield variables
-    finally:
-        server.stdin.close()
-        server.wait(timeout=60)
+    assert upload_folder(s3_server, xray_folder, "my-bucket", "xrays") == README_URI
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("AWS_")]:  # a profile, another endpoint...
+            patch.delenv(name)
+        for name, value in s3_server.items():
+            patch.setenv(name, value)
+        yield s3_server
 
 
 @pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
 def test_a_bucket_is_listed_as_discover_lists_the_folder_on_disk(s3, xray_folder, shard):
     from pneumo.batch.scoring import discover
-    from pneumo.batch.ray_engine import list_files
+    from pneumo.batch.storage import list_files
 
     _, files, sizes = list_files(README_URI, shard)
     on_disk = discover(xray_folder, shard)
@@ -89,10 +64,47 @@ def test_a_bucket_is_listed_as_discover_lists_the_folder_on_disk(s3, xray_folder
 
 def test_a_missing_bucket_is_a_one_line_error(s3):
     from pneumo import PneumoError
-    from pneumo.batch.ray_engine import list_files
+    from pneumo.batch.storage import list_files
 
     with pytest.raises(PneumoError, match=r"^s3://no-such-bucket/xrays: cannot list it \(.*bucket does not exist"):
         list_files("s3://no-such-bucket/xrays")
+
+
+# A worker: a process without any AWS variable, which reads a file with the filesystem it is sent (pickled).
+WORKER = """
+import pickle, sys
+from pneumo.batch.storage import read_bytes
+
+filesystem = pickle.load(sys.stdin.buffer)
+sys.stdout.buffer.write(read_bytes(filesystem, sys.argv[1]))
+"""
+
+
+def test_a_worker_without_settings_of_its_own_reads_with_those_set_here(s3, xray_folder):
+    """The endpoint, the bucket's region and the keys set where batch_eval.py runs travel inside the filesystem
+    that the tasks get; pyarrow alone would send them without the region and the keys."""
+    from pneumo.batch.storage import list_files
+
+    filesystem, files, _ = list_files(README_URI)
+    options = pickle.loads(pickle.dumps(filesystem)).__reduce__()[1][0]  # what a worker unpickles
+    assert (options["region"], options["endpoint_override"]) == ("eu-west-1", s3["AWS_ENDPOINT_URL"])
+    assert (options["access_key"], options["secret_key"]) == (s3["AWS_ACCESS_KEY_ID"], s3["AWS_SECRET_ACCESS_KEY"])
+    bare = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    bare.update(HOME=tempfile.mkdtemp(), PYTHONPATH=str(REPO))  # no ~/.aws either
+    read = subprocess.run([sys.executable, "-c", WORKER, str(files[0].path)], input=pickle.dumps(filesystem),
+                          capture_output=True, env=bare, timeout=120, check=False)
+    assert read.returncode == 0, read.stderr.decode()[-2000:]
+    assert read.stdout == (xray_folder / files[0].relative).read_bytes()
+
+
+def test_only_settings_that_are_no_secret_reach_the_workers_environment(s3):
+    from pneumo.batch.storage import worker_environment
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_PROFILE", "radiology")
+        patch.setenv("AWS_SESSION_TOKEN", "token")
+        assert worker_environment() == {"AWS_PROFILE": "radiology", "AWS_DEFAULT_REGION": "eu-west-1",
+                                        "AWS_ENDPOINT_URL": s3["AWS_ENDPOINT_URL"]}
 
 
 def readme_example() -> tuple[set[str], list[str]]:

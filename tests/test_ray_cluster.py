@@ -4,9 +4,10 @@ turns it on. batch_eval.py joins it from a child process, as a driver on another
 that never ends (the actors holding every CPU, say) fails its test instead of hanging the suite.
 
 One cluster for the module, and one folder scored on it, the hard way (each Ray run costs the suite half a
-minute): a run killed with SIGKILL once it has written a few batches down, then the same command with --resume,
-which loses worker 0 (every process of it killed at once) after that worker has scored for it. The cluster keeps
-one worker after that. The reports are compared with the local engine's.
+minute): first read from a bucket (s3://, moto's S3 server, whose settings only the driver has); then from disk,
+by a run killed with SIGKILL once it has written a few batches down, then the same command with --resume, which
+loses worker 0 (every process of it killed at once) after that worker has scored for it. The cluster keeps one
+worker after that, so the bucket's test comes first. The reports are compared with the local engine's.
 """
 
 import json
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, assert_close, write_synthetic_class_folders
+from conftest import REPO, S3_SECRET, assert_close, upload_folder, write_synthetic_class_folders
 from test_batch_ray import assert_same_table, read_csv
 
 # Starts the cluster, writes its address and node ids to the file named by argv[1], kills every process of the
@@ -94,7 +95,9 @@ def cluster():
     module's own (RAY_TMPDIR), short enough for Ray's socket paths."""
     folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None))
     (folder / "token").write_text(os.urandom(32).hex())  # as `ray get-auth-token --generate` makes one
-    environment = {key: value for key, value in os.environ.items() if key not in AUTH_VARIABLES}
+    # The nodes start without storage settings (AWS_*): the driver's must reach them.
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in AUTH_VARIABLES and not key.startswith("AWS_")}
     environment.update(RAY_TMPDIR=str(folder), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(folder / "token"))
     info = folder / "cluster.json"
     with open(folder / "cluster.log", "w") as log:
@@ -175,6 +178,39 @@ def local_run(xrays, tiny_model_folder, tmp_path_factory):
     assert entry_point.main([str(xrays), "--out", str(out), "--model", str(tiny_model_folder),
                              "--no-figures", "--no-intervals"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def bucket_run(cluster, xrays, tiny_model_folder, s3_server, tmp_path_factory):
+    """(the reports folder, the run) of the folder read from a bucket on the cluster, in batches of 8 (15 blocks of
+    paths: Ray Data's own reader listed more than 16 in tasks that asked for a whole CPU, and waited for ever).
+    Only the driver has the storage settings (s3_server's AWS variables)."""
+    uri = upload_folder(s3_server, xrays, "cluster-xrays", "site")
+    out = tmp_path_factory.mktemp("bucket-run")
+    run = batch_eval([uri, "--out", out, "--model", tiny_model_folder, "--engine", "ray", "--ray-address",
+                      cluster.address, "--batch-size", "8", "--no-figures", "--no-intervals", "--stall-timeout",
+                      "120"], {**cluster.environment, **s3_server})
+    return out, run
+
+
+def test_a_bucket_scored_on_the_cluster_predicts_what_the_local_engine_predicts(bucket_run, local_run):
+    out, run = bucket_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert_same_table(read_csv(out / "tiny-cnn-lstm" / "predictions.csv"),
+                      read_csv(local_run / "tiny-cnn-lstm" / "predictions.csv"), "predictions.csv")
+    assert len(read_csv(out / "tiny-cnn-lstm" / "predictions.csv")) == IMAGES
+
+
+def test_the_storage_secret_appears_in_no_log_and_no_output(cluster, bucket_run):
+    """The secret key travels to the workers inside the filesystem the tasks get, never in Ray's runtime
+    environment: it is in none of the run's output, its reports, or Ray's files (logs among them)."""
+    out, run = bucket_run
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert S3_SECRET not in run.stdout + run.stderr
+    for folder in (out, Path(cluster.environment["RAY_TMPDIR"])):
+        leaked = [path for path in folder.rglob("*") if path.is_file() and not path.is_socket()
+                  and S3_SECRET.encode() in path.read_bytes()]
+        assert not leaked
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Score a folder with Ray Data: the batch engine for folders past one machine (a laptop needs no setup).
 
-    list the files (here, as pneumo.batch.scoring.discover lists them) -> Ray Data reads their bytes
-    -> CPU tasks decode them through the one image path -> an actor pool scores them, each actor loading
-    the model once -> per-file scores back here -> the local engine's tables and reports
+    list the files (here, as pneumo.batch.scoring.discover lists them) -> CPU tasks read their bytes and
+    decode them through the one image path -> an actor pool scores them, each actor loading the model once
+    -> per-file scores back here -> the local engine's tables and reports
 
 Every task and every actor gets one "slot" of CPU (`scoring_plan`): a whole CPU, or half of the smallest node's
 CPUs where a node has fewer than two. The actors' slots are a placement group's bundles, one per node with CPUs
@@ -13,10 +13,18 @@ CPU per node, a head without CPUs) and whichever nodes are lost.
 Scores reach `--out/.parts/` batch by batch as this process receives them, as the local engine writes them, so
 that a run resumed (`resume`) scores only what an interrupted one had not received.
 
-Local folders and object storage (s3://, gs://, file://) are listed and read through pyarrow's filesystems,
-which Ray Data uses; on a cluster a local folder (and a local model folder) must be at the same path on
-every node. The predictions and skipped tables come from `pneumo.batch.scoring.predictions_and_skipped` and every
-report from `pneumo.batch.scoring.write_reports`, so a run here writes what `pneumo.batch.scoring.run_folder` writes.
+Local folders and object storage (s3://, gs://, file://) are listed here and read on the workers through
+pyarrow's filesystems (`pneumo.batch.storage`, which also passes this machine's storage settings to the workers).
+The files are listed once, here: Ray Data's own file readers would list them again, and for more than 16 files in
+object storage they do it in tasks that each ask for a whole CPU, which a cluster of one-CPU nodes, half of each
+held by a model replica, never has free (such a run waited for ever). On a cluster a local folder (and a local
+model folder) must be at the same path on every node.
+
+A run that makes no progress for `stall_s` seconds stops (`pneumo.batch.watchdog`): the workers count what they
+read and score on a small actor (`ProgressCounts`) that the watchdog polls.
+
+The predictions and skipped tables come from `pneumo.batch.scoring.predictions_and_skipped` and every report from
+`pneumo.batch.scoring.write_reports`, so a run here writes what `pneumo.batch.scoring.run_folder` writes.
 
 Ray is optional (requirements-ray.txt): it is imported only when this engine runs.
 """
@@ -29,18 +37,15 @@ import os
 import re
 import shutil
 import warnings
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .scoring import (
     PART_COLUMNS,
-    ImageFile,
     ScoreParts,
-    discover,
     ensemble_file_scores,
-    is_listed,
     nothing_to_score,
     predictions_and_skipped,
     run_settings,
@@ -48,6 +53,8 @@ from .scoring import (
     unique_names,
     write_reports,
 )
+from .storage import is_uri, list_files, read_bytes, worker_environment
+from .watchdog import DEFAULT_STALL_S, Watchdog
 from ..errors import (
     DataFolderError,
     HubUnavailableError,
@@ -56,6 +63,7 @@ from ..errors import (
     ModelLoadError,
     ModelNotFoundError,
     PneumoError,
+    StorageReadError,
 )
 from ..imaging.decoding import check_file_size, load_model_input
 from ..hub.loading import load_predictor
@@ -96,7 +104,8 @@ def start_ray(address: str | None = None) -> bool:
     recorded here). Returns whether this call started (and so should end) it.
 
     Workers import pneumo from this checkout: through PYTHONPATH on this machine, shipped with the job
-    (`py_modules`) to a cluster, whose nodes need pneumo's own requirements installed. A cluster that asks for
+    (`py_modules`) to a cluster, whose nodes need pneumo's own requirements installed. They get the storage
+    settings set here that are not secrets (`pneumo.batch.storage.worker_environment`). A cluster that asks for
     token authentication takes Ray's own settings (`TOKEN_SETTINGS`); one this process cannot join is a
     one-line error.
     """
@@ -105,15 +114,16 @@ def start_ray(address: str | None = None) -> bool:
         return False
     package = Path(__file__).resolve().parents[1]  # pneumo/
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    storage = worker_environment()
     if address:
         try:
-            ray.init(address=address, runtime_env={"py_modules": [str(package)]}, **quiet)
+            ray.init(address=address, runtime_env={"py_modules": [str(package)], "env_vars": storage}, **quiet)
         except (ConnectionError, ray.exceptions.AuthenticationError) as error:
             raise join_error(address, error) from None
     else:
         python_path = os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")]))
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": python_path}},
-                 **quiet)
+        ray.init(address="local", include_dashboard=False,
+                 runtime_env={"env_vars": {**storage, "PYTHONPATH": python_path}}, **quiet)
     return True
 
 
@@ -185,49 +195,48 @@ def node_id() -> str:
     return import_ray().get_runtime_context().get_node_id()
 
 
-def is_uri(folder_or_uri) -> bool:
-    return "://" in str(folder_or_uri)
-
-
-def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
-    """(filesystem, files, sizes): the files to score, as `pneumo.batch.scoring.discover` lists a local folder (same
-    order, relative paths and shards), each `ImageFile.path` being its path on `filesystem`."""
-    from pyarrow import fs
-
-    if not is_uri(folder_or_uri):
-        files = [ImageFile(Path(os.path.abspath(f.path)), f.relative) for f in discover(folder_or_uri, shard)]
-        return fs.LocalFileSystem(), files, [f.path.stat().st_size for f in files]
-    try:
-        filesystem, root = fs.FileSystem.from_uri(str(folder_or_uri))
-        infos = filesystem.get_file_info(fs.FileSelector(root.rstrip("/"), recursive=True))
-    except (OSError, ValueError) as error:
-        raise DataFolderError(f"{folder_or_uri}: cannot list it ({error})") from None
-    root = root.rstrip("/") + "/"
-    listed = sorted((PurePosixPath(info.path[len(root):]), info) for info in infos
-                    if info.type == fs.FileType.File and info.path.startswith(root))
-    listed = [(relative, info) for relative, info in listed if is_listed(relative, shard)]
-    return (filesystem, [ImageFile(Path(info.path), Path(relative)) for relative, info in listed],
-            [info.size for _, info in listed])
-
-
 def reason_skipped(error: InvalidImageError) -> str:
     """Why a file is skipped, without the name it was read under (as the local engine words it)."""
     message, prefix = str(error), f"{error.source}: "
     return message.removeprefix(prefix)
 
 
-def decode_batch(batch: dict, height: int, width: int, preprocessing) -> dict:
-    """Model inputs for a batch of files' bytes, through the one image path (a Ray task). A file that is not
-    a usable X-ray gives zeros and the reason it is skipped; `decoded_on` is this task's node."""
-    images = np.zeros((len(batch["path"]), height, width, 3), np.float32)
+class ProgressCounts:
+    """What the workers have done, by stage (reading, scoring): (steps, files), for the watchdog (a Ray actor)."""
+
+    def __init__(self):
+        self.done = {}
+
+    def add(self, stage: str, files: int = 0) -> None:
+        steps, done = self.done.get(stage, (0, 0))
+        self.done[stage] = (steps + 1, done + files)
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        return self.done
+
+
+def read_and_decode(batch: dict, filesystem, height: int, width: int, preprocessing, progress=None) -> dict:
+    """Model inputs for a batch of files (their paths on `filesystem`), through the one image path (a Ray task).
+    A file that is not a usable X-ray gives zeros and the reason it is skipped; one that cannot be read at all
+    stops the run (StorageReadError: a setting or a mount missing on this node, which skipping would hide).
+    `decoded_on` is this task's node."""
+    paths = batch["path"]
+    images = np.zeros((len(paths), height, width, 3), np.float32)
     reasons = []
-    for i, data in enumerate(batch["bytes"]):
+    for i, path in enumerate(paths):
+        try:
+            data = read_bytes(filesystem, path)
+        except OSError as error:
+            raise StorageReadError(f"{path}: cannot read it on node {node_id()} ({error}); check that every node "
+                                   "reaches it (docs/scale-out.md). What was scored is kept: --resume goes on") from None
         try:
             images[i] = load_model_input(data, height, width, preprocessing)
             reasons.append("")
         except InvalidImageError as error:
             reasons.append(reason_skipped(error))
-    return {"path": batch["path"], "image": images, "reason": np.array(reasons, dtype=object),
+    if progress is not None:
+        progress.add.remote("reading", len(paths))
+    return {"path": paths, "image": images, "reason": np.array(reasons, dtype=object),
             "decoded_on": np.array([node_id()] * len(reasons), dtype=object)}
 
 
@@ -235,8 +244,11 @@ class Scorer:
     """One model, loaded once per actor: P(positive class) and the out-of-distribution score of each decoded
     image (NaN for the skipped ones); `scored_on` is this actor's node."""
 
-    def __init__(self, reference: str, revision: str | None):
+    def __init__(self, reference: str, revision: str | None, progress=None):
         self.predictor = load_predictor(reference, revision)
+        self.progress = progress
+        if progress is not None:
+            progress.add.remote("scoring")  # a model loaded is scoring's first step
 
     def __call__(self, batch: dict) -> dict:
         good = np.array([not reason for reason in batch["reason"]], dtype=bool)
@@ -244,6 +256,8 @@ class Scorer:
         if good.any():
             probabilities, ood_score[good] = self.predictor.assess(batch["image"][good])
             probability[good] = probabilities[:, self.predictor.positive_index]
+        if self.progress is not None:
+            self.progress.add.remote("scoring", len(good))
         return {"path": batch["path"], "probability": probability, "ood_score": ood_score, "reason": batch["reason"],
                 "decoded_on": batch["decoded_on"], "scored_on": np.array([node_id()] * len(good), dtype=object)}
 
@@ -256,19 +270,22 @@ def model_source(predictor) -> tuple[str, str | None]:
     return predictor.reference, predictor.revision
 
 
-def scoring_dataset(predictor, filesystem, paths: list[str], replicas: Replicas, batch_size: int):
+def scoring_dataset(predictor, filesystem, paths: list[str], replicas: Replicas, batch_size: int, progress=None):
     """The files at `paths` on `filesystem` read, decoded and scored by `replicas` of the model, lazily: a Ray
-    Dataset of `Scorer`'s batches."""
+    Dataset of `Scorer`'s batches. `progress`: a ProgressCounts actor that the tasks and replicas report to."""
     from ray.util.annotations import RayDeprecationWarning
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     ray = import_ray()
-    # A block per batch: what the driver receives, writes down and, killed, loses.
-    read = ray.data.read_binary_files(paths, include_paths=True, filesystem=filesystem, num_cpus=replicas.slot,
-                                      override_num_blocks=math.ceil(len(paths) / batch_size))
-    decoded = read.map_batches(decode_batch, batch_size=batch_size, batch_format="numpy", num_cpus=replicas.slot,
-                               fn_kwargs={"height": predictor.height, "width": predictor.width,
-                                          "preprocessing": predictor.preprocessing})
+    # A block per batch: what the driver receives, writes down and, killed, loses. The paths start here, already
+    # listed (see the module's docstring), and each task reads its batch's files.
+    listed = ray.data.from_items([{"path": path} for path in paths],
+                                 override_num_blocks=math.ceil(len(paths) / batch_size))
+    decoded = listed.map_batches(read_and_decode, batch_size=batch_size, batch_format="numpy",
+                                 num_cpus=replicas.slot,
+                                 fn_kwargs={"filesystem": filesystem, "height": predictor.height,
+                                            "width": predictor.width, "preprocessing": predictor.preprocessing,
+                                            "progress": progress})
     # A replica's CPU slot is its bundle's, held on its node whether it runs or waits for a restart. The replica
     # asks only for the bundle's memory, which admits one replica per bundle: asking for the CPU too would have
     # Ray Data, which does not see the bundles, count it twice and starve reading and decoding.
@@ -277,19 +294,19 @@ def scoring_dataset(predictor, filesystem, paths: list[str], replicas: Replicas,
         warnings.simplefilter("ignore", RayDeprecationWarning)
         return decoded.map_batches(Scorer, batch_size=batch_size, batch_format="numpy",
                                    compute=ray.data.ActorPoolStrategy(size=replicas.count), num_cpus=0,
-                                   memory=REPLICA_MEMORY, fn_constructor_args=model_source(predictor),
+                                   memory=REPLICA_MEMORY, fn_constructor_args=(*model_source(predictor), progress),
                                    scheduling_strategy=PlacementGroupSchedulingStrategy(replicas.group))
 
 
 def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_size: int = 32,
-               name: str | None = None, parts: Path | None = None):
+               name: str | None = None, parts: Path | None = None, watchdog: Watchdog | None = None):
     """One model's per-file scores (`pneumo.batch.scoring.PART_COLUMNS`, indexed by relative path, in `files` order), by
     `replicas` of it. Ray Data's progress, when shown, names the run `name`.
 
     With `parts` (a folder), each batch's scores reach the disk there as one CSV file, written atomically, as this
     process receives them, and files already there (from an interrupted run) are not scored again: a run killed
     loses only the batches in flight. Each batch scored is a debug record of this module's logger: its size and
-    the nodes that decoded and scored it.
+    the nodes that decoded and scored it. A `watchdog` follows the workers' progress (a ProgressCounts actor).
     """
     import pandas as pd
 
@@ -306,7 +323,12 @@ def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_si
             too_large.append((relative, np.nan, np.nan, reason_skipped(error)))
     written.add(pd.DataFrame(too_large, columns=PART_COLUMNS), write=False)  # cheap to check again on resuming
     if relative_of:
-        scored = scoring_dataset(predictor, filesystem, list(relative_of), replicas, batch_size)
+        progress = None
+        if watchdog is not None:
+            progress = ray.remote(num_cpus=0)(ProgressCounts).remote()
+            watchdog.begin(reading=len(relative_of), scoring=len(relative_of))
+            watchdog.poll = lambda: ray.get(progress.counts.remote(), timeout=10)
+        scored = scoring_dataset(predictor, filesystem, list(relative_of), replicas, batch_size, progress)
         scored.set_name(name or predictor.name)
         try:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
@@ -322,6 +344,10 @@ def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_si
             if worker_error is None:
                 raise
             raise worker_error from None
+        finally:
+            if progress is not None:
+                watchdog.poll = None
+                ray.kill(progress)
     return written.table(files)
 
 
@@ -343,7 +369,8 @@ def pneumo_error_of(error: Exception) -> PneumoError | None:
 def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
                    heatmaps: int = 0, shard: tuple[int, int] = (0, 1), ray_address: str | None = None,
                    actors: int | None = None, show_progress: bool = True, resume: bool = False,
-                   figures: bool = True, intervals: bool = True) -> dict[str, dict]:
+                   figures: bool = True, intervals: bool = True, stall_s: float | None = DEFAULT_STALL_S,
+                   hard_exit: bool = False) -> dict[str, dict]:
     """Score a folder or object-storage URI with every predictor on Ray and write all reports under `out`
     (those of `pneumo.batch.scoring.run_folder`); returns metrics per model.
 
@@ -352,38 +379,45 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     one per node; never more). The predictors here give each model's classes and threshold; every actor loads
     its own copy from the same folder or Hub revision. Scores reach `out/.parts/` as the run goes (removed once
     the reports are written); `resume` continues an interrupted run from there, as `pneumo.batch.scoring.run_folder` does.
+    A run with no progress for `stall_s` seconds (None: no limit) stops with a RunStalledError
+    (`pneumo.batch.watchdog`; `hard_exit` as there).
     """
     ray = import_ray()
     if heatmaps and is_uri(folder_or_uri):
         raise DataFolderError(f"{folder_or_uri}: heatmaps need a local folder (they read the images here)")
-    filesystem, files, sizes = list_files(folder_or_uri, shard)
-    if not files:
-        raise nothing_to_score(folder_or_uri, shard)
-    folder = str(folder_or_uri) if is_uri(folder_or_uri) else str(Path(folder_or_uri).resolve())
-    parts = start_parts(out, run_settings(folder, shard, batch_size, threshold, predictors), resume)
-    started = start_ray(ray_address)
-    ray.data.DataContext.get_current().enable_progress_bars = show_progress
-    all_predictions, skipped_frames, scored, replicas = {}, [], {}, None
-    try:
-        replicas = reserve_replicas(actors)
-        for name, predictor in zip(unique_names(predictors), predictors):
-            scores = ensemble_file_scores(predictor, scored)
-            if scores is None and getattr(predictor, "members", None):
-                raise PneumoError(f"{predictor.folder}: the Ray engine scores an ensemble from its members; give "
-                                  "them with --model before it, or use --engine local")
-            if scores is None:
-                scores = ray_scores(predictor, filesystem, files, sizes, replicas, batch_size, name, parts / name)
-            scored[id(predictor)] = scores
-            threshold_used = predictor.threshold if threshold is None else float(threshold)
-            all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
-            skipped_frames.append(skipped)
-    finally:
-        if replicas:
-            from ray.util.placement_group import remove_placement_group
+    with Watchdog(stall_s, str(folder_or_uri), hard_exit=hard_exit) as watchdog:
+        watchdog.begin(listing=None)
+        filesystem, files, sizes = list_files(folder_or_uri, shard)
+        if not files:
+            raise nothing_to_score(folder_or_uri, shard)
+        folder = str(folder_or_uri) if is_uri(folder_or_uri) else str(Path(folder_or_uri).resolve())
+        parts = start_parts(out, run_settings(folder, shard, batch_size, threshold, predictors), resume)
+        watchdog.begin(reserving=None)
+        started = start_ray(ray_address)
+        ray.data.DataContext.get_current().enable_progress_bars = show_progress
+        all_predictions, skipped_frames, scored, replicas = {}, [], {}, None
+        try:
+            replicas = reserve_replicas(actors)
+            for name, predictor in zip(unique_names(predictors), predictors):
+                scores = ensemble_file_scores(predictor, scored)
+                if scores is None and getattr(predictor, "members", None):
+                    raise PneumoError(f"{predictor.folder}: the Ray engine scores an ensemble from its members; "
+                                      "give them with --model before it, or use --engine local")
+                if scores is None:
+                    scores = ray_scores(predictor, filesystem, files, sizes, replicas, batch_size, name,
+                                        parts / name, watchdog)
+                scored[id(predictor)] = scores
+                threshold_used = predictor.threshold if threshold is None else float(threshold)
+                all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
+                skipped_frames.append(skipped)
+            watchdog.begin()  # the reports are written here, at their own pace
+        finally:
+            if replicas:
+                from ray.util.placement_group import remove_placement_group
 
-            remove_placement_group(replicas.group)
-        if started:
-            ray.shutdown()
+                remove_placement_group(replicas.group)
+            if started:
+                ray.shutdown()
     all_metrics = write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
                                 figures=figures, intervals=intervals)
     shutil.rmtree(parts, ignore_errors=True)

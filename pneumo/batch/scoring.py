@@ -25,6 +25,7 @@ from .reports import (
     write_model_reports,
     write_run_reports,
 )
+from .watchdog import DEFAULT_STALL_S, Watchdog
 from ..training.data import label_from_folders, readable_batches
 from ..errors import DataFolderError, NothingToScoreError
 from ..files import atomic_write, write_csv, write_json
@@ -70,13 +71,24 @@ def shard_of(relative_path: str, count: int) -> int:
     return int(hashlib.sha1(relative_path.encode()).hexdigest(), 16) % count
 
 
-def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32):
+def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32, watchdog=None):
     """Yield (file, class probabilities or None, out-of-distribution score (NaN without a reference),
-    error message or None) in order, decoding the next batch while the model scores this one."""
+    error message or None) in order, decoding the next batch while the model scores this one. A `watchdog`
+    (pneumo.batch.watchdog) hears of each file read and each batch scored."""
+    load = predictor.load_image
+    if watchdog is not None:
+        def load(path):
+            try:
+                return predictor.load_image(path)
+            finally:
+                watchdog.advance("reading", 1)
+
     position = 0
-    for images, readable, unreadable in readable_batches([f.path for f in files], predictor.load_image,
-                                                         predictor.input_shape, batch_size):
+    for images, readable, unreadable in readable_batches([f.path for f in files], load, predictor.input_shape,
+                                                         batch_size):
         scored = dict(zip(readable.tolist(), zip(*predictor.assess(images)))) if len(images) else {}
+        if watchdog is not None:
+            watchdog.advance("scoring", len(readable) + len(unreadable))
         reasons = iter(unreadable)
         end = position + len(readable) + len(unreadable)
         for index in range(position, end):
@@ -97,19 +109,22 @@ def score(predictor, files: list[ImageFile], threshold: float | None = None, bat
 
 
 def file_scores(predictor, files: list[ImageFile], batch_size: int = 32, progress=None,
-                parts: Path | None = None) -> pd.DataFrame:
+                parts: Path | None = None, watchdog=None) -> pd.DataFrame:
     """Each file's P(positive), out-of-distribution score and reason skipped (PART_COLUMNS, indexed by file).
 
     With `parts` (a folder), each batch's scores reach the disk there as one CSV file, written atomically,
     as the run goes; files already in it (from an interrupted run) are not scored again. Their batches
-    were whole and the rest are batched as before, so the tables equal an uninterrupted run's.
+    were whole and the rest are batched as before, so the tables equal an uninterrupted run's. A `watchdog`
+    follows the reading and scoring (`stream_scores`).
     """
     written = ScoreParts(parts)
     todo = [f for f in files if f.relative.as_posix() not in written.done]
     if progress and len(files) > len(todo):
         progress(len(files) - len(todo))
+    if watchdog is not None:
+        watchdog.begin(reading=len(todo), scoring=len(todo))
     batch = []
-    for file, probabilities, ood_score, error in stream_scores(predictor, todo, batch_size):
+    for file, probabilities, ood_score, error in stream_scores(predictor, todo, batch_size, watchdog):
         batch.append((file.relative.as_posix(), None if error else float(probabilities[predictor.positive_index]),
                       ood_score, reason_of(error, file) if error else ""))
         if len(batch) == batch_size or file is todo[-1]:
@@ -244,33 +259,39 @@ def model_record(predictor) -> dict:
 
 def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: float | None = None,
                heatmaps: int = 0, shard: tuple[int, int] = (0, 1), show_progress: bool = True,
-               resume: bool = False, figures: bool = True, intervals: bool = True) -> dict[str, dict]:
+               resume: bool = False, figures: bool = True, intervals: bool = True,
+               stall_s: float | None = DEFAULT_STALL_S, hard_exit: bool = False) -> dict[str, dict]:
     """Score `folder` with every predictor and write all reports under `out`; returns metrics per model.
 
     Scores reach `out/.parts/` batch by batch as the run goes (removed once the reports are written);
     `resume` continues an interrupted run from there, if it was started with the same settings. `figures` and
-    `intervals` False leave out the figures and the metrics' bootstrap intervals (`write_reports`).
+    `intervals` False leave out the figures and the metrics' bootstrap intervals (`write_reports`). A run with
+    no progress for `stall_s` seconds (None: no limit) stops with a RunStalledError (`pneumo.batch.watchdog`;
+    `hard_exit` as there).
     """
     from tqdm import tqdm
 
-    files = discover(folder, shard)
-    if not files:
-        raise nothing_to_score(folder, shard)
-    names = unique_names(predictors)
-    parts = start_parts(out, run_settings(str(Path(folder).resolve()), shard, batch_size, threshold, predictors),
-                        resume)
-    all_predictions, skipped_frames, scored = {}, [], {}
-    for name, predictor in zip(names, predictors):
-        with tqdm(total=len(files), desc=name, unit="img", disable=not show_progress) as bar:
-            scores = ensemble_file_scores(predictor, scored)
-            if scores is None:
-                scores = file_scores(predictor, files, batch_size, bar.update, parts / name)
-            else:
-                bar.update(len(files))
-        scored[id(predictor)] = scores
-        threshold_used = predictor.threshold if threshold is None else float(threshold)
-        all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
-        skipped_frames.append(skipped)
+    with Watchdog(stall_s, str(folder), hard_exit=hard_exit) as watchdog:
+        watchdog.begin(listing=None)
+        files = discover(folder, shard)
+        if not files:
+            raise nothing_to_score(folder, shard)
+        names = unique_names(predictors)
+        parts = start_parts(out, run_settings(str(Path(folder).resolve()), shard, batch_size, threshold,
+                                              predictors), resume)
+        all_predictions, skipped_frames, scored = {}, [], {}
+        for name, predictor in zip(names, predictors):
+            with tqdm(total=len(files), desc=name, unit="img", disable=not show_progress) as bar:
+                scores = ensemble_file_scores(predictor, scored)
+                if scores is None:
+                    scores = file_scores(predictor, files, batch_size, bar.update, parts / name, watchdog)
+                else:
+                    bar.update(len(files))
+            scored[id(predictor)] = scores
+            threshold_used = predictor.threshold if threshold is None else float(threshold)
+            all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
+            skipped_frames.append(skipped)
+        watchdog.begin()  # the reports are written at their own pace
     all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps,
                                 figures=figures, intervals=intervals)
     shutil.rmtree(parts, ignore_errors=True)

@@ -186,12 +186,14 @@ def readable_batches(paths, load, shape, batch_size: int = 32, workers: int | No
         except InvalidImageError as error:
             return str(error)
 
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        def decode(start):
-            chunk = paths[start:start + batch_size]
-            batch = aligned_empty((len(chunk), *shape))
-            return batch, [pool.submit(decode_into, batch, row, path) for row, path in enumerate(chunk)]
+    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
 
+    def decode(start):
+        chunk = paths[start:start + batch_size]
+        batch = aligned_empty((len(chunk), *shape))
+        return batch, [pool.submit(decode_into, batch, row, path) for row, path in enumerate(chunk)]
+
+    try:
         pending = decode(0)
         for start in range(0, len(paths), batch_size):
             batch, futures = pending
@@ -199,6 +201,9 @@ def readable_batches(paths, load, shape, batch_size: int = 32, workers: int | No
             pending = decode(start + batch_size)
             readable = np.flatnonzero([not error for error in errors])
             yield (batch if len(readable) == len(batch) else batch[readable]), start + readable, [e for e in errors if e]
+    finally:
+        # Without waiting: a caller stopped (a stalled run, pneumo.batch.watchdog) is not held by a read that hangs.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def aligned_empty(shape, alignment: int = 64) -> np.ndarray:
