@@ -26,6 +26,7 @@ from pneumo.demo.about import about_text  # noqa: E402
 from pneumo.demo.handlers import (  # noqa: E402
     COMPARE_OUTPUTS,
     PREDICT_OUTPUTS,
+    REPORT_DOWNLOADED,
     REPORTS,
     SLOTS,
     DecisionLabel,
@@ -36,6 +37,8 @@ from pneumo.demo.handlers import (  # noqa: E402
     default_pair,
     heatmap_label,
     in_order,
+    loading_shown,
+    loading_status,
     make_report,
     model_page,
     model_shown,
@@ -43,7 +46,7 @@ from pneumo.demo.handlers import (  # noqa: E402
     predict,
     report_pair,
     show_whole,
-    show_xray_if_any,
+    show_xray_or_why_not,
 )
 from pneumo.demo.network_loader import networks_loading  # noqa: E402
 from pneumo.demo.panels import PAGE_CSS  # noqa: E402
@@ -89,12 +92,19 @@ def build_app(predictors) -> gr.Blocks:
     # (pneumo.demo.served_files).
     with gr.Blocks(title="pneumo: pneumonia on chest X-rays", delete_cache=CACHE_SWEEP_S) as demo:
         gr.Markdown("# pneumo: pneumonia on pediatric chest X-rays\n" + DISCLAIMER)
+        status, waiting = loading_status(predictors)
+        loading = gr.Markdown(status, elem_id="loading-status")
+        # Asked again every 2 s while networks load behind the page (a cold start), then no more.
+        ticks = gr.Timer(2, active=waiting)
+        ticks.tick(functools.partial(loading_shown, predictors), None, [loading, ticks], queue=False,
+                   api_visibility="private")
         xray = gr.Image(label="The X-ray as the models read it", format="png", interactive=False, height=300,
                         elem_id="xray-preview", buttons=["fullscreen"], scale=2, render=False)
         with gr.Row():
             with gr.Column(scale=3):
                 upload = gr.File(label=f"Chest X-ray ({SUPPORTED_FORMATS_TEXT})", file_types=list(SUPPORTED_SUFFIXES),
                                  type="filepath", height=140, elem_id="upload")
+                upload_note = gr.Markdown(elem_id="upload-note")  # why the file chosen cannot be read
                 # Thumbnails: each example fills the upload and, at once, the picture.
                 gr.Examples([[path, path] for path in EXAMPLES], inputs=[upload, xray], visible_columns=[1],
                             label="Example X-rays (from the official test set)", examples_per_page=4, elem_id="examples")
@@ -171,10 +181,15 @@ def build_app(predictors) -> gr.Blocks:
                 fields = [gr.Textbox(label=label, lines=3 if key == "notes" else 1) for key, label in METADATA_FIELDS]
             report_button = gr.Button("Create PDF report", variant="primary")
             report_file = gr.File(label="PDF report (one download)")
+            report_note = gr.Markdown()
             all_outputs.append(report_file)
-            (report_button.click(cleared([report_file]), None, report_file, queue=False, api_visibility="private")
+            (report_button.click(cleared([report_file, report_note]), None, [report_file, report_note], queue=False,
+                                 api_visibility="private")
              .then(functools.partial(make_report, predictors), [upload, *fields, model_a, model_b], report_file,
                    api_name="report"))
+            # The server deletes the PDF once sent: its link goes with it, rather than fail on a second click.
+            report_file.download(lambda: (None, REPORT_DOWNLOADED), None, [report_file, report_note], queue=False,
+                                 api_visibility="private")
 
         # A newly chosen pair: the results of the last one go, and the labels name the new one.
         for picker in (model_a, model_b):
@@ -186,7 +201,8 @@ def build_app(predictors) -> gr.Blocks:
             gr.Markdown(about_text(predictors))
 
         (upload.change(cleared(all_outputs), None, all_outputs, queue=False, api_visibility="private")
-         .then(functools.partial(show_xray_if_any, predictors), upload, xray, api_visibility="private"))
+         .then(functools.partial(show_xray_or_why_not, predictors), upload, [xray, upload_note],
+               api_visibility="private"))
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
     poll_queue_less_often(demo)
     return demo

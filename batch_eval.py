@@ -178,7 +178,7 @@ def print_summary(all_metrics: dict) -> None:
         flagged = m.get("out_of_distribution", 0)
         named = ", ".join(m.get("out_of_distribution_files", []))
         named += ", ..." if flagged > len(m.get("out_of_distribution_files", [])) else ""
-        print(f"{name}: decided {decided}; " + (f"{flagged} not like a chest X-ray: {named}" if flagged
+        print(f"{name}: decided {decided}; " + (f"{flagged} not like a chest X-ray, so no verdict: {named}" if flagged
                                                 else "none flagged as unlike a chest X-ray"))
 
 
@@ -212,7 +212,8 @@ def main(argv=None) -> int:
             # A bundled model may be named ('resnet50', 'ResNet50') where no such folder exists here.
             models = [ref if Path(ref).exists() else bundled_reference(ref) or ref for ref in args.models or []]
             # Numbered by position: the same model may be given twice. An ensemble reuses its members.
-            predictors = list(load_models(dict(enumerate(models)) if models else model_references()).values())
+            predictors = list(load_models(dict(enumerate(models)) if models else model_references(),
+                                          show_progress=True).values())
         except PneumoError as error:
             parser.error(str(error))
         if args.adapt:

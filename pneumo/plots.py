@@ -137,3 +137,28 @@ def plot_comparison(models: dict[str, dict], metric_names, path: Path) -> None:
     figure.suptitle("Models compared on the same images (error bars: 95% bootstrap intervals)", fontsize=10)
     figure.tight_layout()
     save_figure(figure, path)
+
+
+def plot_heatmap(overlay: np.ndarray, title: str, note: str | None, path: Path) -> None:
+    """A heatmap drawn over its X-ray (uint8 RGB), titled, with its colour scale, or with `note` in place of the
+    scale where the map was empty (the X-ray is then shown alone)."""
+    import textwrap
+
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+
+    figure, axes = new_figure(figsize=(4.6, 5.4))
+    axes.imshow(overlay)
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=8, loc="left")
+    if note is None:
+        # OpenCV's JET, as the overlay is drawn (pneumo.explain.overlays), is matplotlib's "jet".
+        scale = figure.colorbar(ScalarMappable(cmap=colormaps["jet"]), ax=axes, orientation="horizontal",
+                                fraction=0.04, pad=0.03, ticks=[0, 1])
+        scale.ax.set_xticklabels(["low", "high"], fontsize=7)
+        scale.set_label("contribution to the class explained", fontsize=7)
+    else:
+        axes.text(0.0, -0.03, textwrap.fill(note, 70), transform=axes.transAxes, va="top", fontsize=7,
+                  color="#8a1c12")
+    figure.tight_layout()
+    save_figure(figure, path, dpi=150)

@@ -106,6 +106,22 @@ def test_predict_returns_label_probabilities_threshold_model_and_revision(client
     assert np.asarray(Image.open(overlay)).shape[2] == 3
 
 
+def test_a_photo_gets_no_verdict_over_the_api_but_its_probabilities_stay_in_the_details(client, tmp_path):
+    """A portrait is unlike the chest X-rays every bundled model was trained on: the Label says so and gives no
+    class confidences (a client reading the top entry would read PNEUMONIA), the banner gives no advice to have
+    it read by a clinician, and the probabilities stay in the details."""
+    from ood_probes import not_chest_xrays
+
+    photo = tmp_path / "portrait.png"
+    photo.write_bytes(not_chest_xrays()["portrait photo"])
+    label, _, details = client.predict(handle(photo), "ResNet50", api_name="/predict")
+    assert details["out_of_distribution"] and details["verdict"] == "not a chest X-ray?"
+    assert label["label"] == "not a chest X-ray?" and not label.get("confidences")
+    assert set(details["probabilities"]) == {"NORMAL", "PNEUMONIA"} and details["label"] in details["probabilities"]
+    banner, a_label, *_ = client.predict(handle(photo), api_name="/compare")
+    assert "no verdict" in banner and "clinician" not in banner and a_label["label"] == "not a chest X-ray?"
+
+
 def test_predict_can_explain_the_other_class(client):
     _, _, details = client.predict(handle(example_images()[0]), "CNN+LSTM", "PNEUMONIA", api_name="/predict")
     assert details["explained_class"] == "PNEUMONIA" and details["model"] == "cnn-lstm"
@@ -116,7 +132,7 @@ def test_predict_runs_a_model_past_the_first_two(client, tiny_model_folder):
     label, overlay, details = client.predict(handle(example_images()[0]), EXTRA_DEMO_MODELS[0], None,
                                              api_name="/predict")
     assert details["model"] == tiny_model_folder.name and details["input_size"] == [64, 64]
-    assert label["label"] == details["label"] and Image.open(overlay).size == (448, 448)
+    assert label["label"] == details["verdict"] and Image.open(overlay).size == (448, 448)
 
 
 def test_predict_refuses_a_model_that_is_not_loaded(client):
@@ -184,8 +200,8 @@ def test_compare_runs_the_pair_it_is_given_in_that_order(client, tiny_model_fold
         handle(image), EXTRA_DEMO_MODELS[1], EXTRA_DEMO_MODELS[0], api_name="/compare")
     assert list(summary["models"]) == [EXTRA_DEMO_MODELS[1], EXTRA_DEMO_MODELS[0]]
     assert a["model"] == "tiny-stricter" and b["model"] == tiny_model_folder.name
-    assert a["threshold"] == pytest.approx(0.5) and a_label["label"] == a["label"]
-    assert summary["agree"] == (a["label"] == b["label"]) and all(name in banner for name in EXTRA_DEMO_MODELS)
+    assert a["threshold"] == pytest.approx(0.5) and a_label["label"] == a["verdict"]
+    assert summary["agree"] == (a["verdict"] == b["verdict"]) and all(name in banner for name in EXTRA_DEMO_MODELS)
     # By keyword, one model named: the other keeps its default.
     *_, summary = client.predict(handle(image), model_b=EXTRA_DEMO_MODELS[0], api_name="/compare")
     assert list(summary["models"]) == ["CNN+LSTM", EXTRA_DEMO_MODELS[0]]
@@ -292,6 +308,9 @@ def test_report_is_a_pdf_with_the_metadata_and_both_predictions_deleted_once_dow
     pdf = client.predict(handle(EXAMPLES / "pneumonia_person142_bacteria_683.jpeg"), "Zoë Ångström", "4", "F",
                          "2026-11-20", "Dr. Okafor", "cough for 3 days", api_name="/report")
     text = pdf_text(pdf)
+    # Named by the day it was made, and small: its images are stored as JPEG (0.6-0.95 MB as PNG).
+    assert re.fullmatch(r"pneumo-report-\d{4}-\d\d-\d\d-\d{4}\.pdf", Path(pdf).name), Path(pdf).name
+    assert Path(pdf).stat().st_size < 300_000
     for expected in ("Zoë Ångström", "2026-11-20", "Dr. Okafor", "cough for 3 days", "CNN+LSTM", "ResNet50",
                      "not a medical device", "PNEUMONIA", "threshold", "The heatmap shows where the model looked",
                      "CNN+LSTM Grad-CAM", "ResNet50 Grad-CAM"):
@@ -312,7 +331,10 @@ def test_the_report_holds_the_pair_it_is_given(client):
     pdf = client.predict(handle(example_images()[0]), "", "", "", "", "", "", EXTRA_DEMO_MODELS[0], "ResNet50",
                          api_name="/report")
     text = words(pdf_text(pdf))
-    assert f"{EXTRA_DEMO_MODELS[0]}: PNEUMONIA" in text and "ResNet50: PNEUMONIA" in text
+    # The tiny model, trained on synthetic images, may find a real X-ray unlike them: then it gives no verdict.
+    *_, tiny = client.predict(handle(example_images()[0]), EXTRA_DEMO_MODELS[0], api_name="/predict")
+    said = "No verdict" if tiny["out_of_distribution"] else "PNEUMONIA"
+    assert f"{EXTRA_DEMO_MODELS[0]}: {said}" in text and "ResNet50: PNEUMONIA" in text
     assert "CNN+LSTM" not in text and EXTRA_DEMO_MODELS[1] not in text
 
 

@@ -50,7 +50,7 @@ def test_a_labeled_folder_gets_predictions_metrics_and_every_report(labeled_fold
         assert (out / name).exists(), name
     predictions = pd.read_csv(model_dir / "predictions.csv", keep_default_na=False)
     assert list(predictions.columns) == ["file", "true_label", "probability_pneumonia", "predicted_label", "threshold",
-                                         "ood_score", "out_of_distribution"]
+                                         "ood_score", "out_of_distribution", "verdict"]
     assert len(predictions) == 12 and set(predictions.true_label) == {"NORMAL", "PNEUMONIA"}
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["image_count"] == 12 and metrics["skipped_count"] == 6
@@ -75,8 +75,8 @@ def test_heatmaps_show_the_most_confident_mistakes_with_the_models_own_method(la
     assert list(mistakes.heatmap_method) == ["Grad-CAM", "Grad-CAM"]
     assert {path.name for path in (model_dir / "heatmaps").iterdir()} == {"index.csv", *mistakes.overlay}
     for name in mistakes.overlay:
-        overlay = np.asarray(Image.open(model_dir / "heatmaps" / name))
-        assert overlay.ndim == 3 and overlay.shape[2] == 3 and overlay.std() > 0, name
+        overlay = np.asarray(Image.open(model_dir / "heatmaps" / name).convert("RGB"))
+        assert overlay.ndim == 3 and overlay.std() > 0, name
 
 
 def test_every_bad_file_is_skipped_with_its_reason(labeled_folder, tiny_model_folder, tmp_path):
@@ -384,10 +384,14 @@ def test_an_unlabeled_run_says_what_it_decided_and_which_files_look_unlike_a_che
     assert run(folder, "--out", out, "--model", tiny_model_folder) == 0
     predictions = pd.read_csv(out / tiny_model_folder.name / "predictions.csv")
     metrics = json.loads((out / tiny_model_folder.name / "metrics.json").read_text())
-    assert metrics["decisions"] == {label: int((predictions.predicted_label == label).sum())
-                                    for label in ("NORMAL", "PNEUMONIA")}
-    assert sum(metrics["decisions"].values()) == len(predictions)
     flagged = sorted(predictions.file[predictions.out_of_distribution.astype(bool)])
+    # A flagged image gets no class: its verdict says so, and it is counted apart from the decisions.
+    assert set(predictions.verdict[predictions.file.isin(flagged)]) == {"not a chest X-ray?"}
+    decided = predictions[~predictions.file.isin(flagged)]
+    assert (decided.verdict == decided.predicted_label).all()
+    assert metrics["decisions"] == {label: int((decided.predicted_label == label).sum())
+                                    for label in ("NORMAL", "PNEUMONIA")}
+    assert sum(metrics["decisions"].values()) + len(flagged) == len(predictions) and flagged
     assert metrics["out_of_distribution"] == len(flagged) and metrics["out_of_distribution_files"] == flagged[:5]
     said = capsys.readouterr().out
     assert f"{tiny_model_folder.name}: decided NORMAL {metrics['decisions']['NORMAL']}, PNEUMONIA" in said

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -137,11 +138,13 @@ def test_a_model_a_ray_worker_cannot_load_is_a_one_line_error(ray_session, tiny_
         run_folder_ray(mixed_folder, tmp_path / "out", [predictor], show_progress=False)
 
 
+@pytest.mark.timeout(300)  # a watchdog that failed to stop the run would otherwise hang here
 def test_a_run_left_no_cpu_to_read_on_stops_and_resumes(ray_session, both_engines, mixed_folder, two_models,
                                                           tmp_path):
     """Another job holds every CPU that the model replica leaves (a placement group of its own), as Ray Data's
     metadata tasks once waited on a cluster of one-CPU nodes: the files are never read. The run stops after its
-    stall timeout and says that reading stalled; once the CPUs are free, --resume completes it."""
+    stall timeout and says that reading stalled; once the CPUs are free, --resume completes it. SIGINT's handler
+    is one that does not raise, as a web server in the same process may leave it: the watchdog's is used."""
     from pneumo.batch.ray_engine import import_ray, run_folder_ray, scoring_plan
     from pneumo.errors import RunStalledError
     from pneumo.imaging import decoding
@@ -153,12 +156,14 @@ def test_a_run_left_no_cpu_to_read_on_stops_and_resumes(ray_session, both_engine
     ray.get(other_job.ready(), timeout=120)  # once an earlier test's workers have let go of theirs
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(decoding, "MAX_FILE_BYTES", 2**20)  # as both_engines ran
+        previous = signal.signal(signal.SIGINT, lambda number, frame: None)
         try:
             with pytest.raises(RunStalledError, match=r"^file://.*: stopped, no progress for 5 s while reading and "
                                                       r"decoding the files; check that every node reaches"):
                 run_folder_ray(mixed_folder.as_uri(), tmp_path, two_models[:1], batch_size=4, show_progress=False,
                                stall_s=5)
         finally:
+            signal.signal(signal.SIGINT, previous)
             remove_placement_group(other_job)
         run_folder_ray(mixed_folder.as_uri(), tmp_path, two_models[:1], batch_size=4, show_progress=False,
                        resume=True)

@@ -114,9 +114,12 @@ def test_an_error_names_the_users_file_and_clears_the_previous_results(page, tmp
     bad.write_bytes(b"%PDF-1.4 a letter, not an X-ray")
     page.locator("#upload button[aria-label=Clear]").click()
     page.locator("#upload input[type=file]").set_input_files(str(bad))
-    message = page.get_by_text("discharge-letter.png: not an image").first
+    # The reason stays next to the upload (a toast would leave with it).
+    message = page.locator("#upload-note").get_by_text("discharge-letter.png: not an image")
     message.wait_for(state="visible")
     assert "/tmp" not in message.inner_text()
+    page.wait_for_timeout(6000)  # past a toast's lifetime
+    assert message.is_visible()
     tab = visible_tab(page)
     assert page.locator("#compare-decisions .pneumo-verdict, #compare-decisions .pneumo-banner").count() == 0
     assert tab.locator("img[src*='gradio_api/file=']").count() == 0
@@ -230,3 +233,7 @@ def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_
     for words in ("Browser Test Patient 42", "Dr. Headless", "typed in Chromium", "CNN+LSTM", "ResNet50", "PNEUMONIA",
                   "threshold"):
         assert words in text, words
+    # The link goes with its one download, and the page says why: no second click into a refused download.
+    tab.get_by_text("Downloaded. The server has deleted its copy").wait_for(state="visible")
+    assert tab.locator("a[download$='.pdf']").count() == 0
+    assert re.fullmatch(r"pneumo-report-\d{4}-\d\d-\d\d-\d{4}\.pdf", download_info.value.suggested_filename)

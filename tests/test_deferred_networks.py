@@ -113,3 +113,14 @@ def test_the_default_pair_deferred_gives_the_recorded_probabilities_and_the_same
         probabilities, _, heatmaps = deferred.explained_assessment(image)
         assert probabilities[deferred.positive_index] == pytest.approx(recorded[path.name], abs=1e-4), path.name
         np.testing.assert_allclose(heatmaps, loaded.explained_assessment(image)[2], rtol=0, atol=1e-5)
+
+
+def test_the_page_says_which_models_are_still_loading_until_all_are_ready(tiny_model_folder):
+    from pneumo.demo.handlers import loading_status
+
+    deferred = Predictor.from_folder(tiny_model_folder, defer_network=True)
+    eager = Predictor.from_folder(tiny_model_folder)
+    text, again = loading_status({"Eager": eager, "Deferred": deferred})
+    assert again and text.startswith("⏳ Loading the models (1 of 2 ready; still loading Deferred).")
+    deferred.load_network()
+    assert loading_status({"Eager": eager, "Deferred": deferred}) == ("", False)

@@ -1,6 +1,9 @@
 """What a person reads next to a prediction: decisions with their thresholds, limits in words, agreement."""
 
+import html
 import json
+
+import numpy as np
 
 import pytest
 
@@ -93,3 +96,82 @@ def test_a_calibration_error_below_its_target_meets_it(tmp_path):
     folder = write_metrics(tmp_path / "model", "test", [[220, 14], [2, 388]], accuracy=0.97, roc_auc=0.99,
                            specificity=0.94, expected_calibration_error=0.03)
     assert targets_not_met(folder) == []
+
+
+def flagged(result_dict):
+    """The result of an image out of distribution: the label and probabilities kept, no verdict."""
+    return {**result_dict, "verdict": "not a chest X-ray?", "out_of_distribution": True}
+
+
+def test_an_image_out_of_distribution_gets_no_verdict_anywhere_and_no_advice_for_a_clinician():
+    from pneumo.demo.handlers import label_value
+    from pneumo.demo.panels import banner_text, decision_panel, verdict_card
+
+    photo = {"A": flagged(result(0.998, 0.5)), "B": flagged(result(0.9, 0.5))}
+    assert agreement(photo, {}) is None
+    panel, banner = decision_panel(photo, {}), banner_text(photo, {})
+    for text in (panel, banner):
+        assert "A and B were trained on" in text and "so they give no verdict" in text
+        assert "clinician" not in text and "PNEUMONIA" not in text
+    card = verdict_card("A", photo["A"], None)
+    assert "not a chest X-ray?" in card and "pneumo-bar" not in card and "PNEUMONIA" not in card
+    assert verdict(photo["A"]).startswith("No verdict: this image does not look like the chest X-rays")
+    assert label_value(photo["A"]) == {"decision": "not a chest X-ray?", "probabilities": None}
+    # One model flags it, the other gives a verdict: said, and still no clinician.
+    mixed = {"A": flagged(result(0.998, 0.5)), "B": {**result(0.9, 0.5), "verdict": "PNEUMONIA"}}
+    banner = banner_text(mixed, {})
+    assert "so it gives no verdict" in banner and "B still gives one, which means little" in banner
+    assert "clinician" not in banner
+
+
+def test_the_label_output_leads_with_the_verdict_even_against_the_larger_probability():
+    from pneumo.demo.handlers import DecisionLabel, label_value
+
+    below = {**result(0.84, 0.86), "verdict": "NORMAL"}
+    data = DecisionLabel().postprocess(label_value(below))
+    assert data.label == "NORMAL"
+    assert [(entry.label, round(entry.confidence, 2)) for entry in data.confidences] == [("NORMAL", 0.16),
+                                                                                       ("PNEUMONIA", 0.84)]
+    photo = DecisionLabel().postprocess(label_value(flagged(result(0.998, 0.5))))
+    assert photo.label == "not a chest X-ray?" and not photo.confidences
+
+
+def test_the_bar_has_a_legend_that_says_what_the_bar_and_the_tick_are():
+    from pneumo.demo.panels import verdict_card
+
+    card = verdict_card("A", {**result(0.84, 0.86), "verdict": "NORMAL"}, None)
+    assert "Bar: P(PNEUMONIA) 84%. Tick: this model&#x27;s threshold, 86%." in card
+
+
+def test_an_empty_heatmap_is_said_on_the_page_and_in_the_pdf_and_not_drawn(tiny_model_folder, monkeypatch, tmp_path):
+    """Grad-CAM's map of a class is empty where every region counts against it (10 of 20 normal test X-rays for
+    the ResNet50's NORMAL): the X-ray is shown alone, and the page, the PDF and the API say why."""
+    from pypdf import PdfReader
+
+    from conftest import example_images
+    from pneumo.demo.panels import heatmap_caption
+    from pneumo.demo.pdf_report import report
+    from pneumo.explain.overlays import without_heatmap
+    from pneumo.imaging.decoding import DecodedFile
+    from pneumo.prediction.analysis import analyse, heatmap_backdrop
+    from pneumo.prediction.predictor import Predictor
+
+    predictor = Predictor.from_folder(tiny_model_folder)
+    explain = predictor.predict_and_explain
+    monkeypatch.setattr(predictor, "predict_and_explain",
+                        lambda image, class_name=None: (explain(image, class_name)[0],
+                                                        np.zeros_like(explain(image, class_name)[1])))
+    source = example_images()[0]
+    result, overlay = analyse(predictor, source)
+    assert result["heatmap_note"].startswith(f"No heatmap: Grad-CAM finds no region of this X-ray that adds to this "
+                                             f"model's score for {result['explained_class']}")
+    assert np.array_equal(overlay, without_heatmap(heatmap_backdrop(DecodedFile(source))))
+    caption = heatmap_caption(result)
+    assert html.escape(result["heatmap_note"]) in caption and "colour scale" not in caption
+    pdf = report({"Tiny": predictor}, source, {}, tmp_path / "report.pdf")
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(pdf).pages)
+    assert "Grad-CAM (" in text and ": no heatmap" in text and "No heatmap: Grad-CAM finds no region" in text
+    # A map with any positive value is drawn as before, without a note.
+    monkeypatch.setattr(predictor, "predict_and_explain", explain)
+    heatmap = explain(predictor.load_image(DecodedFile(source)))[1]
+    assert (analyse(predictor, source)[0]["heatmap_note"] is None) == (np.max(heatmap) > 0)

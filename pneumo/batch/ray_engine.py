@@ -419,6 +419,6 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
             if started:
                 ray.shutdown()
     all_metrics = write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
-                                figures=figures, intervals=intervals)
+                                figures=figures, intervals=intervals, show_progress=show_progress)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics

@@ -28,8 +28,9 @@ def probability_column(positive_class: str) -> str:
 def prediction_columns(positive_class: str) -> list[str]:
     # ood_score: pneumo.prediction.ood's distance from the training X-rays (above 1: out_of_distribution; empty when the
     # model folder has no reference).
+    # verdict: what a person is told, the predicted label or NOT_A_CHEST_XRAY where out_of_distribution (the demo's).
     return ["file", "true_label", probability_column(positive_class), "predicted_label", "threshold", "ood_score",
-            "out_of_distribution"]
+            "out_of_distribution", "verdict"]
 
 
 FLAGGED_FILES_NAMED = 5  # the out-of-distribution files metrics.json and the console name, at most
@@ -37,10 +38,11 @@ FLAGGED_FILES_NAMED = 5  # the out-of-distribution files metrics.json and the co
 
 def decisions_and_flags(predictions: pd.DataFrame, class_names) -> dict:
     """What a model decided, labeled or not, and which images it found unlike a chest X-ray (a predictions table
-    has both columns; a table of recorded probabilities has neither)."""
+    has both; a table of recorded probabilities has neither). An image out of distribution gets no class: its
+    verdict is NOT_A_CHEST_XRAY, counted in `out_of_distribution`, not in `decisions`."""
     counts = {}
-    if "predicted_label" in predictions:
-        counts["decisions"] = {label: int((predictions.predicted_label == label).sum()) for label in class_names}
+    if "verdict" in predictions:
+        counts["decisions"] = {label: int((predictions.verdict == label).sum()) for label in class_names}
     if "out_of_distribution" in predictions:
         flagged = predictions[predictions.out_of_distribution.fillna(False).astype(bool)]
         counts.update(out_of_distribution=int(len(flagged)),

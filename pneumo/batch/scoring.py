@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from ..prediction.analysis import analyse
+from ..prediction.ood import is_flagged
+from ..prediction.predictor import NOT_A_CHEST_XRAY
 from .reports import (
     labeled_part,
     prediction_columns,
@@ -28,7 +30,7 @@ from .reports import (
 from .watchdog import DEFAULT_STALL_S, Watchdog
 from ..training.data import label_from_folders, readable_batches
 from ..errors import DataFolderError, NothingToScoreError
-from ..files import atomic_write, write_csv, write_json
+from ..files import write_csv, write_json
 
 SKIPPED_COLUMNS = ["file", "reason"]
 RUN_FILE = "run.json"
@@ -200,9 +202,10 @@ def predictions_and_skipped(predictor, files: list[ImageFile], scores: pd.DataFr
             continue
         positive = float(entry.probability)
         ood_score = float(entry.ood_score)
-        rows.append((name, file.true_label(predictor.class_names) or "", positive,
-                     predictor.decide(binary_probabilities(predictor, positive), threshold),
-                     threshold, ood_score, None if np.isnan(ood_score) else bool(ood_score > 1.0)))
+        label = predictor.decide(binary_probabilities(predictor, positive), threshold)
+        flagged = is_flagged(ood_score)
+        rows.append((name, file.true_label(predictor.class_names) or "", positive, label, threshold, ood_score,
+                     flagged, NOT_A_CHEST_XRAY if flagged else label))
     return (pd.DataFrame(rows, columns=prediction_columns(predictor.positive_class)),
             pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
 
@@ -293,7 +296,7 @@ def run_folder(folder, out, predictors, *, batch_size: int = 32, threshold: floa
             skipped_frames.append(skipped)
         watchdog.begin()  # the reports are written at their own pace
     all_metrics = write_reports(out, folder, shard, predictors, all_predictions, skipped_frames, heatmaps,
-                                figures=figures, intervals=intervals)
+                                figures=figures, intervals=intervals, show_progress=show_progress)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics
 
@@ -360,23 +363,35 @@ def nothing_to_score(folder, shard: tuple[int, int]) -> NothingToScoreError:
 
 def write_reports(out, folder, shard: tuple[int, int], predictors, all_predictions: dict[str, pd.DataFrame],
                   skipped_frames: list[pd.DataFrame], heatmaps: int = 0, *, figures: bool = True,
-                  intervals: bool = True) -> dict[str, dict]:
+                  intervals: bool = True, show_progress: bool = False) -> dict[str, dict]:
     """Every report of a scored folder from each model's predictions and skipped tables (keyed and ordered
     like `predictors`), with heatmaps of each model's `heatmaps` most confident mistakes; returns metrics per
     model. `figures` False leaves out the PNG figures, `intervals` False the metrics' 95% bootstrap intervals
-    (the two costly reports; every table stays). Both engines end here: this module's and pneumo.batch.ray_engine's."""
+    (the two costly reports; every table stays). With `show_progress`, a bar counts the steps (seconds each
+    with figures and intervals). Both engines end here: this module's and pneumo.batch.ray_engine's."""
+    from tqdm import tqdm
+
     names = list(all_predictions)
     records = {name: model_record(predictor) for name, predictor in zip(names, predictors)}
     skipped = pd.concat(skipped_frames).drop_duplicates("file")
-    all_metrics = {name: write_model_reports(out, name, all_predictions[name], len(skipped), records[name],
-                                             figures=figures, intervals=intervals)
-                   for name in names}
-    write_run_reports(out, all_predictions, all_metrics, skipped, figures=figures)
-    write_json(Path(out) / RUN_FILE, {"folder": str(folder), "shard": list(shard), "models": records})
-    if heatmaps:
-        for name, predictor in zip(names, predictors):
-            write_confident_mistakes(Path(out) / name / HEATMAPS_FOLDER, predictor, all_predictions[name], folder,
-                                     heatmaps)
+    steps = len(names) * (2 if heatmaps else 1) + 1
+    with tqdm(total=steps, desc="reports", unit="step", disable=not show_progress) as bar:
+        all_metrics = {}
+        for name in names:
+            bar.set_postfix_str(name)
+            all_metrics[name] = write_model_reports(out, name, all_predictions[name], len(skipped), records[name],
+                                                    figures=figures, intervals=intervals)
+            bar.update()
+        bar.set_postfix_str("comparison")
+        write_run_reports(out, all_predictions, all_metrics, skipped, figures=figures)
+        write_json(Path(out) / RUN_FILE, {"folder": str(folder), "shard": list(shard), "models": records})
+        bar.update()
+        if heatmaps:
+            for name, predictor in zip(names, predictors):
+                bar.set_postfix_str(f"{name} heatmaps")
+                write_confident_mistakes(Path(out) / name / HEATMAPS_FOLDER, predictor, all_predictions[name],
+                                         folder, heatmaps)
+                bar.update()
     return all_metrics
 
 
@@ -420,8 +435,9 @@ def merge_runs(run_folders, out, *, figures: bool = True, intervals: bool = True
 
 def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame, root, count: int) -> None:
     """Heatmaps (the model's own method: Grad-CAM or integrated gradients) of the `count` mistakes the model was
-    most sure of, drawn as the demo draws them, and an index of them."""
-    import cv2
+    most sure of, drawn as the demo draws them, each titled (model, file, true and decided label, probability,
+    method) with its colour scale or, where the map is empty, the demo's note; and an index of them."""
+    from ..plots import plot_heatmap
 
     probability = probability_column(predictor.positive_class)
     labeled = labeled_part(predictions, predictor.class_names)
@@ -429,11 +445,15 @@ def write_confident_mistakes(folder: Path, predictor, predictions: pd.DataFrame,
     mistakes["confidence"] = np.where(mistakes.predicted_label == predictor.positive_class, mistakes[probability],
                                       1 - mistakes[probability])
     mistakes = mistakes.sort_values(["confidence", "file"], ascending=[False, True]).head(count)
-    images = []
-    for rank, row in enumerate(mistakes.itertuples(), start=1):
-        _, overlay = analyse(predictor, Path(root) / row.file, row.predicted_label)
+    images, notes = [], []
+    for rank, (_, row) in enumerate(mistakes.iterrows(), start=1):
+        result, overlay = analyse(predictor, Path(root) / row.file, row.predicted_label)
         name = f"{rank:02d}_{Path(row.file).stem}.png"
-        encoded = cv2.imencode(".png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))[1].tobytes()
-        atomic_write(folder / name, lambda tmp, data=encoded: Path(tmp).write_bytes(data))
+        title = (f"{predictor.display_name}: {row.file}\ntrue {row.true_label}, decided {row.predicted_label} "
+                 f"(P({predictor.positive_class}) {row[probability]:.3f}); "
+                 f"{result['heatmap_method']} of {result['explained_class']}")
+        plot_heatmap(overlay, title, result["heatmap_note"], folder / name)
         images.append(name)
-    write_csv(folder / "index.csv", mistakes.assign(overlay=images, heatmap_method=predictor.explanation_method))
+        notes.append(result["heatmap_note"] or "")
+    write_csv(folder / "index.csv", mistakes.assign(overlay=images, heatmap_method=predictor.explanation_method,
+                                                    heatmap_note=notes))

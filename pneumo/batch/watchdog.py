@@ -5,16 +5,18 @@ its progress (`Watchdog.advance`); the Ray engine's workers report theirs to an 
 When no stage has moved for `stall_s` seconds, the stalled stage is the one that has waited longest among those
 not yet done (while scoring waits for reading, reading went on longest, and the other way round).
 
-The watchdog stops the run by interrupting the main thread (as Ctrl-C would), which the watched block turns
-into a RunStalledError: the batches already scored stay on disk, for --resume. Code blocked where an interrupt
-cannot reach it (inside a C call) is ended, with the same message, after `GRACE_S`, when `hard_exit` allows it
-(batch_eval.py does; a library caller's process is never ended).
+The watchdog stops the run by sending SIGINT to the main thread, as Ctrl-C would, which wakes it from a blocking
+wait. For the length of the run, SIGINT is handled here (whatever handler a library had set, such as a web
+server's that only asks it to stop): the stall becomes a RunStalledError, and a real Ctrl-C a KeyboardInterrupt.
+The batches already scored stay on disk, for --resume. Code blocked where the signal cannot reach it (inside a C
+call) is ended, with the same message, after `GRACE_S`, when `hard_exit` allows it (batch_eval.py does; a
+library caller's process is never ended), as is a run watched from another thread, which no signal reaches.
 """
 
 from __future__ import annotations
 
-import _thread
 import os
+import signal
 import sys
 import threading
 import time
@@ -55,7 +57,7 @@ class Watchdog:
         self.message: str | None = None
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
-        self.interrupts_main = False
+        self.previous_handler = None  # SIGINT's handler before the run, when the run is in the main thread
 
     def begin(self, **stages: int | None) -> None:
         """The stages now in play, each with the number of files it has to do (None: one step, such as
@@ -96,8 +98,8 @@ class Watchdog:
             if stage is None:
                 continue
             self.message = self.stall_message(stage)
-            if self.interrupts_main:
-                _thread.interrupt_main()
+            if self.previous_handler is not None:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             if self.hard_exit and not self.stopped.wait(GRACE_S):
                 print(f"\nbatch_eval.py: {self.message}", file=sys.stderr, flush=True)
                 os._exit(STALLED_EXIT_STATUS)
@@ -114,10 +116,13 @@ class Watchdog:
                 self.polled[stage] = (steps, files)
                 self.advance(stage, files - files_before)
 
+    def on_interrupt(self, signal_number, frame) -> None:
+        raise Stalled() if self.message is not None else KeyboardInterrupt()
+
     def __enter__(self) -> Watchdog:
         if self.stall_s:
-            # Only the main thread can be interrupted; elsewhere the run is stopped by hard_exit alone.
-            self.interrupts_main = threading.current_thread() is threading.main_thread()
+            if threading.current_thread() is threading.main_thread():
+                self.previous_handler = signal.signal(signal.SIGINT, self.on_interrupt)
             self.thread = threading.Thread(target=self.watch, name="pneumo-watchdog", daemon=True)
             self.thread.start()
         return self
@@ -126,5 +131,12 @@ class Watchdog:
         self.stopped.set()
         if self.thread is not None:
             self.thread.join()
-        if self.message is not None and (kind is None or issubclass(kind, (KeyboardInterrupt, Exception))):
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+        if self.message is not None and (kind is None or issubclass(kind, (Stalled, Exception))):
             raise RunStalledError(self.message) from None
+
+
+class Stalled(BaseException):
+    """Raised in the main thread when its run stalled; a BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on the way takes it for an error of its own."""

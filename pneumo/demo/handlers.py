@@ -3,6 +3,7 @@ the page's inputs (app.py wires them to the layout), testable without a browser.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import html
 import logging
@@ -19,6 +20,8 @@ from .served_files import OneTimeFiles, served_jpeg, served_png
 from .verdicts import model_limits
 
 REPORTS = OneTimeFiles()  # PDF reports, deleted once downloaded
+REPORT_DOWNLOADED = ("Downloaded. The server has deleted its copy (it holds what you typed): create the report again "
+                     "to download it again.")
 # Each endpoint's outputs, by name, in the API's order: the handlers return them in it and app.py lists the page's
 # components in it, so a reorder in one place cannot silently swap what a client receives.
 SLOTS = ("a", "b")  # Model A and Model B of the Compare tab
@@ -33,15 +36,20 @@ LOG = logging.getLogger("pneumo.app")
 
 
 class DecisionLabel(gr.Label):
-    """gr.Label whose headline is the model's thresholded decision, not simply the larger probability."""
+    """gr.Label whose headline is the model's verdict, not simply the larger probability, and whose first
+    confidence is the decided class's, so that a client reading the top entry reads the verdict. An image out of
+    distribution has a verdict and no confidences (its probabilities are in the details)."""
 
     def get_block_name(self) -> str:
         return "label"  # drawn by Gradio's own Label component
 
     def postprocess(self, value):
         if isinstance(value, dict) and "decision" in value:
+            if value["probabilities"] is None:
+                return super().postprocess(value["decision"])
             data = super().postprocess(value["probabilities"])
             data.label = value["decision"]
+            data.confidences.sort(key=lambda entry: entry.label != value["decision"])  # stable: the rest by value
             return data
         return super().postprocess(value)
 
@@ -57,7 +65,9 @@ class ModelRadio(gr.Radio):
 
 
 def label_value(result: dict) -> dict:
-    return {"decision": result["label"], "probabilities": result["probabilities"]}
+    """What DecisionLabel shows of a result: the verdict, and the probabilities where there is a class."""
+    gives_class = result["verdict"] == result["label"]
+    return {"decision": result["verdict"], "probabilities": result["probabilities"] if gives_class else None}
 
 
 def as_gradio_errors(function):
@@ -135,6 +145,11 @@ def predict(predictors, path, model_name=None, explain_class=None):
                      "heatmap": served_jpeg(overlay, f"heatmap-{file_stem(model_name)}")}, PREDICT_OUTPUTS)
 
 
+def report_file_name(when: dt.datetime | None = None) -> str:
+    """'pneumo-report-2026-12-05-2051.pdf': the date and UTC time it was made (reports of a day sort in order)."""
+    return f"pneumo-report-{(when or dt.datetime.now(dt.timezone.utc)):%Y-%m-%d-%H%M}.pdf"
+
+
 @as_gradio_errors
 def make_report(predictors, path, patient="", age="", sex="", exam_date="", physician="", notes="", model_a=None,
                 model_b=None):
@@ -145,7 +160,7 @@ def make_report(predictors, path, patient="", age="", sex="", exam_date="", phys
     metadata = {key: values[key] for key, _ in METADATA_FIELDS}
     first, second = default_pair(predictors)
     pair = chosen_models(predictors, [model_a or first, model_b or second])
-    return str(report(pair, path, metadata, REPORTS.new_path("pneumo-report.pdf")))
+    return str(report(pair, path, metadata, REPORTS.new_path(report_file_name())))
 
 
 @as_gradio_errors
@@ -154,8 +169,32 @@ def show_xray(predictors, path):
     return served_png(preview(path), "xray")
 
 
-def show_xray_if_any(predictors, path):
-    return show_xray(predictors, path) if path else None
+def show_xray_or_why_not(predictors, path):
+    """(the upload as the models read it, what is said under the upload): why a file cannot be read stays next to
+    it until another is chosen, where a toast would leave with the reason."""
+    if not path:
+        return None, ""
+    try:
+        return show_xray(predictors, path), ""
+    except gr.Error as error:
+        return None, f"⚠️ {error.message}"
+
+
+def loading_status(predictors):
+    """What the page says while the networks load behind it (a cold start), and whether to ask again: ('', False)
+    once every network is ready."""
+    waiting = [name for name, predictor in predictors.items() if not predictor.network_ready]
+    if not waiting:
+        return "", False
+    ready = len(predictors) - len(waiting)
+    return (f"⏳ Loading the models ({ready} of {len(predictors)} ready; still loading {', '.join(waiting)}). A "
+            "request for a model still loading waits for it: up to a minute on a first start."), True
+
+
+def loading_shown(predictors):
+    """`loading_status` for the page: its text, and the timer that asks again, stopped once all are ready."""
+    text, more = loading_status(predictors)
+    return text, gr.Timer(active=more)
 
 
 def compare_page(limits, summary):

@@ -23,6 +23,7 @@ from .verdicts import (
     MeasuredLimits,
     agreement,
     explained_class_warning,
+    gives_verdict,
     limits_sentence,
     site_sentence,
     measured_limits,
@@ -56,12 +57,14 @@ PAGE_CSS = """
 .pneumo-decision { font-weight: 600; font-size: 1.25rem; padding: 0 0.5rem; border-radius: 4px; }
 .pneumo-positive .pneumo-decision { background: #fde2e1; color: #8a1c12; }
 .pneumo-negative .pneumo-decision { background: #ddf3e4; color: #145c2e; }
+.pneumo-unsure .pneumo-decision { background: #eceff3; color: #30343a; }
 .pneumo-bar { position: relative; height: 10px; background: #e6e8eb; border-radius: 5px; margin: 0.45rem 0 0.2rem; }
 .pneumo-bar-fill { position: absolute; left: 0; top: 0; bottom: 0; background: #5b6b7f; border-radius: 5px; }
 .pneumo-bar-threshold { position: absolute; top: -4px; bottom: -4px; width: 3px; margin-left: -1px;
   background: #111; }
 .pneumo-verdict-text { font-weight: 600; margin: 0.2rem 0; }
-.pneumo-limits, .pneumo-caption { font-size: 0.88rem; margin: 0.2rem 0; }
+.pneumo-limits, .pneumo-caption, .pneumo-bar-legend { font-size: 0.88rem; margin: 0.2rem 0; }
+.pneumo-bar-legend { color: #4a5360; }
 .pneumo-caption img { width: 100%; height: 10px; display: block; }
 .pneumo-scale { display: flex; justify-content: space-between; font-size: 0.8rem; }
 .pneumo-heatmap-warning { color: #8a1c12; font-weight: 600; }
@@ -80,18 +83,27 @@ def _banner(kind: str, icon: str, headline: str, text: str = "") -> str:
             + (f" {html.escape(text)}" if text else "") + "</div></div>")
 
 
+def bar_legend(positive: str, shown: str, threshold: str) -> str:
+    return f"Bar: P({positive}) {shown}. Tick: this model's threshold, {threshold}."
+
+
 def verdict_card(name: str, result: dict, limits: MeasuredLimits | None) -> str:
-    """One model's decision, its probability against its threshold (bar and words), and its measured limits."""
+    """One model's decision, its probability against its threshold (bar, legend and words), and its measured
+    limits; for an image the model finds unlike its training X-rays, no decision and no bar, only why."""
+    head = (f'<div class="pneumo-verdict-head"><span class="pneumo-model">{html.escape(name)}</span>'
+            f'<span class="pneumo-decision">{html.escape(result.get("verdict", result["label"]))}</span></div>')
+    if not gives_verdict(result):
+        return (f'<div class="pneumo-verdict pneumo-unsure" data-model="{html.escape(name)}">{head}'
+                f'<p class="pneumo-verdict-text">{html.escape(verdict(result))}</p></div>')
     positive = result["positive_class"]
     probability = result["probabilities"][positive]
     shown, threshold = percent_pair(probability, result["threshold"])
     side = "pneumo-positive" if result["label"] == positive else "pneumo-negative"
-    return (f'<div class="pneumo-verdict {side}" data-model="{html.escape(name)}">'
-            f'<div class="pneumo-verdict-head"><span class="pneumo-model">{html.escape(name)}</span>'
-            f'<span class="pneumo-decision">{html.escape(result["label"])}</span></div>'
+    return (f'<div class="pneumo-verdict {side}" data-model="{html.escape(name)}">{head}'
             f'<div class="pneumo-bar" role="img" aria-label="P({html.escape(positive)}) {shown}, threshold {threshold}">'
             f'<div class="pneumo-bar-fill" style="width:{probability * 100:.1f}%"></div>'
             f'<div class="pneumo-bar-threshold" style="left:{result["threshold"] * 100:.1f}%"></div></div>'
+            f'<p class="pneumo-bar-legend">{html.escape(bar_legend(positive, shown, threshold))}</p>'
             f'<p class="pneumo-verdict-text">{html.escape(verdict(result))}</p>'
             f'<p class="pneumo-limits">{html.escape(limits_sentence(limits))}</p>'
             + (f'<p class="pneumo-site">{html.escape(site_sentence(result.get("site_adaptation")))}</p>'
@@ -99,12 +111,12 @@ def verdict_card(name: str, result: dict, limits: MeasuredLimits | None) -> str:
 
 
 def banner_text(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> str:
-    """The API's banner (Markdown): the out-of-distribution warning, then agreement and why it is no proof."""
-    agreed = agreement(results, limits)
-    text = f"{'' if agreed.agree else '⚠️ '}**{agreed.headline}** {agreed.caveat}"
+    """The API's banner (Markdown): the out-of-distribution warning where a model gives no verdict, else whether
+    the models agree and why that is no proof."""
     if warning := out_of_distribution_warning(results):
-        text = f"⚠️ **{warning}**\n\n{text}"
-    return text
+        return f"⚠️ **{warning}**"
+    agreed = agreement(results, limits)
+    return f"{'' if agreed.agree else '⚠️ '}**{agreed.headline}** {agreed.caveat}"
 
 
 def decision_panel(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> str:
@@ -112,8 +124,7 @@ def decision_panel(results: dict[str, dict], limits: dict[str, MeasuredLimits | 
     parts = []
     if warning := out_of_distribution_warning(results):
         parts.append(_banner("warning", "⚠️", warning))
-    if len(results) > 1:
-        agreed = agreement(results, limits)
+    if len(results) > 1 and (agreed := agreement(results, limits)):
         parts.append(_banner("agree", "ℹ️", agreed.headline, agreed.caveat) if agreed.agree else
                      _banner("disagree", "⚠️", agreed.headline, agreed.caveat))
     cards = "".join(verdict_card(name, result, limits.get(name)) for name, result in results.items())
@@ -130,7 +141,10 @@ def _colour_scale_uri() -> str:
 
 def heatmap_caption(result: dict) -> str:
     """Under a heatmap (HTML): its colour scale and method, what a heatmap does not show, and a warning when
-    the class it explains has almost no probability."""
+    the class it explains has almost no probability; where the map is empty, why there is none instead."""
+    if note := result.get("heatmap_note"):
+        return (f'<div class="pneumo-caption"><p class="pneumo-heatmap-warning">{html.escape(note)}</p>'
+                f"<p>{html.escape(HEATMAP_CAVEAT)}</p></div>")
     warning = explained_class_warning(result)
     return (f'<div class="pneumo-caption"><img src="{_colour_scale_uri()}" alt="colour scale from blue (low) to red '
             f'(high)"><div class="pneumo-scale"><span>low</span><span>contribution to '

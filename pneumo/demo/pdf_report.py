@@ -130,6 +130,8 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     values = {key: str(metadata.get(key) or "").strip() for key, _ in METADATA_FIELDS}
     extra_fonts, unprintable = fonts_for(values.values())
     pdf = FPDF(format="A4")
+    # The X-ray and the heatmaps as JPEG: a page of them stored losslessly made a 0.6-0.95 MB report.
+    pdf.set_image_filter("DCTDecode")
     pdf.set_title("pneumo chest X-ray report")
     fonts = _font_folder()
     pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
@@ -171,8 +173,7 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     heading("Predictions")
     if warning := out_of_distribution_warning(results):
         paragraph(f"Warning: {warning}", size=10, bold=True, colour=(150, 0, 0), height=5)
-    if len(results) > 1:
-        agreed = agreement(results, limits)
+    if len(results) > 1 and (agreed := agreement(results, limits)):
         paragraph(("" if agreed.agree else "Warning: ") + agreed.headline, size=10, bold=True,
                   colour=(0, 0, 0) if agreed.agree else (150, 0, 0), height=5)
         paragraph(agreed.caveat)
@@ -185,7 +186,7 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
         revision = str(result.get("revision") or "bundled")
         if len(revision) > REVISION_CHARACTERS:
             long_revisions[name], revision = revision, revision[:REVISION_CHARACTERS]
-        rows.append([name, revision, result["label"], *[percent(result["probabilities"][c]) for c in class_names],
+        rows.append([name, revision, result.get("verdict", result["label"]), *[percent(result["probabilities"][c]) for c in class_names],
                      percent(result["threshold"])])
     pdf.set_font("DejaVu", "", 9)
     padding = 1
@@ -205,7 +206,8 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
 
     side = (width - 10) / 3
     panels = [("X-ray", _as_image(xray))] + [
-        (f"{name} {result.get('heatmap_method', 'heatmap')} ({result['explained_class']})", _as_image(overlays[name]))
+        (f"{name} {result.get('heatmap_method', 'heatmap')} ({result['explained_class']})"
+         + (": no heatmap" if result.get("heatmap_note") else ""), _as_image(overlays[name]))
         for name, result in results.items()]
     pdf.set_font("DejaVu", "", 9)
     for start in range(0, len(panels), 3):
@@ -228,7 +230,7 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
     pdf.cell(10, 4, "high", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(1)
     for name, result in results.items():
-        if warning := explained_class_warning(result):
+        if warning := result.get("heatmap_note") or explained_class_warning(result):
             paragraph(f"{name}: {warning}", size=8, bold=True, colour=(150, 0, 0), height=4)
     positive = next(iter(results.values()))["positive_class"] if results else "the positive class"
     paragraph(f"{HEATMAP_CAVEAT} Probabilities are calibrated on each model's validation split; a model calls an "

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ..hub import model_folder
+from ..prediction.predictor import NOT_A_CHEST_XRAY
 
 # The split whose metrics describe a model's limits, most telling first: the official test set (scored once),
 # a site refit's own hold-out (pneumo.site.refit), else the validation split the threshold was fitted on.
@@ -52,8 +53,17 @@ def percent_pair(probability: float, threshold: float) -> tuple[str, str]:
     return texts
 
 
+def gives_verdict(result: dict) -> bool:
+    """False for an image the model finds unlike its training X-rays: it gets no class (NOT_A_CHEST_XRAY)."""
+    return result.get("verdict", result["label"]) != NOT_A_CHEST_XRAY
+
+
 def verdict(result: dict) -> str:
-    """'PNEUMONIA 85%, below this model's 87% threshold → NORMAL': the decision where its probability is."""
+    """'PNEUMONIA 85%, below this model's 87% threshold → NORMAL': the decision where its probability is; for an
+    image out of distribution, why there is none."""
+    if not gives_verdict(result):
+        return ("No verdict: this image does not look like the chest X-rays this model was trained on, so its "
+                "probabilities mean little (they are in the details).")
     positive = result["positive_class"]
     probability = result["probabilities"][positive]
     shown, threshold = percent_pair(probability, result["threshold"])
@@ -162,9 +172,13 @@ class Agreement:
         return f"{self.headline} {self.caveat}"
 
 
-def agreement(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> Agreement:
+def agreement(results: dict[str, dict], limits: dict[str, MeasuredLimits | None]) -> Agreement | None:
     """Whether the models agree, and why that alone does not settle it: how often each model's answer was wrong
-    where it was measured (false alarms behind a positive answer, misses behind a negative one)."""
+    where it was measured (false alarms behind a positive answer, misses behind a negative one). None when a
+    model gives no verdict (`out_of_distribution_warning` says why): there is nothing to agree on, and no advice
+    to have a photo read by a clinician."""
+    if not all(gives_verdict(result) for result in results.values()):
+        return None
     labels = {result["label"] for result in results.values()}
     errors = _errors_behind(results, limits)
     every = "both" if len(results) == 2 else "all"
@@ -220,13 +234,20 @@ def target_text(key: str) -> str:
 
 
 def out_of_distribution_warning(results: dict[str, dict]) -> str | None:
-    """The warning for an image some model finds unlike its training X-rays (pneumo.prediction.ood), else None."""
-    flagged = [name for name, result in results.items() if result.get("out_of_distribution")]
+    """The warning for an image some model finds unlike its training X-rays (pneumo.prediction.ood), which
+    gives it no verdict, else None."""
+    flagged = [name for name, result in results.items() if not gives_verdict(result)]
     if not flagged:
         return None
-    return (f"This image does not look like the chest X-rays {' and '.join(flagged)} "
-            f"{'was' if len(flagged) == 1 else 'were'} trained on (a photo, a document, another kind of scan, or an "
-            "unusual X-ray?). Its predictions mean little for it.")
+    others = [name for name in results if name not in flagged]
+    one = len(flagged) == 1
+    text = (f"This image does not look like the chest X-rays {' and '.join(flagged)} {'was' if one else 'were'} "
+            f"trained on (a photo, a document, another kind of scan, or an unusual X-ray?), so "
+            f"{'it gives' if one else 'they give'} no verdict. Check that it is a chest X-ray.")
+    if others:
+        text += (f" {' and '.join(others)} still {'gives' if len(others) == 1 else 'give'} one, which means little "
+                 "for such an image.")
+    return text
 
 
 def model_limits(predictors: dict) -> dict[str, MeasuredLimits | None]:

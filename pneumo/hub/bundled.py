@@ -77,13 +77,17 @@ def display_name(reference, folder=None) -> str | None:
     return None
 
 
-def load_models(references: dict[str, str], defer_networks: bool = False) -> dict:
+def load_models(references: dict[str, str], defer_networks: bool = False, show_progress: bool = False) -> dict:
     """Each named model (name -> reference, as `model_references` gives them), loaded once. A bundled model whose
     folder is missing (a Space deployed before that model was bundled, say) is refused with the two ways out:
     its Hub repo, or PNEUMO_MODELS without it. `defer_networks`: what each folder's pneumo.json says is read now,
-    and each network when first needed (pneumo.prediction.predictor), or by the demo's loader (pneumo.demo.network_loader)."""
+    and each network when first needed (pneumo.prediction.predictor), or by the demo's loader (pneumo.demo.network_loader).
+    `show_progress`: a bar on stderr names each model as it loads (seconds each)."""
+    from tqdm import tqdm
+
     predictors = {}
-    for name, reference in references.items():
+    for name, reference in tqdm(references.items(), desc="loading models", unit="model",
+                                disable=not show_progress):
         try:
             predictor = load_predictor(reference, loaded=list(predictors.values()), defer_network=defer_networks)
             # A name given here is the model's display name; a bare reference (batch_eval.py --model) gets the

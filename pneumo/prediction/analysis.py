@@ -9,7 +9,14 @@ import cv2
 import numpy as np
 
 from ..imaging.decoding import DecodedFile
-from ..explain.overlays import OVERLAY_SIDE, overlay_backdrop, overlay_heatmap
+from ..explain.overlays import (
+    OVERLAY_SIDE,
+    empty_heatmap_note,
+    is_empty,
+    overlay_backdrop,
+    overlay_heatmap,
+    without_heatmap,
+)
 from .predictor import Predictor
 
 PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
@@ -47,9 +54,12 @@ def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.n
     so the demo's probability is batch_eval.py's for the same file."""
     start = time.perf_counter()
     prediction, heatmap = predictor.predict_and_explain(predictor.load_image(decoded), explain_class)
-    overlay = overlay_heatmap(background, heatmap)
+    explained = explain_class or prediction.label
+    # An empty map is said to be empty, and the X-ray shown alone, never a flat tint captioned as a map.
+    note = empty_heatmap_note(explained, predictor.explanation_method) if is_empty(heatmap) else None
+    overlay = overlay_heatmap(background, heatmap) if note is None else without_heatmap(background)
     result = prediction.to_dict()
-    result.update(explained_class=explain_class or prediction.label, heatmap_method=predictor.explanation_method,
+    result.update(explained_class=explained, heatmap_method=predictor.explanation_method, heatmap_note=note,
                   input_size=[predictor.height, predictor.width], seconds=round(time.perf_counter() - start, 3))
     site = site_facts(predictor.config)
     if site:
@@ -84,5 +94,5 @@ def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, back
     results, overlays = {}, {}
     for name, predictor in predictors.items():
         results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
-    labels = {result["label"] for result in results.values()}
-    return {"models": results, "agree": len(labels) == 1}, overlays
+    verdicts = {result["verdict"] for result in results.values()}
+    return {"models": results, "agree": len(verdicts) == 1}, overlays

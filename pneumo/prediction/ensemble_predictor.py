@@ -81,6 +81,10 @@ class EnsemblePredictor(CalibratedPredictor):
         return cls(members, config, folder)
 
     @property
+    def network_ready(self) -> bool:
+        return all(member.network_ready for member in self.members)
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return (sum(self._sizes),)
 

@@ -47,6 +47,14 @@ METHOD = ("squared Mahalanobis distance of a feature map's grid averages from th
           "(Ledoit-Wolf covariance), divided by the validation split's 99th percentile")
 
 
+def is_flagged(score: float | None) -> bool | None:
+    """Whether an image's score (`FeatureReference.scores`) says it is not like the training X-rays; None without
+    a score (a model folder without a reference, or a batch row scored without one)."""
+    if score is None or np.isnan(score):
+        return None
+    return bool(score > 1.0)
+
+
 @dataclass(frozen=True)
 class FeatureReference:
     """The training features' distribution, and the distance above which an image is flagged."""

@@ -22,8 +22,13 @@ from ..imaging.decoding import DecodedFile, ImageSource, Preprocessing, load_mod
 from ..explain.integrated_gradients import IntegratedGradients
 from ..explain.maps import grid_average
 from ..networks import LOGITS_LAYER
-from .ood import FeatureReference
+from .ood import FeatureReference, is_flagged
 from ..networks.tracing import TracedOnce
+
+
+# The verdict on an image unlike the X-rays a model was trained on (pneumo.prediction.ood): no class is given, for a
+# class probability means nothing there (a photo of a gift box scored PNEUMONIA 0.998).
+NOT_A_CHEST_XRAY = "not a chest X-ray?"
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,17 @@ class Prediction:
     def out_of_distribution(self) -> bool | None:
         """True when the image does not look like the X-rays the model was trained on; None when the model
         folder has no reference to tell."""
-        return None if self.ood_score is None else bool(self.ood_score > 1.0)
+        return is_flagged(self.ood_score)
+
+    @property
+    def verdict(self) -> str:
+        """What a person is told: the label, or NOT_A_CHEST_XRAY for an image out of distribution (the label and
+        the probabilities stay in the record, for those who want them)."""
+        return NOT_A_CHEST_XRAY if self.out_of_distribution else self.label
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities, "threshold": self.threshold,
+        return {"verdict": self.verdict, "label": self.label, "probabilities": self.probabilities,
+                "threshold": self.threshold,
                 "positive_class": self.positive_class, "model": self.model_name, "revision": self.revision,
                 "out_of_distribution": self.out_of_distribution,
                 "ood_score": None if self.ood_score is None else round(self.ood_score, 3)}
@@ -118,6 +130,12 @@ class CalibratedPredictor:
     def load_network(self) -> None:
         """Load what was left for its first use (Predictor.from_folder's `defer_network`); nothing once loaded."""
 
+    @property
+    def network_ready(self) -> bool:
+        """Whether a request would find the network loaded (or its load failed, which it then says): the demo
+        tells a person who arrives earlier that the models are still loading."""
+        return True
+
     def trace(self) -> None:
         """Trace the explained pass now (seconds, once), rather than in the first request that needs it."""
         self.explained_assessment(np.zeros(self.input_shape, np.float32))
@@ -179,6 +197,10 @@ class Predictor(CalibratedPredictor):
 
     def load_network(self) -> None:
         self._loaded()
+
+    @property
+    def network_ready(self) -> bool:
+        return self._network.ready
 
     def _loaded(self):
         """(the network, its traced forward pass), loaded once."""
@@ -269,6 +291,11 @@ class LazyNetwork:
         self._lock, self._load, self._traced_forward, self._folder = threading.Lock(), load, traced_forward, folder
         self._error = None
         self._network, self._forward = (None, None) if network is None else (network, traced_forward(network))
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, or failed to load: a `get` would not wait for a load."""
+        return self._network is not None or self._error is not None
 
     def get(self) -> tuple:
         """(the network, its traced forward pass)."""
