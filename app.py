@@ -22,7 +22,7 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pneumo import PneumoError  # noqa: E402
-from pneumo.demo.about import about_text  # noqa: E402
+from pneumo.demo.about import about_each_model, about_limitations, about_models  # noqa: E402
 from pneumo.demo.handlers import (  # noqa: E402
     COMPARE_OUTPUTS,
     PREDICT_OUTPUTS,
@@ -152,9 +152,12 @@ def build_app(predictors) -> gr.Blocks:
                                label="Heatmap explains (default: the predicted class)")
             model_button = gr.Button(f"Run {first} on the X-ray above", variant="primary")
             decision = gr.HTML(elem_id="model-decision")
+            # Columns with a minimum width: on a phone the caption goes below the heatmap, which keeps its width.
             with gr.Row():
-                overlay = gr.Image(label=heatmap_label(predictors, first), format="jpeg", interactive=False)
-                caption = gr.HTML()
+                with gr.Column(min_width=300):
+                    overlay = gr.Image(label=heatmap_label(predictors, first), format="jpeg", interactive=False)
+                with gr.Column(min_width=300):
+                    caption = gr.HTML()
             details = gr.Markdown(elem_classes="pneumo-details")
             api = {"label": DecisionLabel(label="Decision and calibrated probabilities", visible=False),
                    "heatmap": overlay, "details": gr.JSON(label="Details", visible=False)}
@@ -198,7 +201,11 @@ def build_app(predictors) -> gr.Blocks:
                    queue=False, api_visibility="private"))
 
         with gr.Tab("About"):
-            gr.Markdown(about_text(predictors))
+            gr.Markdown(about_models(predictors))
+            for name, text in about_each_model(predictors).items():
+                with gr.Accordion(f"{name} in words: its limits and the targets it misses", open=False):
+                    gr.Markdown(text)
+            gr.Markdown(about_limitations(predictors))
 
         (upload.change(cleared(all_outputs), None, all_outputs, queue=False, api_visibility="private")
          .then(functools.partial(show_xray_or_why_not, predictors), upload, [xray, upload_note],

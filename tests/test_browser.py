@@ -237,3 +237,36 @@ def test_the_report_form_produces_a_pdf_with_metadata_and_predictions(page, tmp_
     tab.get_by_text("Downloaded. The server has deleted its copy").wait_for(state="visible")
     assert tab.locator("a[download$='.pdf']").count() == 0
     assert re.fullmatch(r"pneumo-report-\d{4}-\d\d-\d\d-\d{4}\.pdf", download_info.value.suggested_filename)
+
+
+# The table cells on the page whose text takes more than one line: a word broken letter by letter ("P(NO RM AL)")
+# shows up so, as does a cell wrapped between words.
+WRAPPED_CELLS = """() => [...document.querySelectorAll('td, th')].filter(cell => cell.offsetParent).filter(cell => {
+    const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), tops = new Set();
+    while (walker.nextNode()) {
+        const range = document.createRange();
+        range.selectNodeContents(walker.currentNode);
+        for (const rect of range.getClientRects()) if (rect.width > 0) tops.add(Math.round(rect.top / 4));
+    }
+    return tops.size > 1;
+}).map(cell => cell.innerText)"""
+
+
+def test_on_a_phone_tables_keep_their_words_whole_and_the_heatmap_its_width(browser, app_url):
+    phone = open_page(browser, app_url, PHONE)
+    try:
+        phone.get_by_role("tab", name="About").click()
+        visible_tab(phone).locator("table").first.wait_for(state="visible")
+        assert phone.evaluate("document.documentElement.scrollHeight") < 3500  # 5,880 px before
+        assert phone.evaluate(WRAPPED_CELLS) == []
+        choose(phone, EXAMPLES / "pneumonia_person64_virus_122.jpeg")
+        phone.get_by_role("tab", name="One model").click()
+        tab = visible_tab(phone)
+        tab.get_by_role("button", name=re.compile("^Run ")).click()
+        heatmap = tab.locator("img[src*='gradio_api/file=']").first
+        heatmap.wait_for(state="visible")
+        tab.locator(".pneumo-details table").wait_for(state="visible")
+        assert heatmap.bounding_box()["width"] >= 300  # about 160 px beside its caption before
+        assert phone.evaluate(WRAPPED_CELLS) == []
+    finally:
+        phone.close()

@@ -75,14 +75,15 @@ def test_recorded_test_metrics_come_from_the_official_test_set(predictor):
 
 
 def reference_grad_cam(model, feature_layer, image, class_index):
-    """Grad-CAM written out step by step, eagerly: the check on the library's one-pass version."""
+    """Grad-CAM written out step by step, eagerly: the check on the library's one-pass version. The score of a
+    class of a two-class model is its log-odds: its logit less the other's."""
     import keras
     import tensorflow as tf
 
     both = keras.Model(model.input, [model.get_layer(feature_layer).output, model.get_layer("logits").output])
     with tf.GradientTape() as tape:
         feature_map, logits = both(image[None], training=False)
-        score = logits[0, class_index]
+        score = logits[0, class_index] - (logits[0, 1 - class_index] if logits.shape[-1] == 2 else 0.0)
     gradients = tape.gradient(score, feature_map)[0].numpy()
     cam = np.maximum((feature_map[0].numpy() * gradients.mean(axis=(0, 1))).sum(axis=-1), 0)
     return cam / cam.max() if cam.max() > 0 else cam

@@ -6,9 +6,10 @@ gradients, `Predictor.predict_and_explain`) gives its decision and the heatmap o
 chosen from these numbers: they say how often the demo has no heatmap to show. The scoring is logged in each model
 folder's test_scorings.csv, as every scoring of the test set is.
 
-    python docs/experiments/empty_heatmaps.py [--data ../shared/data/chest_xray/test] [--limit N]
+    python docs/experiments/empty_heatmaps.py --heatmaps "WHAT THE HEATMAPS ARE" [--data DIR] [--limit N]
 
-Writes docs/experiments/empty_heatmaps.csv: per model and true class, images and empty maps.
+Adds to docs/experiments/empty_heatmaps.csv, under `heatmaps`: per model and true class, images and empty maps.
+Measured twice for issue 33: Grad-CAM of each class's own score (before), then of its log-odds (after).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")
     parser.add_argument("--limit", type=int, help="only the first N images of each class (a quick look; not logged)")
+    parser.add_argument("--heatmaps", required=True, help="what the heatmaps are, for the table (e.g. the code's state)")
     args = parser.parse_args()
     files = [f for f in discover(args.data) if f.true_label(("NORMAL", "PNEUMONIA"))]
     if args.limit:
@@ -50,12 +52,13 @@ def main() -> None:
             prediction, heatmap = predictor.predict_and_explain(predictor.load_image(file.path))
             records.append((file.true_label(predictor.class_names), prediction.label,
                             prediction.positive_probability, not float(heatmap.max()) > 0))
-        table = pd.DataFrame(records, columns=["true", "decided", "probability", "empty"])
+        table = pd.DataFrame(records, columns=["true", "decided", "probability", "empty_map"])
         for true_label, group in [("all", table), *table.groupby("true")]:
-            rows.append({"model": name, "method": predictor.explanation_method, "true_label": true_label,
-                         "images": len(group), "empty_maps": int(group.empty.sum()),
-                         "empty_share": round(float(group.empty.mean()), 4)})
-        print(f"{name:<16} {predictor.explanation_method:<22} empty {int(table.empty.sum())}/{len(table)} "
+            rows.append({"heatmaps": args.heatmaps, "model": name, "method": predictor.explanation_method,
+                         "true_label": true_label,
+                         "images": len(group), "empty_maps": int(group.empty_map.sum()),
+                         "empty_share": round(float(group.empty_map.mean()), 4)})
+        print(f"{name:<16} {predictor.explanation_method:<22} empty {int(table.empty_map.sum())}/{len(table)} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
         if not args.limit:
             truth = (table.true == predictor.positive_class).to_numpy(int)
@@ -63,8 +66,9 @@ def main() -> None:
             model_folder.log_test_scoring(folder, {**metrics, "n_images": len(table), "threshold": predictor.threshold},
                                           f"{args.data} (empty-heatmap check, issue 33)")
     if not args.limit:
-        pd.DataFrame(rows).to_csv(OUT, index=False)
-        print(f"written {OUT.relative_to(REPO)}")
+        earlier = pd.read_csv(OUT) if OUT.exists() else pd.DataFrame()
+        pd.concat([earlier, pd.DataFrame(rows)], ignore_index=True).to_csv(OUT, index=False)
+        print(f"added to {OUT.relative_to(REPO)}")
     print(pd.DataFrame(rows).to_string(index=False))
 
 

@@ -68,6 +68,10 @@ PAGE_CSS = """
 .pneumo-caption img { width: 100%; height: 10px; display: block; }
 .pneumo-scale { display: flex; justify-content: space-between; font-size: 0.8rem; }
 .pneumo-heatmap-warning { color: #8a1c12; font-weight: 600; }
+/* Tables (the About tab, the details) scroll sideways on a narrow screen rather than break words letter by letter
+   ("P(NO RM AL)"). */
+.gradio-container table { display: block; overflow-x: auto; max-width: 100%; }
+.gradio-container th, .gradio-container td { white-space: nowrap; word-break: normal; overflow-wrap: normal; }
 /* A phone shows the verdicts first, together, and the banner right below them. */
 @media (max-width: 640px) {
   .pneumo-decisions .pneumo-verdicts { order: -1; }
@@ -197,13 +201,12 @@ def models_table(predictors: dict[str, Predictor]) -> str:
     return "\n".join(lines)
 
 
-def model_summary(predictor: Predictor, name: str | None = None) -> str:
-    """A model for the About tab (Markdown): what it is, its limits in words and the targets it misses (its
-    metrics are in `models_table`)."""
+def model_summary(predictor: Predictor) -> str:
+    """A model for the About tab (Markdown, under its name): what it is, its limits in words and the targets it
+    misses (its metrics are in `models_table`)."""
     config = predictor.config
     limits = measured_limits(predictor.folder, predictor.class_names, predictor.positive_class)
-    lines = [f"### {name or predictor.name}",
-             f"{config.get('description') or config['architecture']}; it sees the X-ray at "
+    lines = [f"{config.get('description') or config['architecture']}; it sees the X-ray at "
              f"{predictor.height}x{predictor.width} pixels; threshold {predictor.threshold:.3f}; calibration "
              f"temperature {predictor.calibration.temperature:.2f}; heatmaps by {predictor.explanation_method}.",
              "", f"**In plain words:** {limits_sentence(limits)}"]

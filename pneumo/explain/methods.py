@@ -37,7 +37,8 @@ def display_name(block: dict) -> str:
 def describe(block: dict) -> str:
     """The method in a phrase, for the model card."""
     if block["method"] == GRADCAM:
-        return f"Grad-CAM (Selvaraju et al. 2017) on the `{block['layer']}` map"
+        return (f"Grad-CAM (Selvaraju et al. 2017) on the `{block['layer']}` map, of each class's log-odds (its "
+                "score less the other's)")
     return (f"integrated gradients (Sundararajan et al. 2017) from a {block.get('baseline', BASELINE)} image in "
             f"{block.get('steps', STEPS)} steps, which credit bright pixels (opacities, bone, markers) more than "
             "dark ones")
