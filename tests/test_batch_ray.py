@@ -139,48 +139,32 @@ def test_a_model_a_ray_worker_cannot_load_is_a_one_line_error(ray_session, tiny_
 
 
 @pytest.mark.timeout(300)  # a watchdog that failed to stop the run would otherwise hang here
-def test_a_run_left_no_cpu_to_read_on_stops_and_resumes(ray_session, both_engines, mixed_folder, two_models,
-                                                          tmp_path):
+def test_a_run_left_no_cpu_to_read_on_stops_and_says_that_reading_stalled(ray_session, mixed_folder, two_models,
+                                                                            tmp_path):
     """Another job holds every CPU that the model replica leaves (a placement group of its own), as Ray Data's
     metadata tasks once waited on a cluster of one-CPU nodes: the files are never read. The run stops after its
-    stall timeout and says that reading stalled; once the CPUs are free, --resume completes it. SIGINT's handler
-    is one that does not raise, as a web server in the same process may leave it: the watchdog's is used."""
+    stall timeout and says that reading stalled. SIGINT's handler is one that does not raise, as a web server in
+    the same process may leave it: the watchdog's is used. (--resume after a stall: tests/test_watchdog.py; after
+    a killed Ray run: tests/test_ray_cluster.py.)"""
     from pneumo.batch.ray_engine import import_ray, run_folder_ray, scoring_plan
+    from pneumo.batch.scoring import PARTS_FOLDER
     from pneumo.errors import RunStalledError
-    from pneumo.imaging import decoding
     from ray.util.placement_group import placement_group, remove_placement_group
 
     ray = import_ray()
     _, slot = scoring_plan(ray.nodes())
     other_job = placement_group([{"CPU": ray.cluster_resources()["CPU"] - slot}])
     ray.get(other_job.ready(), timeout=120)  # once an earlier test's workers have let go of theirs
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(decoding, "MAX_FILE_BYTES", 2**20)  # as both_engines ran
-        previous = signal.signal(signal.SIGINT, lambda number, frame: None)
-        try:
-            with pytest.raises(RunStalledError, match=r"^file://.*: stopped, no progress for 5 s while reading and "
-                                                      r"decoding the files; check that every node reaches"):
-                run_folder_ray(mixed_folder.as_uri(), tmp_path, two_models[:1], batch_size=4, show_progress=False,
-                               stall_s=5)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            remove_placement_group(other_job)
-        run_folder_ray(mixed_folder.as_uri(), tmp_path, two_models[:1], batch_size=4, show_progress=False,
-                       resume=True)
-    _, ray_run = both_engines
-    for table in ("tiny-cnn-lstm/predictions.csv", "skipped.csv"):
-        assert_same_table(read_csv(tmp_path / table), read_csv(ray_run / table), table)
-
-
-def test_a_listed_file_a_worker_cannot_read_stops_the_run_with_its_name(ray_session, tmp_path):
-    """Skipping it would hide a folder missing on a node, or a store that refuses the node."""
-    from pneumo.batch.ray_engine import read_and_decode
-    from pneumo.errors import StorageReadError
-    from pyarrow import fs
-
-    missing = str(tmp_path / "gone.png")
-    with pytest.raises(StorageReadError, match=rf"^{re.escape(missing)}: cannot read it on node \w+ \("):
-        read_and_decode({"path": np.array([missing])}, fs.LocalFileSystem(), 64, 64, None)
+    previous = signal.signal(signal.SIGINT, lambda number, frame: None)
+    try:
+        with pytest.raises(RunStalledError, match=r"^file://.*: stopped, no progress for 5 s while reading and "
+                                                  r"decoding the files; check that every node reaches"):
+            run_folder_ray(mixed_folder.as_uri(), tmp_path, two_models[:1], batch_size=4, show_progress=False,
+                           stall_s=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        remove_placement_group(other_job)
+    assert not any(tmp_path.glob(f"{PARTS_FOLDER}/*/part-*.csv"))  # nothing was read, so nothing scored
 
 
 @pytest.mark.parametrize("shard", [(0, 1), (1, 3)])
