@@ -148,7 +148,8 @@ def test_an_empty_heatmap_is_said_on_the_page_and_in_the_pdf_and_not_drawn(tiny_
     the ResNet50's NORMAL): the X-ray is shown alone, and the page, the PDF and the API say why."""
     from pypdf import PdfReader
 
-    from conftest import example_images
+    from conftest import synthetic_xray
+    from PIL import Image
     from pneumo.demo.panels import heatmap_caption
     from pneumo.demo.pdf_report import report
     from pneumo.explain.overlays import without_heatmap
@@ -161,8 +162,10 @@ def test_an_empty_heatmap_is_said_on_the_page_and_in_the_pdf_and_not_drawn(tiny_
     monkeypatch.setattr(predictor, "predict_and_explain",
                         lambda image, class_name=None: (explain(image, class_name)[0],
                                                         np.zeros_like(explain(image, class_name)[1])))
-    source = example_images()[0]
+    source = tmp_path / "xray.png"  # like the tiny model's training images: not out of distribution to it
+    Image.fromarray(synthetic_xray(seed=5)).save(source)
     result, overlay = analyse(predictor, source)
+    assert not result["out_of_distribution"]
     assert result["heatmap_note"].startswith(f"No heatmap: Grad-CAM finds no region of this X-ray that adds to this "
                                              f"model's score for {result['explained_class']}")
     assert np.array_equal(overlay, without_heatmap(heatmap_backdrop(DecodedFile(source))))
@@ -175,3 +178,18 @@ def test_an_empty_heatmap_is_said_on_the_page_and_in_the_pdf_and_not_drawn(tiny_
     monkeypatch.setattr(predictor, "predict_and_explain", explain)
     heatmap = explain(predictor.load_image(DecodedFile(source)))[1]
     assert (analyse(predictor, source)[0]["heatmap_note"] is None) == (np.max(heatmap) > 0)
+
+
+def test_an_image_out_of_distribution_gets_no_heatmap_and_no_agreement(tiny_model_folder):
+    """The tiny model, trained on synthetic images, finds a real X-ray unlike them: no verdict, so no heatmap of a
+    class it did not decide, and no agreement of two such models."""
+    from conftest import example_images
+    from pneumo.prediction.analysis import OUT_OF_DISTRIBUTION_HEATMAP_NOTE, analyse, compare
+    from pneumo.prediction.predictor import Predictor
+
+    predictor = Predictor.from_folder(tiny_model_folder)
+    result, overlay = analyse(predictor, example_images()[0])
+    assert result["out_of_distribution"] and result["heatmap_note"] == OUT_OF_DISTRIBUTION_HEATMAP_NOTE
+    assert np.array_equal(overlay[..., 0], overlay[..., 1])  # the X-ray alone, in grey
+    summary, _ = compare({"A": predictor, "B": predictor}, example_images()[0])
+    assert summary["agree"] is None

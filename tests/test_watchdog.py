@@ -6,6 +6,7 @@ lost network mount), which the interrupt reaches, and a model call that swallows
 C call does), which the watchdog ends after its grace period.
 """
 
+import signal
 import subprocess
 import sys
 import time
@@ -130,3 +131,61 @@ def test_progress_counted_elsewhere_is_progress():
     watchdog.take_polled()
     assert watchdog.remaining == {"reading": 0, "scoring": 8}
     assert watchdog.stalled_stage(time.monotonic() + 11) == "scoring"
+
+
+def test_work_started_and_never_finished_is_the_stage_to_blame():
+    """A read that hangs while other reads end and the model scores on: reading is blamed, not scoring."""
+    from pneumo.batch.watchdog import Watchdog
+
+    watchdog = Watchdog(10, "folder")
+    watchdog.begin(reading=8, scoring=8)
+    hanging = watchdog.working("reading")
+    hanging.__enter__()
+    with watchdog.working("reading"):
+        pass
+    with watchdog.working("scoring", 4):
+        pass
+    assert watchdog.stalled_stage(time.monotonic() + 11) == "reading"
+    hanging.__exit__(None, None, None)  # that read ends after all: scoring has now waited longest
+    assert watchdog.stalled_stage(time.monotonic() + 11) == "scoring"
+
+
+def test_a_run_that_ends_as_the_stall_is_found_returns_its_result(monkeypatch):
+    """The signal sent as the run ended is taken inside the watchdog, and the run's result stands."""
+    from pneumo.batch.watchdog import Watchdog
+
+    watchdog = Watchdog(0.2, "folder", interval_s=0.05)
+    handler = signal.getsignal(signal.SIGINT)
+    with watchdog:
+        watchdog.begin(scoring=1)
+        while watchdog.message is None:  # the watchdog finds the stall and signals; the run ends at that moment
+            try:
+                time.sleep(0.01)
+            except KeyboardInterrupt:
+                break
+    assert watchdog.message is not None and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_real_ctrl_c_during_a_run_goes_to_the_handler_there_was():
+    from pneumo.batch.watchdog import Watchdog
+
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: calls.append(number))
+    try:
+        with Watchdog(60, "folder"):
+            signal.raise_signal(signal.SIGINT)
+        assert calls == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            with Watchdog(60, "folder"):
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_keys_written_into_a_uri_are_never_shown():
+    from pneumo.batch.storage import shown
+
+    assert shown("s3://AKIA123:secret%2Fkey@my-bucket/xrays") == "s3://my-bucket/xrays"  # as a URI must write it
+    assert shown("s3://my-bucket/xrays") == "s3://my-bucket/xrays"
+    assert shown("/data/user@host/xrays") == "/data/user@host/xrays"

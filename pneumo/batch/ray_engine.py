@@ -53,7 +53,7 @@ from .scoring import (
     unique_names,
     write_reports,
 )
-from .storage import is_uri, list_files, read_bytes, worker_environment
+from .storage import is_uri, list_files, read_bytes, shown, worker_environment
 from .watchdog import DEFAULT_STALL_S, Watchdog
 from ..errors import (
     DataFolderError,
@@ -309,6 +309,7 @@ def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_si
     the nodes that decoded and scored it. A `watchdog` follows the workers' progress (a ProgressCounts actor).
     """
     import pandas as pd
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     ray = import_ray()
     written, too_large, relative_of = ScoreParts(parts), [], {}
@@ -325,13 +326,17 @@ def ray_scores(predictor, filesystem, files, sizes, replicas: Replicas, batch_si
     if relative_of:
         progress = None
         if watchdog is not None:
-            progress = ray.remote(num_cpus=0)(ProgressCounts).remote()
+            # On this node: a counter lost with a worker node would read as a stall.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+            progress = ray.remote(num_cpus=0)(ProgressCounts).options(scheduling_strategy=here).remote()
             watchdog.begin(reading=len(relative_of), scoring=len(relative_of))
             watchdog.poll = lambda: ray.get(progress.counts.remote(), timeout=10)
         scored = scoring_dataset(predictor, filesystem, list(relative_of), replicas, batch_size, progress)
         scored.set_name(name or predictor.name)
         try:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                if watchdog is not None:
+                    watchdog.advance("scoring")  # a batch received (its files are counted by the workers)
                 LOG.debug("%s: %d files decoded on node %s, scored on node %s", name or predictor.name,
                           len(batch["path"]), ",".join(sorted(set(batch["decoded_on"]))),
                           ",".join(sorted(set(batch["scored_on"]))))
@@ -383,14 +388,15 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
     (`pneumo.batch.watchdog`; `hard_exit` as there).
     """
     ray = import_ray()
+    # As messages and reports name it: without keys written into a URI.
+    folder = shown(folder_or_uri) if is_uri(folder_or_uri) else str(Path(folder_or_uri).resolve())
     if heatmaps and is_uri(folder_or_uri):
-        raise DataFolderError(f"{folder_or_uri}: heatmaps need a local folder (they read the images here)")
-    with Watchdog(stall_s, str(folder_or_uri), hard_exit=hard_exit) as watchdog:
+        raise DataFolderError(f"{folder}: heatmaps need a local folder (they read the images here)")
+    with Watchdog(stall_s, folder, hard_exit=hard_exit) as watchdog:
         watchdog.begin(listing=None)
         filesystem, files, sizes = list_files(folder_or_uri, shard)
         if not files:
-            raise nothing_to_score(folder_or_uri, shard)
-        folder = str(folder_or_uri) if is_uri(folder_or_uri) else str(Path(folder_or_uri).resolve())
+            raise nothing_to_score(folder, shard)
         parts = start_parts(out, run_settings(folder, shard, batch_size, threshold, predictors), resume)
         watchdog.begin(reserving=None)
         started = start_ray(ray_address)
@@ -418,7 +424,8 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
                 remove_placement_group(replicas.group)
             if started:
                 ray.shutdown()
-    all_metrics = write_reports(out, folder_or_uri, shard, predictors, all_predictions, skipped_frames, heatmaps,
+    all_metrics = write_reports(out, folder if is_uri(folder_or_uri) else folder_or_uri, shard, predictors,
+                                all_predictions, skipped_frames, heatmaps,
                                 figures=figures, intervals=intervals, show_progress=show_progress)
     shutil.rmtree(parts, ignore_errors=True)
     return all_metrics

@@ -7,6 +7,7 @@ what lets `merge` rebuild a sharded run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -80,17 +81,14 @@ def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32, watch
     load = predictor.load_image
     if watchdog is not None:
         def load(path):
-            try:
+            with watchdog.working("reading"):
                 return predictor.load_image(path)
-            finally:
-                watchdog.advance("reading", 1)
 
     position = 0
     for images, readable, unreadable in readable_batches([f.path for f in files], load, predictor.input_shape,
                                                          batch_size):
-        scored = dict(zip(readable.tolist(), zip(*predictor.assess(images)))) if len(images) else {}
-        if watchdog is not None:
-            watchdog.advance("scoring", len(readable) + len(unreadable))
+        with watchdog.working("scoring", len(readable) + len(unreadable)) if watchdog else contextlib.nullcontext():
+            scored = dict(zip(readable.tolist(), zip(*predictor.assess(images)))) if len(images) else {}
         reasons = iter(unreadable)
         end = position + len(readable) + len(unreadable)
         for index in range(position, end):

@@ -11,6 +11,7 @@ travel only inside the filesystem object: never in Ray's runtime environment, wh
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath
 
 from .scoring import ImageFile, discover, is_listed
@@ -31,6 +32,12 @@ def is_uri(folder_or_uri) -> bool:
     return "://" in str(folder_or_uri)
 
 
+def shown(folder_or_uri) -> str:
+    """The folder or URI as messages and reports show it: without keys or a password written into the URI
+    (s3://KEY:SECRET@bucket/...)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", str(folder_or_uri), flags=re.IGNORECASE)
+
+
 def worker_environment() -> dict[str, str]:
     """The storage settings set here that the workers get as environment variables (`WORKER_SETTINGS`)."""
     return {name: os.environ[name] for name in WORKER_SETTINGS if os.environ.get(name)}
@@ -48,7 +55,7 @@ def open_storage(uri: str):
     if isinstance(filesystem, fs.S3FileSystem):
         rebuild, (options,) = filesystem.__reduce__()  # every option of the filesystem, as pickling keeps them
         options["region"] = options["region"] or filesystem.region
-        if not options["access_key"] and os.environ.get(S3_KEYS["access_key"]):
+        if not options["access_key"] and all(os.environ.get(S3_KEYS[key]) for key in ("access_key", "secret_key")):
             options.update({option: os.environ.get(name) or None for option, name in S3_KEYS.items()})
         filesystem = rebuild(options)
     return filesystem, root
@@ -66,7 +73,7 @@ def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
         filesystem, root = open_storage(str(folder_or_uri))
         infos = filesystem.get_file_info(fs.FileSelector(root.rstrip("/"), recursive=True))
     except (OSError, ValueError) as error:
-        raise DataFolderError(f"{folder_or_uri}: cannot list it ({error})") from None
+        raise DataFolderError(f"{shown(folder_or_uri)}: cannot list it ({error})") from None
     root = root.rstrip("/") + "/"
     listed = sorted((PurePosixPath(info.path[len(root):]), info) for info in infos
                     if info.type == fs.FileType.File and info.path.startswith(root))

@@ -1,20 +1,23 @@
 """Stop a batch run that makes no progress, rather than let it hang: say which stage stalled and what to check.
 
 A run goes through stages: listing the files (here), reading and decoding them, scoring them. Each stage reports
-its progress (`Watchdog.advance`); the Ray engine's workers report theirs to an actor that the watchdog polls.
-When no stage has moved for `stall_s` seconds, the stalled stage is the one that has waited longest among those
-not yet done (while scoring waits for reading, reading went on longest, and the other way round).
+its progress (`Watchdog.advance`, or `Watchdog.working` around one piece of work); the Ray engine's workers report
+theirs to an actor that the watchdog polls. When no stage has moved for `stall_s` seconds, the stalled stage is
+the first one with work started and not finished (a read that never returns), else the one that has waited longest
+among those not yet done (while scoring waits for reading, reading went on longest, and the other way round).
 
 The watchdog stops the run by sending SIGINT to the main thread, as Ctrl-C would, which wakes it from a blocking
-wait. For the length of the run, SIGINT is handled here (whatever handler a library had set, such as a web
-server's that only asks it to stop): the stall becomes a RunStalledError, and a real Ctrl-C a KeyboardInterrupt.
-The batches already scored stay on disk, for --resume. Code blocked where the signal cannot reach it (inside a C
-call) is ended, with the same message, after `GRACE_S`, when `hard_exit` allows it (batch_eval.py does; a
-library caller's process is never ended), as is a run watched from another thread, which no signal reaches.
+wait. For the length of the run, SIGINT is handled here: the stall becomes a RunStalledError, and a real Ctrl-C
+goes to the handler there was before (a KeyboardInterrupt by default). The batches already scored stay on disk,
+for --resume. Code blocked where the signal cannot reach it (inside a C call) is ended, with the same message,
+after `GRACE_S`, when `hard_exit` allows it (batch_eval.py does; a library caller's process is never ended). A
+run in another thread, which no signal reaches, is watched only with `hard_exit`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import sys
@@ -26,8 +29,9 @@ from ..errors import RunStalledError
 DEFAULT_STALL_S = 300.0
 GRACE_S = 30.0
 STALLED_EXIT_STATUS = 3  # batch_eval.py's exit status for a run the watchdog stopped
+LOG = logging.getLogger(__name__)
 
-# What each stage is, and what to check when it stalls.
+# What each stage is, and what to check when it stalls, in the order a run goes through them.
 STAGES = {
     "listing": ("listing the files", "that the folder or bucket answers from this machine (for object storage, the "
                                      "endpoint, region and credentials set here)"),
@@ -38,6 +42,11 @@ STAGES = {
                                                   "free"),
     "scoring": ("scoring", "that every node can load the model and has the memory for it"),
 }
+
+
+class Stalled(KeyboardInterrupt):
+    """Raised in the main thread when its run stalled. A KeyboardInterrupt, so that nothing on the way takes it
+    for an error of its own, and Ray passes it on from a wait as it passes Ctrl-C on."""
 
 
 class Watchdog:
@@ -53,11 +62,13 @@ class Watchdog:
         self.lock = threading.Lock()
         self.last: dict[str, float] = {}  # stage in play -> when it last moved
         self.remaining: dict[str, int | None] = {}  # files it has still to do (None: not counted)
+        self.in_flight: dict[str, int] = {}  # pieces of work started and not finished, by stage
         self.polled: dict[str, tuple[int, int]] = {}
-        self.message: str | None = None
+        self.message: str | None = None  # set once the run is found stalled
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
-        self.previous_handler = None  # SIGINT's handler before the run, when the run is in the main thread
+        self.interrupts = False  # whether SIGINT is handled here (the run is in the main thread)
+        self.previous_handler = None
 
     def begin(self, **stages: int | None) -> None:
         """The stages now in play, each with the number of files it has to do (None: one step, such as
@@ -66,6 +77,7 @@ class Watchdog:
         with self.lock:
             self.last = {stage: now for stage in stages}
             self.remaining = dict(stages)
+            self.in_flight = {}
             self.polled = {}
 
     def advance(self, stage: str, files: int = 0) -> None:
@@ -76,12 +88,29 @@ class Watchdog:
                 if self.remaining.get(stage) is not None:
                     self.remaining[stage] -= files
 
+    @contextlib.contextmanager
+    def working(self, stage: str, files: int = 1):
+        """One piece of `stage`'s work (a file read, a batch scored): started, then, when it ends, progress."""
+        with self.lock:
+            self.in_flight[stage] = self.in_flight.get(stage, 0) + 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight[stage] -= 1
+            self.advance(stage, files)
+
     def stalled_stage(self, now: float) -> str | None:
         """The stage to blame when nothing has moved for stall_s, else None."""
         with self.lock:
+            if not self.last or now - max(self.last.values()) < self.stall_s:
+                return None
+            started = [stage for stage in STAGES if self.in_flight.get(stage, 0) > 0 and stage in self.last]
+            if started:
+                return started[0]
             waiting = {stage: last for stage, last in self.last.items()
                        if self.remaining.get(stage) is None or self.remaining[stage] > 0}
-            if not waiting or now - max(self.last.values()) < self.stall_s:
+            if not waiting:
                 return None
             return min(waiting, key=lambda stage: (waiting[stage], list(STAGES).index(stage)))
 
@@ -97,9 +126,12 @@ class Watchdog:
             stage = self.stalled_stage(time.monotonic())
             if stage is None:
                 continue
-            self.message = self.stall_message(stage)
-            if self.previous_handler is not None:
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            with self.lock:  # the run cannot leave its block between the finding and the signal (__exit__)
+                if self.stopped.is_set():
+                    return
+                self.message = self.stall_message(stage)
+                if self.interrupts:
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             if self.hard_exit and not self.stopped.wait(GRACE_S):
                 print(f"\nbatch_eval.py: {self.message}", file=sys.stderr, flush=True)
                 os._exit(STALLED_EXIT_STATUS)
@@ -112,31 +144,46 @@ class Watchdog:
             return
         for stage, (steps, files) in counts.items():
             steps_before, files_before = self.polled.get(stage, (0, 0))
-            if steps > steps_before:
+            if steps != steps_before:  # more steps; fewer: the counter started again (an actor restarted)
                 self.polled[stage] = (steps, files)
-                self.advance(stage, files - files_before)
+                self.advance(stage, max(files - files_before, 0))
 
     def on_interrupt(self, signal_number, frame) -> None:
-        raise Stalled() if self.message is not None else KeyboardInterrupt()
+        if self.message is not None:
+            raise Stalled()
+        if callable(self.previous_handler):  # a real Ctrl-C: what it did before the run
+            return self.previous_handler(signal_number, frame)
+        if self.previous_handler != signal.SIG_IGN:
+            raise KeyboardInterrupt()
 
     def __enter__(self) -> Watchdog:
-        if self.stall_s:
-            if threading.current_thread() is threading.main_thread():
-                self.previous_handler = signal.signal(signal.SIGINT, self.on_interrupt)
-            self.thread = threading.Thread(target=self.watch, name="pneumo-watchdog", daemon=True)
-            self.thread.start()
+        if not self.stall_s:
+            return self
+        self.interrupts = threading.current_thread() is threading.main_thread()
+        if not (self.interrupts or self.hard_exit):
+            LOG.warning("%s: not watched for stalls (run outside the main thread, which no signal reaches)",
+                        self.what)
+            return self
+        if self.interrupts:
+            self.previous_handler = signal.signal(signal.SIGINT, self.on_interrupt)
+        self.thread = threading.Thread(target=self.watch, name="pneumo-watchdog", daemon=True)
+        self.thread.start()
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        self.stopped.set()
-        if self.thread is not None:
-            self.thread.join()
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGINT, self.previous_handler)
-        if self.message is not None and (kind is None or issubclass(kind, (Stalled, Exception))):
+        with self.lock:
+            self.stopped.set()
+            fired = self.message is not None
+        try:
+            if self.thread is not None:
+                self.thread.join()
+            if fired and self.interrupts:
+                time.sleep(0.05)  # a signal sent as the run ended is taken here, not after the block
+        except Stalled:
+            pass
+        finally:
+            if self.interrupts:
+                signal.signal(signal.SIGINT, self.previous_handler if self.previous_handler is not None
+                              else signal.default_int_handler)
+        if fired and kind is not None:
             raise RunStalledError(self.message) from None
-
-
-class Stalled(BaseException):
-    """Raised in the main thread when its run stalled; a BaseException, as KeyboardInterrupt is, so that no
-    `except Exception` on the way takes it for an error of its own."""

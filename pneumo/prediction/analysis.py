@@ -17,9 +17,11 @@ from ..explain.overlays import (
     overlay_heatmap,
     without_heatmap,
 )
-from .predictor import Predictor
+from .predictor import NOT_A_CHEST_XRAY, Predictor
 
 PREVIEW_SIDE = 512  # the longest side of the X-ray shown on the page
+OUT_OF_DISTRIBUTION_HEATMAP_NOTE = ("No heatmap: this image does not look like the chest X-rays this model was "
+                                    "trained on, so where it looked means little.")
 
 
 def preview(source) -> np.ndarray:
@@ -55,8 +57,12 @@ def analyse_decoded(predictor: Predictor, decoded: DecodedFile, background: np.n
     start = time.perf_counter()
     prediction, heatmap = predictor.predict_and_explain(predictor.load_image(decoded), explain_class)
     explained = explain_class or prediction.label
-    # An empty map is said to be empty, and the X-ray shown alone, never a flat tint captioned as a map.
-    note = empty_heatmap_note(explained, predictor.explanation_method) if is_empty(heatmap) else None
+    # An empty map is said to be empty, and the X-ray shown alone, never a flat tint captioned as a map; so is
+    # the map of an image out of distribution, which gets no verdict either.
+    if prediction.out_of_distribution:
+        note = OUT_OF_DISTRIBUTION_HEATMAP_NOTE
+    else:
+        note = empty_heatmap_note(explained, predictor.explanation_method) if is_empty(heatmap) else None
     overlay = overlay_heatmap(background, heatmap) if note is None else without_heatmap(background)
     result = prediction.to_dict()
     result.update(explained_class=explained, heatmap_method=predictor.explanation_method, heatmap_note=note,
@@ -94,5 +100,7 @@ def compare_decoded(predictors: dict[str, Predictor], decoded: DecodedFile, back
     results, overlays = {}, {}
     for name, predictor in predictors.items():
         results[name], overlays[name] = analyse_decoded(predictor, decoded, background)
+    # None where a model gives no verdict ("not a chest X-ray?"): there is no diagnosis to agree on.
     verdicts = {result["verdict"] for result in results.values()}
-    return {"models": results, "agree": len(verdicts) == 1}, overlays
+    agree = None if NOT_A_CHEST_XRAY in verdicts else len(verdicts) == 1
+    return {"models": results, "agree": agree}, overlays
