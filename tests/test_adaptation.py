@@ -296,22 +296,18 @@ def test_site_eval_scores_every_image_once_in_every_setting(tiny_model_folder, l
         np.testing.assert_array_equal(mean, mean_after)
 
 
-def test_site_eval_of_a_network_without_batch_normalisation_has_no_batch_norm_settings(row_lstm_folder, labeled_site):
-    from pneumo.site.site_eval import cross_fitted
-
-    results = cross_fitted(Predictor.from_folder(row_lstm_folder), labeled_site)
-    assert list(results["settings"]) == ["out_of_the_box", "site_operating_point", "label_free_guarded", "refit"]
-    assert not results["adaptable"]
-    for key in ("site_operating_point", "label_free_guarded"):
-        assert len(results["settings"][key]["fits_of_the_halves"]) == 2
-
-
-def test_site_eval_thins_the_folder_to_a_prevalence(row_lstm_folder, labeled_site):
+def test_site_eval_thins_the_folder_to_a_prevalence_and_a_network_without_batch_norm_has_no_such_setting(
+        row_lstm_folder, labeled_site):
+    """One cross-fitted run (each costs the suite about 10 s): the row LSTM at a prevalence of 0.25."""
     from pneumo.site.site_eval import cross_fitted
 
     results = cross_fitted(Predictor.from_folder(row_lstm_folder), labeled_site, prevalence=0.25)
     assert results["images"] == 53 and results["prevalence"] == pytest.approx(13 / 53)
     assert results["settings"]["out_of_the_box"]["n_images"] == 53
+    assert list(results["settings"]) == ["out_of_the_box", "site_operating_point", "label_free_guarded", "refit"]
+    assert not results["adaptable"]
+    for key in ("site_operating_point", "label_free_guarded"):
+        assert len(results["settings"][key]["fits_of_the_halves"]) == 2
 
 
 def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_folder, labeled_site, tmp_path, capsys):
