@@ -171,10 +171,11 @@ def build_app(predictors) -> gr.Blocks:
              .success(functools.partial(model_page, limits), [model_name, api["details"]], page,
                       api_visibility="private")
              .success(None, js=show_whole("model-decision")))
-            # A result on the page is always the chosen model's.
+            # A result on the page is always the chosen model's, and its heatmap the chosen class's.
             (model_name.change(cleared(single), None, single, queue=False, api_visibility="private")
              .then(functools.partial(model_shown, predictors), model_name, [model_button, overlay, explain],
                    queue=False, api_visibility="private"))
+            explain.input(cleared(single), None, single, queue=False, api_visibility="private")
 
         with gr.Tab("Report"):
             gr.Markdown("A PDF of the X-ray above with two models' results. Fill in what you want printed: nothing "

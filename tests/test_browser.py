@@ -71,6 +71,8 @@ def wait_for_preview(page, before) -> str:
 def choose(page, path) -> str:
     """Upload `path` in the box above the tabs, wait for its picture and return the picture's address."""
     before = preview_source(page)
+    # The upload box, drawn: a page just opened may not have drawn it yet.
+    page.locator("#upload input[type=file], #upload button[aria-label=Clear]").first.wait_for(state="attached")
     if page.locator("#upload input[type=file]").count() == 0:  # a file is there already: clear it first
         page.locator("#upload button[aria-label=Clear]").click()
     page.locator("#upload input[type=file]").set_input_files(str(path))
@@ -156,6 +158,10 @@ def test_the_model_tab_runs_the_chosen_model_on_the_xray_chosen_above(page):
     assert VERDICT.search(" ".join(card.inner_text().split()))
     assert tab.get_by_text("The heatmap shows where the model looked").count() == 1
     assert tab.get_by_text("ResNet50 (Grad-CAM)").count() >= 1  # the heatmap's label
+    # Another class to explain: the heatmap of the last one goes, rather than stay captioned with it.
+    tab.get_by_role("radio", name="NORMAL").check()
+    card.wait_for(state="detached")
+    assert tab.get_by_text("contribution to").count() == 0
 
 
 def pick(page, picker_id: str, name: str):

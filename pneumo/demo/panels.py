@@ -72,6 +72,9 @@ PAGE_CSS = """
    ("P(NO RM AL)"). */
 .gradio-container table { display: block; overflow-x: auto; max-width: 100%; }
 .gradio-container th, .gradio-container td { white-space: nowrap; word-break: normal; overflow-wrap: normal; }
+/* The first column (the model) stays in sight while a table scrolls sideways. */
+.gradio-container td:first-child, .gradio-container th:first-child { position: sticky; left: 0;
+  background: var(--background-fill-primary); }
 /* A phone shows the verdicts first, together, and the banner right below them. */
 @media (max-width: 640px) {
   .pneumo-decisions .pneumo-verdicts { order: -1; }
@@ -147,8 +150,7 @@ def heatmap_caption(result: dict) -> str:
     """Under a heatmap (HTML): its colour scale and method, what a heatmap does not show, and a warning when
     the class it explains has almost no probability; where the map is empty, why there is none instead."""
     if note := result.get("heatmap_note"):
-        return (f'<div class="pneumo-caption"><p class="pneumo-heatmap-warning">{html.escape(note)}</p>'
-                f"<p>{html.escape(HEATMAP_CAVEAT)}</p></div>")
+        return f'<div class="pneumo-caption"><p class="pneumo-heatmap-warning">{html.escape(note)}</p></div>'
     warning = explained_class_warning(result)
     return (f'<div class="pneumo-caption"><img src="{_colour_scale_uri()}" alt="colour scale from blue (low) to red '
             f'(high)"><div class="pneumo-scale"><span>low</span><span>contribution to '
