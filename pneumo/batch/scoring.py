@@ -78,11 +78,11 @@ def stream_scores(predictor, files: list[ImageFile], batch_size: int = 32, watch
     """Yield (file, class probabilities or None, out-of-distribution score (NaN without a reference),
     error message or None) in order, decoding the next batch while the model scores this one. A `watchdog`
     (pneumo.batch.watchdog) hears of each file read and each batch scored."""
-    load = predictor.load_image
-    if watchdog is not None:
-        def load(path):
-            with watchdog.working("reading"):
-                return predictor.load_image(path)
+    def watched_load(path):
+        with watchdog.working("reading"):
+            return predictor.load_image(path)
+
+    load = predictor.load_image if watchdog is None else watched_load
 
     position = 0
     for images, readable, unreadable in readable_batches([f.path for f in files], load, predictor.input_shape,
