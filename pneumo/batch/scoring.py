@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..prediction.analysis import analyse
 from ..prediction.ood import is_flagged
-from ..prediction.predictor import NOT_A_CHEST_XRAY
+from ..prediction.predictor import verdict_of
 from .reports import (
     labeled_part,
     prediction_columns,
@@ -203,7 +203,7 @@ def predictions_and_skipped(predictor, files: list[ImageFile], scores: pd.DataFr
         label = predictor.decide(binary_probabilities(predictor, positive), threshold)
         flagged = is_flagged(ood_score)
         rows.append((name, file.true_label(predictor.class_names) or "", positive, label, threshold, ood_score,
-                     flagged, NOT_A_CHEST_XRAY if flagged else label))
+                     flagged, verdict_of(label, flagged)))
     return (pd.DataFrame(rows, columns=prediction_columns(predictor.positive_class)),
             pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
 

@@ -17,7 +17,7 @@ from ..prediction.analysis import analyse, compare, preview
 from .panels import banner_text, decision_panel, details_table, heatmap_caption, user_message
 from .pdf_report import METADATA_FIELDS, report
 from .served_files import OneTimeFiles, served_jpeg, served_png
-from .verdicts import model_limits
+from .verdicts import gives_verdict, model_limits, shown_verdict
 
 REPORTS = OneTimeFiles()  # PDF reports, deleted once downloaded
 REPORT_DOWNLOADED = ("Downloaded. The server has deleted its copy (it holds what you typed): create the report again "
@@ -66,8 +66,8 @@ class ModelRadio(gr.Radio):
 
 def label_value(result: dict) -> dict:
     """What DecisionLabel shows of a result: the verdict, and the probabilities where there is a class."""
-    gives_class = result["verdict"] == result["label"]
-    return {"decision": result["verdict"], "probabilities": result["probabilities"] if gives_class else None}
+    probabilities = result["probabilities"] if gives_verdict(result) else None
+    return {"decision": shown_verdict(result), "probabilities": probabilities}
 
 
 def as_gradio_errors(function):

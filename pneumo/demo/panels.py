@@ -24,6 +24,7 @@ from .verdicts import (
     agreement,
     explained_class_warning,
     gives_verdict,
+    shown_verdict,
     limits_sentence,
     site_sentence,
     measured_limits,
@@ -98,7 +99,7 @@ def verdict_card(name: str, result: dict, limits: MeasuredLimits | None) -> str:
     """One model's decision, its probability against its threshold (bar, legend and words), and its measured
     limits; for an image the model finds unlike its training X-rays, no decision and no bar, only why."""
     head = (f'<div class="pneumo-verdict-head"><span class="pneumo-model">{html.escape(name)}</span>'
-            f'<span class="pneumo-decision">{html.escape(result.get("verdict", result["label"]))}</span></div>')
+            f'<span class="pneumo-decision">{html.escape(shown_verdict(result))}</span></div>')
     if not gives_verdict(result):
         return (f'<div class="pneumo-verdict pneumo-unsure" data-model="{html.escape(name)}">{head}'
                 f'<p class="pneumo-verdict-text">{html.escape(verdict(result))}</p></div>')

@@ -27,6 +27,7 @@ from .verdicts import (
     model_limits,
     out_of_distribution_warning,
     percent,
+    shown_verdict,
     verdict,
 )
 
@@ -186,8 +187,8 @@ def build_report(out_path, metadata: dict, xray: np.ndarray, results: dict, over
         revision = str(result.get("revision") or "bundled")
         if len(revision) > REVISION_CHARACTERS:
             long_revisions[name], revision = revision, revision[:REVISION_CHARACTERS]
-        rows.append([name, revision, result.get("verdict", result["label"]), *[percent(result["probabilities"][c]) for c in class_names],
-                     percent(result["threshold"])])
+        rows.append([name, revision, shown_verdict(result),
+                     *[percent(result["probabilities"][c]) for c in class_names], percent(result["threshold"])])
     pdf.set_font("DejaVu", "", 9)
     padding = 1
     widths = _column_widths(pdf, rows, width, padding)

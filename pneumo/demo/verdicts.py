@@ -53,9 +53,14 @@ def percent_pair(probability: float, threshold: float) -> tuple[str, str]:
     return texts
 
 
+def shown_verdict(result: dict) -> str:
+    """What a result tells a person: its verdict (a result recorded before verdicts: its label)."""
+    return result.get("verdict", result["label"])
+
+
 def gives_verdict(result: dict) -> bool:
     """False for an image the model finds unlike its training X-rays: it gets no class (NOT_A_CHEST_XRAY)."""
-    return result.get("verdict", result["label"]) != NOT_A_CHEST_XRAY
+    return shown_verdict(result) != NOT_A_CHEST_XRAY
 
 
 def verdict(result: dict) -> str:

@@ -31,6 +31,12 @@ from ..networks.tracing import TracedOnce
 NOT_A_CHEST_XRAY = "not a chest X-ray?"
 
 
+def verdict_of(label: str, out_of_distribution: bool | None) -> str:
+    """What a person is told of a decided `label`: the label, or NOT_A_CHEST_XRAY for an image out of distribution
+    (the label and the probabilities stay in the record, for those who want them)."""
+    return NOT_A_CHEST_XRAY if out_of_distribution else label
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str
@@ -53,9 +59,7 @@ class Prediction:
 
     @property
     def verdict(self) -> str:
-        """What a person is told: the label, or NOT_A_CHEST_XRAY for an image out of distribution (the label and
-        the probabilities stay in the record, for those who want them)."""
-        return NOT_A_CHEST_XRAY if self.out_of_distribution else self.label
+        return verdict_of(self.label, self.out_of_distribution)
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "label": self.label, "probabilities": self.probabilities,
