@@ -37,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chest_xray" / "test")
     parser.add_argument("--limit", type=int, help="only the first N images of each class (a quick look; not logged)")
-    parser.add_argument("--heatmaps", required=True, help="what the heatmaps are, for the table (e.g. the code's state)")
+    parser.add_argument("--heatmaps", required=True,
+                        help="what the heatmaps are, for the table (e.g. the code's state)")
     args = parser.parse_args()
     files = [f for f in discover(args.data) if f.true_label(("NORMAL", "PNEUMONIA"))]
     if args.limit:

@@ -228,7 +228,8 @@ def read_and_decode(batch: dict, filesystem, height: int, width: int, preprocess
             data = read_bytes(filesystem, path)
         except OSError as error:
             raise StorageReadError(f"{path}: cannot read it on node {node_id()} ({error}); check that every node "
-                                   "reaches it (docs/scale-out.md). What was scored is kept: --resume goes on") from None
+                                   "reaches it (docs/scale-out.md). What was scored is kept: --resume goes on"
+                                   ) from None
         try:
             images[i] = load_model_input(data, height, width, preprocessing)
             reasons.append("")
@@ -416,7 +417,7 @@ def run_folder_ray(folder_or_uri, out, predictors, *, batch_size: int = 32, thre
                 threshold_used = predictor.threshold if threshold is None else float(threshold)
                 all_predictions[name], skipped = predictions_and_skipped(predictor, files, scores, threshold_used)
                 skipped_frames.append(skipped)
-            watchdog.begin()  # the reports are written here, at their own pace
+            watchdog.begin()  # nothing left to watch: Ray's shutdown, then the reports at their own pace
         finally:
             if replicas:
                 from ray.util.placement_group import remove_placement_group

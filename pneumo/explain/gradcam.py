@@ -2,9 +2,9 @@
 
 The class score is taken before the softmax (the "logits" layer), and the feature map is the model's last
 convolutional map (its folder's explanation `layer`). For a model of two classes the score explained is the
-class's log-odds, its logit less the other's: what the probability depends on. A model without one is explained by integrated
-gradients instead (pneumo.explain.integrated_gradients, chosen by the folder's explanation block); pneumo.explain.overlays
-draws either over the X-ray.
+class's log-odds, its logit less the other's: what the probability depends on. A model without a convolutional
+map is explained by integrated gradients instead (pneumo.explain.integrated_gradients, chosen by the folder's
+explanation block); pneumo.explain.overlays draws either over the X-ray.
 """
 
 from __future__ import annotations
