@@ -68,13 +68,19 @@ def header_case(change):
     return lambda path: rewritten(write_dicom(path, GRAY), **change)
 
 
+# Where the image's header values (window, rescale) are written: from its first element of group 0028 (Samples
+# per Pixel) to the pixel data. The UIDs before it are random digits, which can hold the text looked for.
+IMAGE_GROUP, PIXEL_DATA = b"\x28\x00\x02\x00US", b"\xe0\x7f\x10\x00O"
+
+
 def byte_patched(old: bytes, new: bytes, **options):
     """A DICOM whose header text `old` is overwritten by `new` (values pydicom would not write itself)."""
     def make(path):
         write_dicom(path, GRAY, **options)
         data = path.read_bytes()
-        assert data.count(old) == 1
-        path.write_bytes(data.replace(old, new))
+        start, end = data.index(IMAGE_GROUP), data.index(PIXEL_DATA)
+        assert data[start:end].count(old) == 1
+        path.write_bytes(data[:start] + data[start:end].replace(old, new) + data[end:])
         return path
     return make
 
