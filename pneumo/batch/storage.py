@@ -84,5 +84,8 @@ def list_files(folder_or_uri, shard: tuple[int, int] = (0, 1)):
 
 def read_bytes(filesystem, path: str) -> bytes:
     """The whole file at `path` on `filesystem` (OSError when it cannot be read)."""
+    # pyarrow.fs registers the exit hook that finalizes S3. A process that got `filesystem` by unpickling it (a Ray
+    # task) has not imported it, and then may crash at exit ("FinalizeS3 was not called").
+    import pyarrow.fs  # noqa: F401
     with filesystem.open_input_stream(path) as stream:
         return stream.read()
