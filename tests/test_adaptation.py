@@ -88,7 +88,7 @@ def test_a_network_without_batch_normalisation_is_refused():
 
 def test_export_fits_the_calibration_for_adapted_networks_and_leaves_the_released_network_as_it_was(
         tiny_model_folder, synthetic_dataset):
-    from pneumo.training.export import fit_adaptation_reference
+    from pneumo.training.export import fit_adaptation_reference, validation_pass
 
     predictor = Predictor.from_folder(tiny_model_folder)
     block = predictor.config["adaptation"]
@@ -99,12 +99,33 @@ def test_export_fits_the_calibration_for_adapted_networks_and_leaves_the_release
     before = batch_norm_statistics(predictor.model)
     released_auc = model_folder.read_metrics(tiny_model_folder, "validation")["roc_auc"]
     assert block["released_validation_roc_auc"] == released_auc
-    again = fit_adaptation_reference(predictor.model, split[split.split == "validation"], synthetic_dataset,
-                                     predictor.height, predictor.preprocessing, predictor.positive_index, released_auc)
+    validation = split[split.split == "validation"]
+    scores = validation_pass(predictor.model, validation, synthetic_dataset, predictor.height, predictor.preprocessing)
+    again = fit_adaptation_reference(scores, validation, predictor.positive_index, released_auc)
     assert again["threshold"] == pytest.approx(block["threshold"], abs=1e-4)
     for (mean, variance), (mean_after, variance_after) in zip(before, batch_norm_statistics(predictor.model)):
         np.testing.assert_array_equal(mean, mean_after)
         np.testing.assert_array_equal(variance, variance_after)
+
+
+def test_fit_source_refits_what_export_fitted_from_one_pass_over_validation(tiny_model_folder, synthetic_dataset,
+                                                                          tmp_path):
+    """`pneumo adapt --fit-source` on a folder exported without the label-free blocks writes what export wrote."""
+    from conftest import assert_close
+
+    from pneumo.site.adapt import main
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_folder, folder)
+    config_path = folder / model_folder.CONFIG_FILE
+    exported = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({key: value for key, value in exported.items()
+                                       if key not in ("adaptation", "site_reference")}))
+    assert main([str(folder), "--fit-source", str(synthetic_dataset)]) == 0
+    refitted = json.loads(config_path.read_text())
+    assert_close(refitted["adaptation"], exported["adaptation"], "adaptation", tolerance=1e-4)
+    assert_close(refitted["site_reference"], exported["site_reference"], "site_reference", tolerance=1e-4)
+    assert set(refitted["site_reference"]) == {"fitted_on", "released", "adapted"}
 
 
 def test_the_adapted_folder_says_what_each_step_did_and_why(adapted_folder, tiny_model_folder, site):

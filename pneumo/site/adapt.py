@@ -41,7 +41,7 @@ from ..hub.loading import load_predictor
 from ..hub.model_card import write_model_card
 from ..prediction.calibration import Calibration
 from ..training.data import readable_batches
-from ..training.export import fit_adaptation_reference, fit_site_reference
+from ..training.export import fit_adaptation_reference, fit_site_reference, validation_pass
 from .adabn import (
     METHOD,
     adapt_predictor,
@@ -262,12 +262,11 @@ def fit_source(folder, data_root) -> dict:
     split = pd.read_csv(split_path)
     validation = split[split.split == model_folder.VALIDATION_SPLIT]
     config = dict(predictor.config)
-    if batch_norm_layers(predictor.model) and not config.get("adaptation"):
+    scores = validation_pass(predictor.model, validation, data_root, predictor.height, predictor.preprocessing)
+    if scores.adapted is not None and not config.get("adaptation"):
         released = (model_folder.read_metrics(folder, "validation") or {}).get("roc_auc")
-        config["adaptation"] = fit_adaptation_reference(predictor.model, validation, data_root, predictor.height,
-                                                        predictor.preprocessing, predictor.positive_index, released)
-    config["site_reference"] = fit_site_reference(predictor.model, validation, data_root, predictor.height,
-                                                  predictor.preprocessing, predictor.positive_index,
+        config["adaptation"] = fit_adaptation_reference(scores, validation, predictor.positive_index, released)
+    config["site_reference"] = fit_site_reference(scores, validation, predictor.positive_index,
                                                   Calibration.from_config(config.get("calibration")),
                                                   config.get("adaptation"))
     model_folder.write_config(folder, config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,29 +140,50 @@ def fit_on_validation(logits, labels, positive_index: int, paths) -> tuple[Calib
     return calibration, operating_points, threshold, metrics
 
 
-def fit_adaptation_reference(model, validation: pd.DataFrame, data_root, size: int, preprocessing: Preprocessing,
-                             positive_index: int, released_roc_auc: float) -> dict | None:
-    """What a model adapted to a site (pneumo.site.adapt) decides with: the calibration and operating points fitted on
-    the validation split after its batch-norm statistics are re-estimated on the clean validation images, as
-    they will be on the site's. The released ones would not do: the moving statistics come from augmented
-    training batches, not clean X-rays (docs/experiments/adaptation.py measures the difference). With the
-    validation ROC-AUC of the released network (`released_roc_auc`), to tell whether the re-estimation costs
-    more than a site could gain (pneumo.site.adapt refuses then). None for a network without batch normalisation.
-    The network is left as it was."""
+@dataclass(frozen=True)
+class ValidationPass:
+    """A network's class scores (logits) on the validation split's images, each read and decoded once: as released,
+    and where the network has batch normalisation, with its statistics re-estimated on those clean images, as
+    pneumo.site.adapt re-estimates them on a site's (None otherwise)."""
+    released: np.ndarray
+    adapted: np.ndarray | None
+
+
+def validation_pass(model, validation: pd.DataFrame, data_root, size: int, preprocessing: Preprocessing,
+                    batch_size: int = 64) -> ValidationPass:
+    """The `ValidationPass` of `model` on `validation` (rows of data_split.csv). The network is left as it was."""
     import keras
 
-    if not adabn.batch_norm_layers(model):
-        return None
     inputs = np.stack([load_model_input(str(Path(data_root) / path), size, size, preprocessing)
                        for path in validation.path])
-    released, scores = adabn.batch_norm_statistics(model), logits_model(model)
+    scores = logits_model(model)
+
+    def logits() -> np.ndarray:
+        return np.concatenate([keras.ops.convert_to_numpy(scores(batch, training=False))
+                               for batch in adabn.in_batches(inputs, batch_size)])
+
+    released = logits()
+    if not adabn.batch_norm_layers(model):
+        return ValidationPass(released, None)
+    statistics = adabn.batch_norm_statistics(model)
     try:
         adabn.reestimate_batch_norm(model, adabn.in_batches(inputs))
-        logits = np.concatenate([keras.ops.convert_to_numpy(scores(batch, training=False))
-                                 for batch in adabn.in_batches(inputs, 64)])
+        return ValidationPass(released, logits())
     finally:
-        adabn.set_statistics(model, released)
-    calibration, operating_points, threshold, metrics = fit_on_validation(logits, validation.label.to_numpy(),
+        adabn.set_statistics(model, statistics)
+
+
+def fit_adaptation_reference(scores: ValidationPass, validation: pd.DataFrame, positive_index: int,
+                             released_roc_auc: float) -> dict | None:
+    """What a model adapted to a site (pneumo.site.adapt) decides with: the calibration and operating points fitted on
+    the validation split's scores after its batch-norm statistics are re-estimated on the clean validation images,
+    as they will be on the site's. The released ones would not do: the moving statistics come from augmented
+    training batches, not clean X-rays (docs/experiments/adaptation.py measures the difference). With the
+    validation ROC-AUC of the released network (`released_roc_auc`), to tell whether the re-estimation costs
+    more than a site could gain (pneumo.site.adapt refuses then). None for a network without batch normalisation."""
+    if scores.adapted is None:
+        return None
+    calibration, operating_points, threshold, metrics = fit_on_validation(scores.adapted, validation.label.to_numpy(),
                                                                           positive_index, validation.path)
     fitted_on = "validation split, batch-norm statistics re-estimated on its clean images"
     return {"method": adabn.METHOD, "calibration": calibration.to_config(fitted_on),
@@ -172,33 +194,22 @@ def fit_adaptation_reference(model, validation: pd.DataFrame, data_root, size: i
             "released_validation_roc_auc": released_roc_auc}
 
 
-def fit_site_reference(model, validation: pd.DataFrame, data_root, size: int, preprocessing: Preprocessing,
-                       positive_index: int, calibration: Calibration, adaptation: dict | None) -> dict:
+def fit_site_reference(scores: ValidationPass, validation: pd.DataFrame, positive_index: int,
+                       calibration: Calibration, adaptation: dict | None) -> dict:
     """What a site operating point (pneumo.site.operating_point) compares a site's scores with: validation's two
     classes' calibrated log-odds, through the released network and, where `adaptation` (the block
     `fit_adaptation_reference` fitted) exists, through the network adapted to validation's clean images with its
-    calibration. The network is left as it was."""
-    import keras
-
-    inputs = np.stack([load_model_input(str(Path(data_root) / path), size, size, preprocessing)
-                       for path in validation.path])
+    calibration."""
     positives = validation.label.to_numpy() == positive_index
-    scores = logits_model(model)
 
-    def shapes(with_calibration: Calibration) -> dict:
-        logits = np.concatenate([keras.ops.convert_to_numpy(scores(batch, training=False))
-                                 for batch in adabn.in_batches(inputs, 64)])
+    def shapes(logits: np.ndarray, with_calibration: Calibration) -> dict:
         z = log_odds_of(with_calibration.probabilities(logits)[:, positive_index])
         return SiteReference.from_scores(z, positives).to_config()
 
-    block = {"fitted_on": f"validation split ({len(inputs)} images)", "released": shapes(calibration)}
-    if adaptation and adabn.batch_norm_layers(model):
-        released = adabn.batch_norm_statistics(model)
-        try:
-            adabn.reestimate_batch_norm(model, adabn.in_batches(inputs))
-            block["adapted"] = shapes(Calibration.from_config(adaptation["calibration"]))
-        finally:
-            adabn.set_statistics(model, released)
+    block = {"fitted_on": f"validation split ({len(positives)} images)",
+             "released": shapes(scores.released, calibration)}
+    if adaptation and scores.adapted is not None:
+        block["adapted"] = shapes(scores.adapted, Calibration.from_config(adaptation["calibration"]))
     return block
 
 
@@ -228,8 +239,8 @@ def export_model_folder(out) -> dict:
 
     split = pd.read_csv(out / model_folder.SPLIT_FILE)
     validation = split[split.split == "validation"]
-    logits = predict_logits(model, [str(Path(args["data"]) / p) for p in validation.path], size, preprocessing)
-    calibration, operating_points, threshold, metrics = fit_on_validation(logits, validation.label.to_numpy(),
+    scores = validation_pass(model, validation, args["data"], size, preprocessing)
+    calibration, operating_points, threshold, metrics = fit_on_validation(scores.released, validation.label.to_numpy(),
                                                                           positive_index, validation.path)
     holdout = split[split.split == model_folder.HOLDOUT_SPLIT]
     if holdout.label.nunique() == 2:
@@ -259,12 +270,10 @@ def export_model_folder(out) -> dict:
         "calibration": calibration.to_config("validation split"),
         "training": training_summary(args, arch, options, training_options, split, history, class_names),
     }
-    reference = fit_adaptation_reference(model, validation, args["data"], size, preprocessing, positive_index,
-                                         metrics["roc_auc"])
+    reference = fit_adaptation_reference(scores, validation, positive_index, metrics["roc_auc"])
     if reference:
         config["adaptation"] = reference
-    config["site_reference"] = fit_site_reference(model, validation, args["data"], size, preprocessing,
-                                                  positive_index, calibration, reference)
+    config["site_reference"] = fit_site_reference(scores, validation, positive_index, calibration, reference)
     model_folder.write_config(out, config)
     config["out_of_distribution"] = fit_reference(out, args["data"])
     plot_training_curves(out / model_folder.HISTORY_FILE, out / model_folder.CURVES_FILE)
