@@ -25,6 +25,66 @@ EXAMPLES = REPO / "examples"
 # The folders that ship with pneumo (pneumo.hub.bundled lists them once).
 BUNDLED_MODELS = [folder for _, folder in BUNDLED_BY_NAME.values()]
 
+# The suite runs on pytest-xdist's workers (pyproject.toml: -n auto --dist loadfile). Each test module runs whole on
+# one worker, so that its module fixtures are made once; the modules of a group here run on the same worker, one
+# after another: those that start Ray (one Ray at a time on the machine, and each start costs seconds), and those that
+# load the bundled models or serve the demo on them (loaded once per worker).
+WORKER_GROUPS = {
+    "ray": ("test_batch_ray.py", "test_object_storage.py", "test_ray_cluster.py"),
+    "bundled-models": ("test_app.py", "test_browser.py", "test_bundled_models.py", "test_deferred_networks.py",
+                       "test_dicom_compression.py", "test_encodings.py", "test_explanation.py", "test_ood.py"),
+}
+MAX_WORKERS = 4  # each holds TensorFlow and the bundled models, about 2 GB
+
+
+def worker_group(nodeid: str) -> str:
+    """The group of WORKER_GROUPS that a test belongs to, else its module's path."""
+    module = nodeid.split("::", 1)[0]
+    name = module.rsplit("/", 1)[-1]
+    return next((group for group, modules in WORKER_GROUPS.items() if name in modules), module)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the modules of a group of WORKER_GROUPS as one file. (xdist_group marks would not do:
+    pytest-xdist 3.8's --dist loadgroup renames the tests to group them, which pytest 9 no longer lets it do.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByModuleGroup(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByModuleGroup(config, log)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker per CPU this process may use, at most MAX_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name` that `make(folder)` fills, made once for the whole run: by the first of pytest-xdist's
+    workers to ask, in the run's shared temporary folder, while the others wait for it. Tests must not change it."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make(folder)
+            done.touch()
+    return folder
+
+
+def own_copy(folder: Path, tmp_path_factory, parent: str) -> Path:
+    """A copy of `folder`, under the same name, that this worker's tests may write into (logs of test-set scorings,
+    say), as they could when each worker made its own."""
+    return Path(shutil.copytree(folder, tmp_path_factory.mktemp(parent) / folder.name, symlinks=True))
+
 
 def example_images():
     return sorted(EXAMPLES.glob("*.jpeg"))
@@ -183,10 +243,8 @@ def gif_bytes(array) -> bytes:
 
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
-    """train/NORMAL and train/PNEUMONIA with 24 synthetic images each, several per 'patient'."""
-    root = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_class_folders(root / "train", 24)
-    return root
+    """train/NORMAL and train/PNEUMONIA with 24 synthetic images each, several per 'patient' (read-only)."""
+    return made_once(tmp_path_factory, "synthetic", lambda root: write_synthetic_class_folders(root / "train", 24))
 
 
 @pytest.fixture(scope="session")
@@ -194,10 +252,12 @@ def tiny_model_folder(synthetic_dataset, tmp_path_factory):
     """A cnn_lstm trained for 2 epochs at 64x64 on the synthetic set, exported like a bundled model."""
     from pneumo.training.train import main
 
-    out = tmp_path_factory.mktemp("models") / "tiny-cnn-lstm"
-    main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "2",
-          "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"])
-    return out
+    def train(models):
+        assert main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(models / "tiny-cnn-lstm"),
+                     "--epochs", "2", "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"]) == 0
+
+    return own_copy(made_once(tmp_path_factory, "trained-cnn-lstm", train) / "tiny-cnn-lstm", tmp_path_factory,
+                    "models")
 
 
 TINY_ROW_LSTM_SIDE = 24
@@ -210,10 +270,13 @@ def row_lstm_folder(synthetic_dataset, tmp_path_factory):
     tiny CNN+LSTM's data split, so the two make an ensemble."""
     from pneumo.training.train import main
 
-    out = tmp_path_factory.mktemp("models") / "tiny-row-lstm"
-    assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
-                 "--input-size", str(TINY_ROW_LSTM_SIDE), "--batch-size", "64", "--validation-fraction", "0.25"]) == 0
-    return out
+    def train(models):
+        assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(models / "tiny-row-lstm"),
+                     "--epochs", "1", "--input-size", str(TINY_ROW_LSTM_SIDE), "--batch-size", "64",
+                     "--validation-fraction", "0.25"]) == 0
+
+    return own_copy(made_once(tmp_path_factory, "trained-row-lstm", train) / "tiny-row-lstm", tmp_path_factory,
+                    "models")
 
 
 def legacy_copy(folder, destination) -> Path:

@@ -3,6 +3,7 @@ cross-fitted evaluation of adaptation and refitting (pneumo.site.site_eval), on 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -291,13 +292,22 @@ def labeled_site(tmp_path_factory):
     return root
 
 
-def test_site_eval_scores_every_image_once_in_every_setting(tiny_model_folder, labeled_site):
-    from pneumo.training.data import list_labeled_images
-    from pneumo.site.site_eval import SETTINGS, cross_fitted
+@pytest.fixture(scope="module")
+def site_eval_run(tiny_model_folder, labeled_site):
+    """(the predictor, its batch-norm statistics before, the results) of one cross-fitted site_eval of the tiny model
+    on the labeled site, shared by the tests of the results and of their record (each run costs the suite 10 s)."""
+    from pneumo.site.site_eval import cross_fitted
 
     predictor = Predictor.from_folder(tiny_model_folder)
     before = batch_norm_statistics(predictor.model)
-    results = cross_fitted(predictor, labeled_site)
+    return predictor, before, cross_fitted(predictor, labeled_site)
+
+
+def test_site_eval_scores_every_image_once_in_every_setting(site_eval_run, labeled_site):
+    from pneumo.training.data import list_labeled_images
+    from pneumo.site.site_eval import SETTINGS
+
+    predictor, before, results = site_eval_run
     assert list(results["settings"]) == list(SETTINGS)
     assert results["images"] == 80 and sum(results["halves"]) == 80
     for metrics in results["settings"].values():
@@ -331,11 +341,21 @@ def test_site_eval_thins_the_folder_to_a_prevalence_and_a_network_without_batch_
         assert len(results["settings"][key]["fits_of_the_halves"]) == 2
 
 
-def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_folder, labeled_site, tmp_path, capsys):
-    from pneumo.site.site_eval import main
+def test_site_eval_record_keeps_the_results_and_logs_each_setting(tiny_model_folder, labeled_site, site_eval_run,
+                                                                  tmp_path, capsys, monkeypatch):
+    """The command on a copy of the tiny model, with the cross-fitted run it asks for already done (site_eval_run)."""
+    from pneumo.site import site_eval
 
     folder = shutil.copytree(tiny_model_folder, tmp_path / "tiny", ignore=shutil.ignore_patterns("checkpoints"))
-    assert main([str(folder), "--data", str(labeled_site), "--record"]) == 0
+    asked = []
+
+    def already_run(predictor, data, seed=0, prevalence=None):
+        asked.append((Path(predictor.folder).resolve(), Path(data), seed, prevalence))
+        return site_eval_run[2]
+
+    monkeypatch.setattr(site_eval, "cross_fitted", already_run)
+    assert site_eval.main([str(folder), "--data", str(labeled_site), "--record"]) == 0
+    assert asked == [(folder.resolve(), labeled_site, 0, None)]
     printed = capsys.readouterr().out
     assert "label-free, as pneumo adapt decides" in printed and "refit with labels" in printed
     results = json.loads((folder / model_folder.SITE_EVAL_FILE).read_text())["at_prevalence"]["own"]

@@ -283,16 +283,15 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
             assert (out / path.relative_to(uninterrupted)).read_text() == path.read_text(), path.name
 
 
-def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_folder, tmp_path):
+def test_resuming_with_other_settings_is_refused(labeled_folder, tiny_model_folder, tmp_path, capsys):
     from pneumo.batch.scoring import PARTS_FOLDER, RUN_FILE
 
     out = tmp_path / "out"
     (out / PARTS_FOLDER).mkdir(parents=True)
     (out / PARTS_FOLDER / RUN_FILE).write_text(json.dumps({"folder": str(labeled_folder), "batch_size": 7}))
-    result = subprocess.run([sys.executable, str(REPO / "batch_eval.py"), str(labeled_folder), "--out", str(out),
-                             "--model", str(tiny_model_folder), "--resume"], capture_output=True, text=True)
-    assert result.returncode == 1
-    assert "started with another" in result.stderr and "Traceback" not in result.stderr
+    assert run(labeled_folder, "--out", out, "--model", tiny_model_folder, "--resume") == 1
+    error = capsys.readouterr().err
+    assert "started with another" in error and "Traceback" not in error
 
 
 def test_figures_are_at_print_resolution_and_the_metrics_carry_95_percent_intervals(labeled_folder, tiny_model_folder,

@@ -129,8 +129,10 @@ def test_an_error_names_the_users_file_and_clears_the_previous_results(page, tmp
 
 
 def test_the_examples_are_thumbnails_that_fill_the_upload(page):
-    thumbnails = page.locator("#examples img")
-    assert thumbnails.count() == len(list(EXAMPLES.glob("*.jpeg")))
+    from playwright.sync_api import expect
+
+    # Waits for them (count() alone does not): on a busy machine the page can still be drawing them here.
+    expect(page.locator("#examples img")).to_have_count(len(list(EXAMPLES.glob("*.jpeg"))))
     before = preview_source(page)
     page.locator("#examples img[src*='pneumonia_person64_virus_122']").click()
     page.wait_for_function("() => document.querySelector('#upload')?.innerText.includes('pneumonia_person64_virus_122')")

@@ -1,6 +1,7 @@
 """Training writes a complete, self-describing model folder, and resumes after an interruption."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -64,14 +65,14 @@ def test_the_folder_loads_as_a_predictor(tiny_model_folder):
     assert predictor.threshold == json.loads((tiny_model_folder / "pneumo.json").read_text())["threshold"]
 
 
-def test_a_rerun_resumes_after_the_last_finished_epoch(synthetic_dataset, tmp_path, capsys):
-    args = ["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(tmp_path / "m"),
-            "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"]
-    main(args + ["--epochs", "1"])
-    main(args + ["--epochs", "2"])
-    assert "resuming after epoch 1" in capsys.readouterr().out
-    history = pd.read_csv(tmp_path / "m" / "history.csv")
-    assert history.epoch.tolist() == [0, 1]
+def test_a_rerun_resumes_after_the_last_finished_epoch(tiny_model_folder, synthetic_dataset, tmp_path, capsys):
+    """The tiny model's run (two epochs; conftest.py) rerun in a copy of its folder with a third."""
+    out = shutil.copytree(tiny_model_folder, tmp_path / "m")
+    assert main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--input-size", "64",
+                 "--batch-size", "8", "--validation-fraction", "0.25", "--epochs", "3"]) == 0
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    history = pd.read_csv(out / "history.csv")
+    assert history.epoch.tolist() == [0, 1, 2]
 
 
 def test_unknown_architecture_is_a_usage_error_that_lists_the_choices(tmp_path, capsys):
