@@ -186,6 +186,8 @@ def fake_fit(reference, prior, trusted, threshold_z):
     ([(0.1, True)], False, "released", "trusted"),  # a screening site: no batch-norm step
     ([("validation", True), (0.5, False)], False, "released", "trusted"),  # the step is undone
     ([(0.5, False)], False, "released", "refused"),  # nothing is trusted: the folder's own operating point
+    # the step pulls the estimated mix toward validation's: its statistics took up the site's mix, and it is undone
+    ([("validation-0.15", True), ("validation-0.02", True)], False, "released", "trusted"),
 ])
 def test_each_step_is_taken_only_where_its_guard_trusts_it(tiny_model_folder, site, monkeypatch, fits, applied,
                                                           network, verdict):
@@ -194,7 +196,8 @@ def test_each_step_is_taken_only_where_its_guard_trusts_it(tiny_model_folder, si
     predictor = Predictor.from_folder(tiny_model_folder)
     released_statistics, released_threshold = batch_norm_statistics(predictor.model), predictor.threshold
     validation_prevalence = predictor.config["site_reference"]["released"]["prevalence"]
-    fits = [(validation_prevalence if prior == "validation" else prior, trusted) for prior, trusted in fits]
+    fits = [(validation_prevalence + float(prior.removeprefix("validation") or 0) if isinstance(prior, str) else prior,
+             trusted) for prior, trusted in fits]
     fake = FakeFits(*fits)
     monkeypatch.setattr(adapt, "fit_site", fake)
     record = adapt.adapt_to_folder(predictor, site)
@@ -212,6 +215,9 @@ def test_each_step_is_taken_only_where_its_guard_trusts_it(tiny_model_folder, si
         assert predictor.threshold == released_threshold and "told to refuse" in record["operating_point"]["reason"]
     if fits[0][0] == 0.1:
         assert "too far from validation's" in record["batch_norm"]["why_not"]
+    if len(fits) == 2 and fits[1][1] and not applied:
+        assert "the statistics took up the site's case mix" in record["batch_norm"]["why_not"]
+        assert record["batch_norm"]["estimated_prevalence_after_it"] == pytest.approx(fits[1][0], abs=1e-4)
 
 
 def test_too_few_usable_images_are_refused_and_nothing_is_written(tiny_model_folder, tmp_path, capsys):

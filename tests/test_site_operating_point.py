@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from pneumo.prediction.calibration import Calibration, ProbabilityMap, SiteCalibration, log_odds_of
-from pneumo.site.operating_point import SiteReference, batch_norm_allowed, fit_site, thinned_to
+from pneumo.site.operating_point import (
+    MAX_MIX_PULL,
+    SiteReference,
+    batch_norm_allowed,
+    batch_norm_kept,
+    fit_site,
+    thinned_to,
+)
 
 CEILING = 6.6  # label smoothing leaves the bundled models' log-odds a ceiling, under which pneumonia piles up
 
@@ -134,6 +141,28 @@ def test_the_batch_norm_step_is_refused_at_a_case_mix_far_from_validations():
     assert batch_norm_allowed(fit_site(near, REFERENCE, SOURCE_THRESHOLD, bootstrap=20), REFERENCE) is None
     why = batch_norm_allowed(fit_site(far, REFERENCE, SOURCE_THRESHOLD, bootstrap=20), REFERENCE)
     assert why and "too far from validation's" in why
+
+
+def test_the_batch_norm_step_is_undone_when_the_fit_after_it_moves_toward_validations_mix():
+    """A site at 0.6 passes the check before the step (validation: 0.74). Statistics that took up its case mix
+    make a share of its normals look like pneumonia, and the fit after the step says 0.72: undone. A fit after it
+    that barely moves, or moves away from validation's mix, keeps it."""
+    def fitted(prevalence, seed):
+        fit = fit_site(site_scores(prevalence, seed=seed)[0], REFERENCE, SOURCE_THRESHOLD, bootstrap=20)
+        assert fit.trusted, fit.reason
+        return fit
+
+    released = fitted(0.6, 20)
+    assert batch_norm_allowed(released, REFERENCE) is None
+    pulled = fitted(0.72, 21)
+    assert pulled.prevalence - released.prevalence > MAX_MIX_PULL
+    why = batch_norm_kept(released, pulled, REFERENCE)
+    assert why and why.startswith(f"after it, the estimated prevalence moved from {released.prevalence:.2f} to "
+                                  f"{pulled.prevalence:.2f}, toward validation's 0.74")
+    assert batch_norm_kept(released, fitted(0.62, 22), REFERENCE) is None
+    away = fitted(0.48, 23)
+    assert released.prevalence - away.prevalence > MAX_MIX_PULL
+    assert batch_norm_kept(released, away, REFERENCE) is None
 
 
 def test_the_guard_refuses_too_few_images():

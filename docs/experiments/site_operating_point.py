@@ -15,6 +15,9 @@ Settings compared:
   guarded              `anchored`, or out of the box where the guard refuses
   adabn                AdaBN on the site's own images (its mix), the folder's adapted threshold
   adabn_anchored       AdaBN, then fit_site with the adapted network's validation reference
+  adabn_mix_check      the check after the step alone (batch_norm_kept): `trusted` = the step stands
+  label_free           as pneumo adapt decides: adabn_anchored where both checks and the fit after the step allow
+                       it, else the released network's own fit (or its threshold), on the same set
 
     python docs/experiments/site_operating_point.py [--seeds 5]
 """
@@ -34,7 +37,8 @@ sys.path.insert(0, str(REPO))
 from pneumo.hub import model_folder  # noqa: E402
 from pneumo.metrics import expected_calibration_error  # noqa: E402
 from pneumo.prediction.calibration import log_odds_of  # noqa: E402
-from pneumo.site.operating_point import SiteReference, batch_norm_allowed, fit_site, thinned_to  # noqa: E402
+from pneumo.site.operating_point import SiteReference, batch_norm_allowed, batch_norm_kept, fit_site, \
+    thinned_to  # noqa: E402
 
 MODELS = ["cnn-lstm", "resnet50", "mobilenet-v2", "row-lstm", "efficientnet-lite0"]
 SITES = ["H", "HP", "VP"]
@@ -127,6 +131,23 @@ def evaluate(name: str, arrays, seeds: int) -> list[dict]:
                              **scores(labels, called, fit.probability_map.probabilities(z) if fit.trusted else None),
                              "estimated_prevalence": fit.prevalence, "trusted": float(fit.trusted),
                              "reasons": fit.reason or ""})
+                undone = (batch_norm_kept(released_fit, fit, reference) if released_fit.trusted and fit.trusted
+                          else "a fit not trusted")
+                rows.append({"model": name, "site": site, "mix": mix, "seed": 0, "setting": "adabn_mix_check",
+                             "prevalence": labels.mean(), "estimated_prevalence": fit.prevalence,
+                             "trusted": float(undone is None), "reasons": undone or ""})
+                if why_not is None and undone is None:
+                    decided = (called, fit.probability_map.probabilities(z), fit)
+                else:
+                    z_released = z_all[keep]
+                    decided = ((z_released >= released_fit.threshold_log_odds,
+                                released_fit.probability_map.probabilities(z_released), released_fit)
+                               if released_fit.trusted else (z_released >= source_threshold, None, released_fit))
+                rows.append({"model": name, "site": site, "mix": mix, "seed": 0, "setting": "label_free",
+                             "prevalence": labels.mean(), **scores(labels, decided[0], decided[1]),
+                             "estimated_prevalence": decided[2].prevalence,
+                             "trusted": float(why_not is None and undone is None),
+                             "reasons": why_not or undone or ""})
     return rows
 
 

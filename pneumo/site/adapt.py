@@ -10,7 +10,8 @@ recursively, labels ignored, unreadable files skipped):
    re-estimated on the site's X-rays, with the calibration and operating point its source fitted for an
    adapted network (`adaptation` in pneumo.json). Taken only for a network with batch normalisation that its
    validation evidence does not refuse, at a site whose case mix (estimated from the site's own scores) is
-   near validation's: the statistics describe the mix as much as the machine;
+   near validation's: the statistics describe the mix as much as the machine. Undone where the fit after it
+   cannot be trusted, or moved the estimated prevalence toward validation's (the statistics took up the mix);
 2. the site operating point (pneumo.site.operating_point): a mixture of the site's own scores, fitted without
    labels, gives the probability shown at the site (calibrated there), the estimated prevalence with its
    interval and the threshold. Where the guard refuses the fit, the folder keeps the operating point it had.
@@ -51,7 +52,7 @@ from .adabn import (
     why_not_adapted,
 )
 from ..prediction.calibration import SiteCalibration, log_odds_of
-from .operating_point import SiteReference, batch_norm_allowed, fit_site
+from .operating_point import SiteReference, batch_norm_allowed, batch_norm_kept, fit_site
 
 # A floor, not a recommendation. The statistics are those of the folder's case mix as much as of its machine:
 # docs/experiments/adaptation.py adapted on 100 hold-out X-rays that were 60% normal, against 19% in the
@@ -125,11 +126,14 @@ def fit_to_site(predictor, site_batches, least_images: int = MIN_IMAGES) -> dict
         except BaseException:  # the predictor leaves as it came, as when the step is refused
             restore(predictor, before)
             raise
-        if adapted_fit.trusted:
+        undone = (f"after it, the site operating point could not be trusted ({adapted_fit.reason})"
+                  if not adapted_fit.trusted else batch_norm_kept(fit, adapted_fit, released_reference))
+        if undone is None:
             fit, network, batch_norm["applied"] = adapted_fit, "adapted", True
         else:  # the step is undone: the released network with its own site operating point
             restore(predictor, before)
-            batch_norm["why_not"] = f"after it, the site operating point could not be trusted ({adapted_fit.reason})"
+            batch_norm["why_not"] = undone
+            batch_norm["estimated_prevalence_after_it"] = round(adapted_fit.prevalence, 4)
     threshold_without_it = predictor.threshold
     if fit.trusted:
         apply_site_fit(predictor, fit)
