@@ -247,17 +247,26 @@ def synthetic_dataset(tmp_path_factory):
     return made_once(tmp_path_factory, "synthetic", lambda root: write_synthetic_class_folders(root / "train", 24))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_folder(synthetic_dataset, tmp_path_factory):
-    """A cnn_lstm trained for 2 epochs at 64x64 on the synthetic set, exported like a bundled model."""
+def trained_once(tmp_path_factory, data: Path, name: str, options: list[str]) -> Path:
+    """`pneumo train` on `data` into a folder `name`, with `options`: trained once for all workers (made_once), and
+    this worker's own copy of the folder."""
     from pneumo.training.train import main
 
     def train(models):
-        assert main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(models / "tiny-cnn-lstm"),
-                     "--epochs", "2", "--input-size", "64", "--batch-size", "8", "--validation-fraction", "0.25"]) == 0
+        assert main([*options, "--data", str(data), "--out", str(models / name)]) == 0
 
-    return own_copy(made_once(tmp_path_factory, "trained-cnn-lstm", train) / "tiny-cnn-lstm", tmp_path_factory,
-                    "models")
+    return own_copy(made_once(tmp_path_factory, f"trained-{name}", train) / name, tmp_path_factory, "models")
+
+
+# The tiny CNN+LSTM's training (tests/test_train.py resumes it).
+TINY_CNN_LSTM_OPTIONS = ["--arch", "cnn_lstm", "--input-size", "64", "--batch-size", "8",
+                         "--validation-fraction", "0.25"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(synthetic_dataset, tmp_path_factory):
+    """A cnn_lstm trained for 2 epochs at 64x64 on the synthetic set, exported like a bundled model."""
+    return trained_once(tmp_path_factory, synthetic_dataset, "tiny-cnn-lstm", [*TINY_CNN_LSTM_OPTIONS, "--epochs", "2"])
 
 
 TINY_ROW_LSTM_SIDE = 24
@@ -268,15 +277,9 @@ def row_lstm_folder(synthetic_dataset, tmp_path_factory):
     """A row_lstm trained for 1 epoch at 24x24 on the synthetic set, exported like a released model (one batch
     holds the whole training split: the LSTMs' training step, slow to trace, is traced once). It shares the
     tiny CNN+LSTM's data split, so the two make an ensemble."""
-    from pneumo.training.train import main
-
-    def train(models):
-        assert main(["--arch", "row_lstm", "--data", str(synthetic_dataset), "--out", str(models / "tiny-row-lstm"),
-                     "--epochs", "1", "--input-size", str(TINY_ROW_LSTM_SIDE), "--batch-size", "64",
-                     "--validation-fraction", "0.25"]) == 0
-
-    return own_copy(made_once(tmp_path_factory, "trained-row-lstm", train) / "tiny-row-lstm", tmp_path_factory,
-                    "models")
+    return trained_once(tmp_path_factory, synthetic_dataset, "tiny-row-lstm",
+                        ["--arch", "row_lstm", "--epochs", "1", "--input-size", str(TINY_ROW_LSTM_SIDE),
+                         "--batch-size", "64", "--validation-fraction", "0.25"])
 
 
 def legacy_copy(folder, destination) -> Path:

@@ -6,7 +6,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import assert_operating_points_fitted_on_validation
+from conftest import TINY_CNN_LSTM_OPTIONS, assert_operating_points_fitted_on_validation
 from pneumo.networks import architecture_names
 from pneumo.prediction.predictor import Predictor
 from pneumo.training.train import main
@@ -68,8 +68,7 @@ def test_the_folder_loads_as_a_predictor(tiny_model_folder):
 def test_a_rerun_resumes_after_the_last_finished_epoch(tiny_model_folder, synthetic_dataset, tmp_path, capsys):
     """The tiny model's run (two epochs; conftest.py) rerun in a copy of its folder with a third."""
     out = shutil.copytree(tiny_model_folder, tmp_path / "m")
-    assert main(["--arch", "cnn_lstm", "--data", str(synthetic_dataset), "--out", str(out), "--input-size", "64",
-                 "--batch-size", "8", "--validation-fraction", "0.25", "--epochs", "3"]) == 0
+    assert main([*TINY_CNN_LSTM_OPTIONS, "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "3"]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().out
     history = pd.read_csv(out / "history.csv")
     assert history.epoch.tolist() == [0, 1, 2]
