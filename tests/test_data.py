@@ -126,6 +126,22 @@ def test_training_batches_depend_on_seed_epoch_and_image_only(synthetic_dataset)
     assert np.array_equal(second, batches(first_epoch=1)[1][0])
 
 
+def test_encoding_pairs_follow_each_image_with_the_same_picture_from_another_file(synthetic_dataset):
+    frame = data.list_labeled_images(synthetic_dataset / "train")
+    plain = data.training_batches(frame.path, frame.label, 64, batch_size=8, seed=5, num_classes=2)
+    paired = data.training_batches(frame.path, frame.label, 64, batch_size=8, seed=5, num_classes=2,
+                                   encoding_pairs=True)
+    images, labels = paired[0]
+    assert len(paired) == -(-len(frame) // 4)
+    assert images.shape == (8, 64, 64, 3) and labels.shape == (8, 2)
+    assert np.array_equal(labels[0::2], labels[1::2])
+    first, other_file = images[0::2], images[1::2]
+    assert np.array_equal(first, plain[0][0][:4]), "the first of each pair is the unpaired run's acquisition"
+    gaps = np.abs(first - other_file).mean(axis=(1, 2, 3))
+    assert np.all(gaps < 0.05), gaps  # the same picture...
+    assert np.any(gaps > 0), gaps  # ...through another file (a lossless copy at its own size can match exactly)
+
+
 @pytest.mark.parametrize("method", ["decoder_scale", "equalize"])
 def test_readable_batches_hold_the_one_image_path_in_order_and_say_why_the_rest_are_not(synthetic_dataset, tmp_path,
                                                                                         method):

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import example_images
 from pneumo.imaging.decoding import read_grayscale
-from pneumo.training.perturbations import SUITE, perturb, random_acquisition
+from pneumo.training.perturbations import SUITE, as_another_file, perturb, random_acquisition
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +41,24 @@ def test_random_acquisitions_differ_and_stay_in_range(gray):
     first, second = random_acquisition(gray, rng), random_acquisition(gray, rng)
     assert first.shape == gray.shape and 0.0 <= first.min() and first.max() <= 1.0
     assert not np.array_equal(first, second)
+
+
+def test_another_file_of_the_picture_reads_back_as_the_same_picture(gray):
+    """JPEG or PNG, at its own size or upscaled 2-9 times: what the model's decoding makes of it is the picture."""
+    from pneumo.imaging.decoding import load_model_input
+
+    rng = np.random.default_rng(0)
+    kinds, gaps = set(), []
+    own = load_model_input(gray_png(gray), 224, 224)
+    for _ in range(12):
+        data = as_another_file(gray, rng)
+        kinds.add((data[:4] == b"\x89PNG", read_grayscale(data).shape[0] > gray.shape[0]))
+        gaps.append(np.abs(load_model_input(data, 224, 224) - own).mean())
+    assert len(kinds) >= 3, kinds  # re-encoded and upscaled, in more than one way
+    assert max(gaps) < 0.02 and max(gaps) > 0, gaps
+
+
+def gray_png(gray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", (gray * 255).round().astype(np.uint8))[1].tobytes()

