@@ -103,7 +103,8 @@ def training_summary(args: dict, arch, options: dict, training_options: dict, sp
         "loss": (f"categorical cross-entropy with label smoothing {args.get('label_smoothing')} and balanced "
                  "class weights" + (f", plus {args['encoding_consistency']:g} x the squared gap between the log-odds "
                                     "of each image and of the same picture saved as another file (JPEG, PNG, "
-                                    "upscaled)" if args.get("encoding_consistency") else "")),
+                                    "upscaled), over the batch's variance of log-odds"
+                                    if args.get("encoding_consistency") else "")),
         "precision": "bfloat16 mixed precision" if args.get("mixed_precision") else "float32",
         "keras_backend": args.get("keras_backend", "tensorflow"),
         # Free text a run's train_args.json may carry: where and how it ran, when that differs from plain.

@@ -57,8 +57,8 @@ def parse_args(argv=None):
                         help="with pretrained backbone weights: epochs that train the head alone")
     parser.add_argument("--encoding-consistency", type=float, default=0.0, metavar="WEIGHT",
                         help="pair every training image with the same picture saved as another file (JPEG, PNG, "
-                             "upscaled) and add WEIGHT times the squared gap of their log-odds to the loss "
-                             "(default 0: no pairs)")
+                             "upscaled) and add WEIGHT times the squared gap of their log-odds, over the batch's "
+                             "variance of log-odds, to the loss (default 0: no pairs)")
     parser.add_argument("--init-from", metavar="MODEL_FOLDER",
                         help="start from a model folder's weights (same architecture and input size), e.g. to "
                              "fine-tune a released model; with a pretrained backbone, --head-epochs 0 skips the "
