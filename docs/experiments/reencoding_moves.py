@@ -3,7 +3,7 @@ writes rgb.jpg) against a lossless PNG of the same pixels, over the whole valida
 given: one near-threshold X-ray in the encoding test is one draw, this is the distribution.
 
     PYTHONPATH=. python docs/experiments/reencoding_moves.py models/mobilenet-v2 runs/OTHER [...] \
-        --data ../shared/data/chest_xray
+        --data ../shared/data/chest_xray [--upscale 2048]
 
 Printed per model: the median, 95th percentile and largest move, and the fraction of X-rays moved past 0.02,
 over all validation X-rays and over those near the model's threshold (logit within 1 of it), where a move can
@@ -35,6 +35,9 @@ def probabilities(predictor, paths, batch_size=32) -> np.ndarray:
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("models", nargs="+")
 parser.add_argument("--data", required=True)
+parser.add_argument("--upscale", type=int, metavar="SIDE",
+                    help="save the JPEG as a bicubic upscale to this side (2048: tests/test_encodings.py's upscaled "
+                         "copy) instead of at its own size")
 args = parser.parse_args()
 split = pd.read_csv(Path(args.models[0]) / model_folder.SPLIT_FILE)
 validation = split[split.split == model_folder.VALIDATION_SPLIT].path.tolist()
@@ -45,7 +48,8 @@ for index, relative in enumerate(validation):
     lossless.append(work / f"{index}.png")
     reencoded.append(work / f"{index}.jpg")
     gray.save(lossless[-1])
-    gray.save(reencoded[-1], format="JPEG", quality=95)
+    (gray.resize((args.upscale, args.upscale), Image.BICUBIC) if args.upscale else gray).save(
+        reencoded[-1], format="JPEG", quality=95)
 for folder in args.models:
     predictor = Predictor.from_folder(folder)
     before, after = probabilities(predictor, lossless), probabilities(predictor, reencoded)

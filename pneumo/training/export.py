@@ -232,7 +232,8 @@ def export_model_folder(out) -> dict:
     weights = args.get("backbone_weights")
     training_options = arch.options_for_training(None if str(weights).lower() == "none" else weights)
     options = arch.options_for_rebuild(training_options)
-    preprocessing = Preprocessing({"method": args.get("intensity", "decoder_scale")})
+    preprocessing = Preprocessing({"method": args.get("intensity", "decoder_scale")},
+                                  smoothing=args.get("smoothing", 0.0))
     class_names = list(args.get("class_names", CLASS_NAMES))
     positive_class = args.get("positive_class", POSITIVE_CLASS)
     positive_index = class_names.index(positive_class)

@@ -43,6 +43,9 @@ def parse_args(argv=None):
                         help="epochs without a gain in the selection criterion before stopping")
     parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
                         help="intensity normalisation after decoding (part of the model: pneumo.json records it)")
+    parser.add_argument("--smoothing", type=float, default=0.0, metavar="SIGMA",
+                        help="Gaussian smoothing of the model's input after the resize, sigma in its pixels (part of "
+                             "the model: pneumo.json records it; default 0: none)")
     parser.add_argument("--validation-fraction", type=fraction, default=0.15,
                         help="share of the patients (after the hold-out) that validate the model (default 0.15)")
     parser.add_argument("--holdout-fraction", type=fraction_or_zero, default=0.1,
@@ -141,7 +144,7 @@ def fit(args) -> Path:
     arch = get_architecture(args.arch)
     options = arch.options_for_training(backbone_weights(args))
     size = args.input_size or arch.default_input_size
-    preprocessing = Preprocessing({"method": args.intensity})
+    preprocessing = Preprocessing({"method": args.intensity}, smoothing=args.smoothing)
     train_frame, validation_frame, holdout_frame = load_split(args, out)
     print(f"train: {len(train_frame)} images, {train_frame.patient.nunique()} patients; "
           f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients; "
