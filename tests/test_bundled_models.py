@@ -116,7 +116,10 @@ TEST_SET = EXAMPLES.parents[1] / "shared" / "data" / "chest_xray" / "test"
 # metrics_test.json was computed from. After retraining: python tests/data/record_test_probabilities.py
 RECORDED_PROBABILITIES = Path(__file__).parent / "data" / "test_set_probabilities"
 # What metrics_test.json says of the model rather than of its scores: where it was loaded from, and the data.
-IDENTITY_KEYS = {"model", "display_name", "reference", "revision", "split"}
+IDENTITY_KEYS = {"model", "display_name", "reference", "revision", "split",
+                 # what a scoring since the out-of-distribution check also records: the files it flagged and the
+                 # decisions of the rest, which the probabilities alone do not say
+                 "decisions", "out_of_distribution", "out_of_distribution_files"}
 
 
 def recorded_probabilities(folder) -> pd.DataFrame:

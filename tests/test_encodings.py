@@ -1,23 +1,24 @@
 """One radiograph, every way it can reach us: each bundled model gives the same probability within 0.02.
 
-The X-ray (train/NORMAL/IM-0348-0001.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from the
+The X-ray (train/PNEUMONIA/person1509_bacteria_3951.jpeg, Kermany et al. 2018, CC BY 4.0) is a real one from the
 validation split, the one nearest every bundled model's threshold (tests/data/pick_near_threshold_xray.py,
-re-run whenever a bundled model changes; a saturated image would pass whatever the decoder did). Models
-trained before the intensity normalisation existed (`decoder_scale`) are known to fail: a 16-bit PNG holding
-12-bit data reaches them almost black.
+re-run whenever a bundled model changes, last for the EfficientNet-Lite0 of 2026-12-06; a saturated image would
+pass whatever the decoder did). Models trained before the intensity normalisation existed (`decoder_scale`) are
+known to fail: a 16-bit PNG holding 12-bit data reaches them almost black.
 
-A 2048 px bicubic upscale is not the same image: shrinking it back blurs it slightly (a full decode of a
-lossless PNG copy moves as much as the JPEG). On this X-ray the released CNN+LSTM moves 0.066 and the
-MobileNetV2 0.118, and the MobileNetV2's reduced JPEG decode is 0.026 from its full decode; on the X-ray picked
-before the row LSTM joined (train/PNEUMONIA/person1490_virus_2596.jpeg) they move 0.017, 0.001 and 0.008, and
-the ResNet50 0.024 (0.005 here; `docs/experiments/resampling_moves.py` measures both X-rays).
+A 2048 px bicubic upscale is not the same image: shrinking it back blurs it slightly. On this X-ray the CNN+LSTM
+moves 0.027 and the MobileNetV2 0.043, the others at most 0.014; on the X-ray before it
+(train/NORMAL/IM-0348-0001.jpeg) the CNN+LSTM moved 0.066, the MobileNetV2 0.118 and the first EfficientNet-Lite0
+0.066 (`docs/experiments/resampling_moves.py` measures any X-ray). Over the whole validation split
+(`docs/experiments/reencoding_moves.py --upscale 2048`) the upscale moves past 0.02 the CNN+LSTM on 3.5% of the
+X-rays, the MobileNetV2 on 2.4%, the first EfficientNet-Lite0 on 6.7% (largest 0.200) and the released one, which
+smooths its input and was fine-tuned on pairs of files of one X-ray, on 1.4% (largest 0.051).
 
-The released MobileNetV2 (all 15 epochs) also moves with a plain JPEG re-encode (quality 95) of this X-ray:
-0.594 for rgb.jpg against 0.622 lossless, 0.639 for the EXIF-rotated JPEG (spread 0.045; its epoch-9 model
-stayed within 0.02 here). Over the whole validation split (`docs/experiments/reencoding_moves.py`) a JPEG
-re-encode moves it past 0.02 on 1.2% of the X-rays (largest 0.050), its epoch-9 model on 0.5% (largest 0.055),
-the CNN+LSTM on 0.2% (largest 0.021), the ResNet50 and the row LSTM on none (largest 0.009 and 0.004).
-Known shortfalls past the 0.02 goal, kept visible as strict xfails.
+The MobileNetV2 also moves with a plain JPEG re-encode (quality 95): 0.597 for rgb.jpg against 0.648 lossless on
+this X-ray. Over the validation split (`docs/experiments/reencoding_moves.py`) a JPEG re-encode moves it past
+0.02 on 1.2% of the X-rays (largest 0.050), the CNN+LSTM on 0.2% (largest 0.021), the first EfficientNet-Lite0 on
+1.4% (largest 0.058), the ResNet50, the row LSTM and the released EfficientNet-Lite0 on none (largest 0.009, 0.004
+and 0.015). Known shortfalls past the 0.02 goal, kept visible as strict xfails.
 """
 
 
@@ -97,11 +98,10 @@ def encoded(tmp_path_factory):
 
 UPSCALED = "upscaled_2048.jpg"
 # Known shortfalls on this X-ray (see the module docstring): how far each model moves past the 0.02 goal.
-RESAMPLING_SENSITIVE = {"cnn-lstm": 0.066, "mobilenet-v2": 0.118,  # the upscaled copy vs the original
-                        "efficientnet-lite0": 0.066}
-REDUCED_DECODE_SENSITIVE = {"mobilenet-v2": 0.026}  # reduced vs full decode of the upscaled copy
-# the spread over every other encoding (the JPEG re-encodes: 0.551 for rgb.jpg against 0.524 for gray.png, Lite0)
-REENCODING_SENSITIVE = {"mobilenet-v2": 0.045, "efficientnet-lite0": 0.027}
+RESAMPLING_SENSITIVE = {"cnn-lstm": 0.027, "mobilenet-v2": 0.043}  # the upscaled copy vs the original
+REDUCED_DECODE_SENSITIVE = {}  # reduced vs full decode of the upscaled copy (MobileNetV2: 0.026 on the X-ray before)
+# the spread over every other encoding (the JPEG re-encodes: 0.597 for rgb.jpg against 0.648 for gray.png)
+REENCODING_SENSITIVE = {"mobilenet-v2": 0.050}
 
 
 def spread_over(predictor, encoded, names) -> tuple[float, dict]:

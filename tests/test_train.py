@@ -87,7 +87,7 @@ def test_a_fine_tune_from_a_model_folder_with_encoding_pairs_records_both(tiny_m
                  "--encoding-consistency", "5"]) == 0
     training = json.loads((out / "pneumo.json").read_text())["training"]
     assert "plus 5 x the squared gap between the log-odds" in training["loss"]
-    assert "fine-tuned from those weights" in training["weights_note"]
+    assert "fine-tuned from the model folder" in training["weights_note"]
     assert model_folder.model_file_sha256(tiny_model_folder) in training["weights_note"]
     started, fine_tuned = ([np.asarray(w) for w in model_folder.load_network(folder).trainable_weights]
                            for folder in (tiny_model_folder, out))  # batch norm's moving statistics move fast

@@ -1,10 +1,11 @@
 """How far each bundled model's P(PNEUMONIA) moves when an X-ray arrives as a 2048 px bicubic upscale (JPEG,
 quality 95), and how far the reduced JPEG decode lands from a full decode of that upscale: the two numbers
-tests/test_encodings.py holds as strict xfails, for any X-ray (the README and model card quote the
-current and the previous near-threshold X-ray).
+tests/test_encodings.py holds as strict xfails, for any X-ray (its docstring quotes the current and the previous
+near-threshold X-ray).
 
     PYTHONPATH=. python docs/experiments/resampling_moves.py tests/data/near_threshold_xray.jpeg [MORE.jpeg ...]
-    git show e7c4c85:tests/data/near_threshold_xray.jpeg > /tmp/previous.jpeg   # the previous X-ray
+    git show 8635dff:tests/data/near_threshold_xray.jpeg > /tmp/previous.jpeg   # the previous X-ray
+    git show e7c4c85:tests/data/near_threshold_xray.jpeg > /tmp/before.jpeg     # the one before it
 """
 import sys
 import tempfile

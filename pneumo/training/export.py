@@ -114,8 +114,8 @@ def training_summary(args: dict, arch, options: dict, training_options: dict, sp
         "build_options": options,
         # Where the weights started: the training options (the rebuild options no longer name the checkpoint).
         "weights_note": arch.weights_note(training_options) + (
-            f" Then trained as {Path(args['init_from']).name} (network SHA-256 {args.get('init_from_sha256')}), "
-            "and fine-tuned from those weights here." if args.get("init_from") else ""),
+            f" Then fine-tuned from the model folder {Path(args['init_from']).name} (network SHA-256 "
+            f"{args.get('init_from_sha256')})." if args.get("init_from") else ""),
     }
 
 
