@@ -134,7 +134,9 @@ def test_encoding_pairs_follow_each_image_with_the_same_picture_from_another_fil
     images, labels = paired[0]
     assert len(paired) == -(-len(frame) // 4)
     assert images.shape == (8, 64, 64, 3) and labels.shape == (8, 2)
-    assert np.array_equal(labels[0::2], labels[1::2])
+    assert np.array_equal(labels[0::2], labels[1::2]) and np.array_equal(labels[0::2], plain[0][1][:4])
+    last_images, last_labels = paired[len(paired) - 1]
+    assert len(last_images) % 2 == 0 and np.array_equal(last_labels[0::2], last_labels[1::2])
     first, other_file = images[0::2], images[1::2]
     assert np.array_equal(first, plain[0][0][:4]), "the first of each pair is the unpaired run's acquisition"
     gaps = np.abs(first - other_file).mean(axis=(1, 2, 3))

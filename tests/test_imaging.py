@@ -169,6 +169,8 @@ def test_smoothing_is_part_of_the_preprocessing_block_only_where_a_model_uses_it
     assert Preprocessing.from_config(plain.to_config()) == plain
     with pytest.raises(ValueError, match="smoothing sigma"):
         Preprocessing({"method": "equalize"}, smoothing=-1.0)
+    with pytest.raises(ValueError, match="unknown smoothing"):  # never read as no smoothing at all
+        Preprocessing.from_config({**plain.to_config(), "smoothing": {"method": "median", "size": 3}})
 
 
 def test_smoothing_brings_two_files_of_one_xray_closer():

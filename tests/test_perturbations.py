@@ -62,3 +62,11 @@ def gray_png(gray) -> bytes:
     import cv2
 
     return cv2.imencode(".png", (gray * 255).round().astype(np.uint8))[1].tobytes()
+
+
+def test_an_upscaled_file_of_a_large_picture_stays_readable():
+    """Training decodes large X-rays at up to 4x the input side; 9 times that would pass the decoder's pixel limit."""
+    rng = np.random.default_rng(1)
+    large = np.full((896, 896), 0.5, np.float32)
+    sides = [read_grayscale(as_another_file(large, rng)).shape[0] for _ in range(12)]
+    assert max(sides) == 2048 and min(sides) == 896, sides

@@ -76,19 +76,22 @@ def test_a_rerun_resumes_after_the_last_finished_epoch(tiny_model_folder, synthe
     assert history.epoch.tolist() == [0, 1, 2]
 
 
-def test_a_fine_tune_from_a_model_folder_with_encoding_pairs_records_both(tiny_model_folder, synthetic_dataset,
-                                                                            tmp_path):
+def test_a_fine_tune_from_a_model_folder_with_encoding_pairs_and_smoothing_records_them(tiny_model_folder,
+                                                                                         synthetic_dataset, tmp_path):
     """--init-from starts from the folder's weights (an epoch at a tiny learning rate leaves them nearly as they
-    were, where a fresh network's differ by its random start), and --encoding-consistency trains on pairs;
-    pneumo.json says both."""
+    were, where a network of another seed differs by its random start) and validates on the folder's patients;
+    --encoding-consistency trains on pairs and --smoothing smooths the input; pneumo.json says all three."""
     out = tmp_path / "fine-tuned"
     assert main([*TINY_CNN_LSTM_OPTIONS, "--data", str(synthetic_dataset), "--out", str(out), "--epochs", "1",
-                 "--learning-rate", "1e-5", "--init-from", str(tiny_model_folder),
-                 "--encoding-consistency", "5"]) == 0
-    training = json.loads((out / "pneumo.json").read_text())["training"]
+                 "--seed", "7", "--learning-rate", "1e-5", "--init-from", str(tiny_model_folder),
+                 "--encoding-consistency", "5", "--smoothing", "1.0"]) == 0
+    config = json.loads((out / "pneumo.json").read_text())
+    training = config["training"]
     assert "plus 5 x the squared gap between the log-odds" in training["loss"]
     assert "fine-tuned from the model folder" in training["weights_note"]
     assert model_folder.model_file_sha256(tiny_model_folder) in training["weights_note"]
+    assert config["preprocessing"]["smoothing"] == {"method": "gaussian", "sigma": 1.0}
+    assert (out / "data_split.csv").read_text() == (tiny_model_folder / "data_split.csv").read_text()
     started, fine_tuned = ([np.asarray(w) for w in model_folder.load_network(folder).trainable_weights]
                            for folder in (tiny_model_folder, out))  # batch norm's moving statistics move fast
     assert max(float(np.abs(a - b).max()) for a, b in zip(started, fine_tuned)) < 1e-3
@@ -99,7 +102,16 @@ def test_init_from_a_folder_of_another_network_is_one_line_and_exit_1(tiny_model
     assert main(["--arch", "row_lstm", "--input-size", "64", "--data", str(synthetic_dataset),
                  "--out", str(tmp_path / "m"), "--epochs", "1", "--init-from", str(tiny_model_folder)]) == 1
     error = capsys.readouterr().err
-    assert "not the one being trained" in error and "Traceback" not in error
+    assert "its network is cnn_lstm at 64 px" in error and "not the row_lstm" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("option, value, says", [("--smoothing", "5", "more than 4.0 pixels"),
+                                                 ("--encoding-consistency", "-1", "-1 is negative"),
+                                                 ("--init-from", "no-such-folder", "not a model folder")])
+def test_fine_tuning_options_out_of_range_are_usage_errors(option, value, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--arch", "cnn_lstm", "--data", str(tmp_path), "--out", str(tmp_path / "m"), option, value])
+    assert exit_status.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_unknown_architecture_is_a_usage_error_that_lists_the_choices(tmp_path, capsys):

@@ -173,7 +173,7 @@ def render_model_card(folder: Path) -> str:
 # pneumo {config['name']}: pneumonia vs normal on pediatric chest X-rays
 
 {config['description']}. Input {size}x{size}x3 in [0, 1] (a grayscale X-ray repeated over 3 channels);
-intensity normalisation after decoding: `{intensity['method']}`.
+intensity normalisation after decoding: `{intensity['method']}`{smoothing_text(config)}.
 Part of pneumo, research and teaching software.
 {scratch_note}
 ## Not a medical device
@@ -370,6 +370,13 @@ def network_files_text(config: dict) -> str:
         return f"`{config['model_file']}` (Keras 3, loads with `safe_mode=True`), `config.json`"
     return ("`config.json`, `metadata.json` and `model.weights.h5` (the network in Keras 3's directory format: "
             "`keras.saving.load_model(\"hf://OWNER/NAME\")` loads it), `pneumo.json`")
+
+
+def smoothing_text(config: dict) -> str:
+    smoothing = (config.get("preprocessing") or {}).get("smoothing")
+    if not smoothing:
+        return ""
+    return f"; after the resize, a Gaussian smoothing (sigma {smoothing['sigma']:g}, in pixels of the input)"
 
 
 def write_model_card(folder) -> None:

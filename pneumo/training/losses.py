@@ -20,7 +20,12 @@ from keras import ops
 class ConsistentCrossEntropy(keras.losses.Loss):
     """Per image: categorical cross-entropy (with label smoothing) plus `weight` times the squared difference
     between its log-odds of the positive class and its pair's, over the variance of the batch's log-odds. Needs an
-    even batch of two-class softmax outputs."""
+    even batch of two-class softmax outputs.
+
+    Keras' class weights scale the whole per-image loss, the penalty included, so the rarer class's pairs weigh
+    more. A batch of a single pair (an epoch's last, at most) costs `weight` x 4 whatever its gap: its variance is
+    the gap's own.
+    """
 
     def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0, positive_index: int = 1,
                  name="consistent_cross_entropy", **kwargs):

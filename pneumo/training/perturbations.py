@@ -125,16 +125,22 @@ AUGMENTATION_SUMMARY = ("each with probability 0.5, strengths drawn uniformly up
                         "the heart on the wrong side)")
 
 
+# The longest side of an upscaled copy, at most (or twice the picture's, if larger): the upscaled copy of
+# tests/test_encodings.py, and far below the decoder's MAX_PIXELS for pictures decoded at up to 4x a 224 px input.
+MAX_UPSCALED_SIDE = 2048
+
+
 def as_another_file(gray, rng: np.random.Generator) -> bytes:
     """The same picture saved as another file, one a site might send: a JPEG re-encode (quality 70-100) or a PNG,
-    at its own size or upscaled (bicubic, 2 to 9 times, as a scanner or a PACS export does). Read back through
-    the model's own decoding, it should get the probability the picture gets (tests/test_encodings.py); training
-    with `encoding_pairs` asks for that explicitly.
+    at its own size or upscaled (bicubic, 2 to 9.2 times, to at most MAX_UPSCALED_SIDE, as a scanner or a PACS
+    export does). Read back through the model's own decoding, it should get the probability the picture gets
+    (tests/test_encodings.py); training with `encoding_pairs` asks for that explicitly.
     """
     pixels = (np.clip(gray, 0, 1) * 255).round().astype(np.uint8)
     if rng.random() < 0.5:
-        side = int(round(max(pixels.shape) * rng.uniform(2.0, 9.2)))
-        scale = side / max(pixels.shape)
+        longest = max(pixels.shape)
+        side = min(int(round(longest * rng.uniform(2.0, 9.2))), max(MAX_UPSCALED_SIDE, 2 * longest))
+        scale = side / longest
         pixels = cv2.resize(pixels, (round(pixels.shape[1] * scale), round(pixels.shape[0] * scale)),
                             interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.25:

