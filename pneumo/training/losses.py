@@ -23,8 +23,8 @@ class ConsistentCrossEntropy(keras.losses.Loss):
     even batch of two-class softmax outputs.
 
     Keras' class weights scale the whole per-image loss, the penalty included, so the rarer class's pairs weigh
-    more. A batch of a single pair (an epoch's last, at most) costs `weight` x 4 whatever its gap: its variance is
-    the gap's own.
+    more. A batch of a single pair (an epoch's last, at most) costs up to `weight` x 4 and teaches nothing: its
+    variance is the gap's own.
     """
 
     def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0, positive_index: int = 1,
