@@ -208,7 +208,10 @@ def build_app(predictors) -> gr.Blocks:
                     gr.Markdown(text)
             gr.Markdown(about_limitations(predictors))
 
-        (upload.change(cleared(all_outputs), None, all_outputs, queue=False, api_visibility="private")
+        # Cleared at once, in the order the changes came; the queued step then only ever shows a file, so a
+        # clearing that finishes late cannot wipe what the next file showed (why it cannot be read, say).
+        upload_outputs = all_outputs + [xray, upload_note]
+        (upload.change(cleared(upload_outputs), None, upload_outputs, queue=False, api_visibility="private")
          .then(functools.partial(show_xray_or_why_not, predictors), upload, [xray, upload_note],
                api_visibility="private"))
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)

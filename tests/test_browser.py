@@ -74,9 +74,18 @@ def choose(page, path) -> str:
     # The upload box, drawn: a page just opened may not have drawn it yet.
     page.locator("#upload input[type=file], #upload button[aria-label=Clear]").first.wait_for(state="attached")
     if page.locator("#upload input[type=file]").count() == 0:  # a file is there already: clear it first
-        page.locator("#upload button[aria-label=Clear]").click()
+        clear_upload(page)
     page.locator("#upload input[type=file]").set_input_files(str(path))
     return wait_for_preview(page, before)
+
+
+def clear_upload(page):
+    """Clear the upload box and wait for the server to have cleared the picture: a file chosen before that lands
+    first, and the clearing then wipes what it showed (the reason a file cannot be read, once on a busy CI)."""
+    from playwright.sync_api import expect
+
+    page.locator("#upload button[aria-label=Clear]").click()
+    expect(page.locator("#xray-preview img")).to_have_count(0)
 
 
 def compare(page, path):
@@ -114,7 +123,7 @@ def test_an_error_names_the_users_file_and_clears_the_previous_results(page, tmp
     compare(page, EXAMPLES / "normal_IM-0039-0001.jpeg")
     bad = tmp_path / "discharge-letter.png"
     bad.write_bytes(b"%PDF-1.4 a letter, not an X-ray")
-    page.locator("#upload button[aria-label=Clear]").click()
+    clear_upload(page)
     page.locator("#upload input[type=file]").set_input_files(str(bad))
     # The reason stays next to the upload (a toast would leave with it).
     message = page.locator("#upload-note").get_by_text("discharge-letter.png: not an image")

@@ -172,8 +172,8 @@ def show_xray(predictors, path):
 def show_xray_or_why_not(predictors, path):
     """(the upload as the models read it, what is said under the upload): why a file cannot be read stays next to
     it until another is chosen, where a toast would leave with the reason."""
-    if not path:
-        return None, ""
+    if not path:  # the box was cleared: the change event already emptied both
+        return gr.skip(), gr.skip()
     try:
         return show_xray(predictors, path), ""
     except gr.Error as error:

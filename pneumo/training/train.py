@@ -168,6 +168,11 @@ def fit(args) -> Path:
     options = arch.options_for_training(backbone_weights(args))
     size = args.input_size or arch.default_input_size
     preprocessing = Preprocessing({"method": args.intensity}, smoothing=args.smoothing)
+    source_split = Path(args.init_from) / model_folder.SPLIT_FILE if args.init_from else None
+    if source_split and source_split.exists() and not (out / model_folder.SPLIT_FILE).exists():
+        # A fine-tune validates on the patients its source did: another split would put the source's training
+        # patients in validation.
+        shutil.copyfile(source_split, out / model_folder.SPLIT_FILE)
     train_frame, validation_frame, holdout_frame = load_split(args, out)
     print(f"train: {len(train_frame)} images, {train_frame.patient.nunique()} patients; "
           f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients; "
@@ -256,11 +261,6 @@ def load_split(args, out: Path):
     import pandas as pd
 
     split_path = out / model_folder.SPLIT_FILE
-    source_split = Path(args.init_from) / model_folder.SPLIT_FILE if args.init_from else None
-    if not split_path.exists() and source_split and source_split.exists():
-        # A fine-tune validates on the patients its source did: another split would put the source's training
-        # patients in validation.
-        shutil.copyfile(source_split, split_path)
     if not split_path.exists():
         train_dir = datalib.find_splits(args.data).get("train")
         if train_dir is None:
