@@ -168,6 +168,8 @@ def fit(args) -> Path:
     options = arch.options_for_training(backbone_weights(args))
     size = args.input_size or arch.default_input_size
     preprocessing = Preprocessing({"method": args.intensity}, smoothing=args.smoothing)
+    if args.init_from:
+        check_same_network(args.init_from, args, size)  # before any image is read
     source_split = Path(args.init_from) / model_folder.SPLIT_FILE if args.init_from else None
     if source_split and source_split.exists() and not (out / model_folder.SPLIT_FILE).exists():
         # A fine-tune validates on the patients its source did: another split would put the source's training
@@ -194,7 +196,7 @@ def fit(args) -> Path:
         history_path.unlink(missing_ok=True)
         model = arch.build((size, size, 3), classes, **options)
         if args.init_from:
-            start_from(model, args.init_from, args, size)
+            start_from(model, args.init_from)
         compile_model(model, args, decay_steps=steps)
     train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
                                           preprocessing=preprocessing, seed=args.seed, num_classes=classes,
@@ -225,15 +227,18 @@ def fit(args) -> Path:
     return out
 
 
-def start_from(model, folder, args, size: int) -> None:
-    """The weights of a model folder's network, which must be the architecture, input size and intensity
-    normalisation being trained, with the same layers and shapes as `model`."""
+def check_same_network(folder, args, size: int) -> None:
+    """A model folder to start from must be the architecture, input size and intensity normalisation being trained."""
     config = model_folder.read_config(folder)
     source = (config.get("architecture"), config.get("input", {}).get("height"),
               Preprocessing.from_config(config.get("preprocessing")).intensity.get("method"))
     if source != (args.arch, size, args.intensity):
         raise TrainingOptionError(f"{folder}: its network is {source[0]} at {source[1]} px with {source[2]} "
                                   f"intensities, not the {args.arch} at {size} px with {args.intensity} being trained")
+
+
+def start_from(model, folder) -> None:
+    """The weights of a model folder's network (`check_same_network`), with the same layers and shapes as `model`."""
     released = model_folder.load_network(folder)
     shapes = [tuple(w.shape) for w in model.weights], [tuple(w.shape) for w in released.weights]
     if shapes[0] != shapes[1]:
