@@ -58,6 +58,11 @@ def fraction_or_zero(text: str) -> float:
     return _share(text, "0 (none), or between 0 and 1", lambda value: 0 <= value < 1)
 
 
+def non_negative(text: str) -> float:
+    """argparse type: a number, 0 or more."""
+    return _share(text, "0 or more", lambda value: value >= 0)
+
+
 def _share(text: str, expected: str, allowed) -> float:
     try:
         value = float(text)

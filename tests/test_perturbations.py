@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import example_images
+from conftest import example_images, png_bytes
 from pneumo.imaging.decoding import read_grayscale
 from pneumo.training.perturbations import SUITE, as_another_file, perturb, random_acquisition
 
@@ -49,19 +49,13 @@ def test_another_file_of_the_picture_reads_back_as_the_same_picture(gray):
 
     rng = np.random.default_rng(0)
     kinds, gaps = set(), []
-    own = load_model_input(gray_png(gray), 224, 224)
+    own = load_model_input(png_bytes((gray * 255).round().astype(np.uint8)), 224, 224)
     for _ in range(12):
         data = as_another_file(gray, rng)
         kinds.add((data[:4] == b"\x89PNG", read_grayscale(data).shape[0] > gray.shape[0]))
         gaps.append(np.abs(load_model_input(data, 224, 224) - own).mean())
     assert len(kinds) >= 3, kinds  # re-encoded and upscaled, in more than one way
     assert max(gaps) < 0.02 and max(gaps) > 0, gaps
-
-
-def gray_png(gray) -> bytes:
-    import cv2
-
-    return cv2.imencode(".png", (gray * 255).round().astype(np.uint8))[1].tobytes()
 
 
 def test_an_upscaled_file_of_a_large_picture_stays_readable():

@@ -106,7 +106,7 @@ def test_init_from_a_folder_of_another_network_is_one_line_and_exit_1(tiny_model
 
 
 @pytest.mark.parametrize("option, value, says", [("--smoothing", "5", "more than 4.0 pixels"),
-                                                 ("--encoding-consistency", "-1", "-1 is negative"),
+                                                 ("--encoding-consistency", "-1", "-1 is not 0 or more"),
                                                  ("--init-from", "no-such-folder", "not a model folder")])
 def test_fine_tuning_options_out_of_range_are_usage_errors(option, value, says, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_status:

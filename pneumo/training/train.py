@@ -18,7 +18,7 @@ import numpy as np
 
 from . import data as datalib
 from ..hub import model_folder
-from ..cli import add_dataset_argument, command, fraction, fraction_or_zero
+from ..cli import add_dataset_argument, command, fraction, fraction_or_zero, non_negative
 from ..errors import DataFolderError, TrainingOptionError
 from ..files import write_csv, write_json
 from ..imaging.decoding import INTENSITY_METHODS, MAX_SMOOTHING, Preprocessing, decode_many_for_model
@@ -81,16 +81,6 @@ def smoothing_sigma(text: str) -> float:
     value = non_negative(text)
     if value > MAX_SMOOTHING:
         raise argparse.ArgumentTypeError(f"{text} is more than {MAX_SMOOTHING} pixels")
-    return value
-
-
-def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
 
 
@@ -170,11 +160,11 @@ def fit(args) -> Path:
     preprocessing = Preprocessing({"method": args.intensity}, smoothing=args.smoothing)
     if args.init_from:
         check_same_network(args.init_from, args, size)  # before any image is read
-    source_split = Path(args.init_from) / model_folder.SPLIT_FILE if args.init_from else None
-    if source_split and source_split.exists() and not (out / model_folder.SPLIT_FILE).exists():
-        # A fine-tune validates on the patients its source did: another split would put the source's training
-        # patients in validation.
-        shutil.copyfile(source_split, out / model_folder.SPLIT_FILE)
+        source_split = Path(args.init_from) / model_folder.SPLIT_FILE
+        if source_split.exists() and not (out / model_folder.SPLIT_FILE).exists():
+            # A fine-tune validates on the patients its source did: another split would put the source's training
+            # patients in validation.
+            shutil.copyfile(source_split, out / model_folder.SPLIT_FILE)
     train_frame, validation_frame, holdout_frame = load_split(args, out)
     print(f"train: {len(train_frame)} images, {train_frame.patient.nunique()} patients; "
           f"validation: {len(validation_frame)} images, {validation_frame.patient.nunique()} patients; "
@@ -182,25 +172,26 @@ def fit(args) -> Path:
 
     classes = len(datalib.CLASS_NAMES)
     weights = datalib.class_weights(train_frame.label)
-    images_per_epoch = len(train_frame) * (2 if args.encoding_consistency else 1)
-    steps = args.epochs * -(-images_per_epoch // args.batch_size)
 
     history_path = out / model_folder.HISTORY_FILE
     done_epochs = len(history_rows(history_path))
     last = checkpoints / "last.keras"
-    if done_epochs and last.exists():
+    resuming = bool(done_epochs) and last.exists()
+    if not resuming:
+        done_epochs = 0
+        history_path.unlink(missing_ok=True)
+    train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
+                                          preprocessing=preprocessing, seed=args.seed, num_classes=classes,
+                                          first_epoch=done_epochs, encoding_pairs=bool(args.encoding_consistency))
+    steps = args.epochs * len(train_data)
+    if resuming:
         print(f"resuming after epoch {done_epochs} from {last}", flush=True)
         model = keras.saving.load_model(last, safe_mode=True)
     else:
-        done_epochs = 0
-        history_path.unlink(missing_ok=True)
         model = arch.build((size, size, 3), classes, **options)
         if args.init_from:
             start_from(model, args.init_from)
         compile_model(model, args, decay_steps=steps)
-    train_data = datalib.training_batches(train_frame.path, train_frame.label, size, args.batch_size,
-                                          preprocessing=preprocessing, seed=args.seed, num_classes=classes,
-                                          first_epoch=done_epochs, encoding_pairs=bool(args.encoding_consistency))
     selection = selection_callback(validation_frame, holdout_frame, preprocessing, size)
 
     for stage in arch.training_stages(options, args.epochs, args.head_epochs):
